@@ -1,0 +1,86 @@
+"""An LRU cache of fixed-size blocks of remote objects, bounded in bytes.
+
+Keys are ``(object key, block index)`` where the object key is the basin's stable
+``key`` (never a presigned URL, which changes every hour).  The cache knows nothing
+about HTTP: ``read`` takes a ``fetch(start, stop)`` function for the half-open byte
+range of a run of missing blocks, so adjacent misses cost one request.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import cachetools
+
+Fetch = Callable[[int, int], bytes]
+
+
+class BlockCache:
+    def __init__(self, max_bytes: int, block_size: int = 256 * 1024) -> None:
+        if block_size <= 0 or max_bytes < block_size:
+            raise ValueError("the cache must hold at least one block")
+        self.block_size = block_size
+        self._lru: cachetools.LRUCache = cachetools.LRUCache(maxsize=max_bytes, getsizeof=len)
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def current_bytes(self) -> int:
+        return int(self._lru.currsize)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self._lru.maxsize)
+
+    def missing_runs(self, key: str, first: int, last: int) -> list[tuple[int, int]]:
+        """Runs ``[b0, b1)`` of block indices in ``[first, last]`` not in the cache."""
+        runs: list[tuple[int, int]] = []
+        with self._lock:
+            for index in range(first, last + 1):
+                if (key, index) in self._lru:
+                    continue
+                if runs and runs[-1][1] == index:
+                    runs[-1] = (runs[-1][0], index + 1)
+                else:
+                    runs.append((index, index + 1))
+        return runs
+
+    def store(self, key: str, first_block: int, data: bytes) -> dict[int, bytes]:
+        """Split a fetched run into blocks and insert them; returns the blocks."""
+        bs = self.block_size
+        blocks = {first_block + i: data[i * bs:(i + 1) * bs]
+                  for i in range((len(data) + bs - 1) // bs)}
+        with self._lock:
+            for index, block in blocks.items():
+                if len(block) <= self._lru.maxsize:
+                    self._lru[(key, index)] = block
+        return blocks
+
+    def read(self, key: str, start: int, stop: int, size: int, fetch: Fetch) -> bytes:
+        """Bytes ``[start, stop)`` of an object of ``size`` bytes, fetching what is missing."""
+        stop = min(stop, size)
+        if stop <= start:
+            return b""
+        bs = self.block_size
+        first, last = start // bs, (stop - 1) // bs
+        fetched: dict[int, bytes] = {}
+        runs = self.missing_runs(key, first, last)
+        for b0, b1 in runs:
+            data = fetch(b0 * bs, min(b1 * bs, size))
+            fetched.update(self.store(key, b0, data))
+        parts = []
+        for index in range(first, last + 1):
+            block = fetched.get(index)
+            if block is None:
+                with self._lock:
+                    block = self._lru.get((key, index))
+                if block is None:  # evicted between fetch and assembly: a tiny cache
+                    block = fetch(index * bs, min((index + 1) * bs, size))
+                else:
+                    self.hits += 1
+            parts.append(block)
+        self.misses += len(fetched)
+        data = b"".join(parts)
+        offset = start - first * bs
+        return data[offset:offset + (stop - start)]

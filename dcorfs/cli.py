@@ -1,0 +1,271 @@
+"""Command line: ``dcorfs mount | unmount | serve | demo-data``.
+
+The token is read from ``DCOR_API_TOKEN`` or ``--token-file`` only, never from an
+argument value (it would show in ``ps`` and in shell history).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pathlib
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import time
+
+from . import __version__
+
+log = logging.getLogger("dcorfs")
+
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'512M', '1G', '1073741824' -> bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text.upper())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 512M or 2G)")
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2)])
+
+
+def read_token(token_file: str | None) -> str:
+    """The API token from ``--token-file`` or ``DCOR_API_TOKEN``; '' for anonymous access."""
+    if token_file:
+        path = pathlib.Path(token_file).expanduser()
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise SystemExit(f"dcorfs: cannot read token file {path}: {exc.strerror}") from None
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SystemExit(f"dcorfs: token file {path} is readable by group or others "
+                             f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}")
+        token = path.read_text(encoding="utf-8").strip()
+        if not token:
+            raise SystemExit(f"dcorfs: token file {path} is empty")
+        return token
+    return os.environ.get("DCOR_API_TOKEN", "").strip()
+
+
+def normalise_host(host: str) -> str:
+    """'dcor.mpl.mpg.de' -> 'https://dcor.mpl.mpg.de'; URLs with a scheme are kept."""
+    host = host.strip().rstrip("/")
+    if not re.match(r"^https?://", host):
+        host = "https://" + host
+    if not re.fullmatch(r"https?://[A-Za-z0-9.\-]+(:\d+)?|https?://\[[0-9a-fA-F:]+\](:\d+)?", host):
+        raise SystemExit(f"dcorfs: --host must be a host name or a URL like "
+                         f"http://127.0.0.1:8000, not {host!r}")
+    return host
+
+
+def fuse_problem() -> str | None:
+    """Why FUSE cannot work here, with what to install, or None if it can."""
+    if not os.path.exists("/dev/fuse"):
+        return ("/dev/fuse is missing: load the module (sudo modprobe fuse) or, in a container, "
+                "start it with --device /dev/fuse --cap-add SYS_ADMIN")
+    if not (shutil.which("fusermount3") or shutil.which("fusermount")):
+        return "fusermount3 is missing: install FUSE 3 (Debian/Ubuntu: sudo apt-get install fuse3)"
+    try:
+        import mfusepy  # noqa: F401
+    except (ImportError, OSError, EnvironmentError) as exc:
+        return (f"the FUSE library cannot be loaded ({exc}): install libfuse3 "
+                f"(Debian/Ubuntu: sudo apt-get install fuse3)")
+    return None
+
+
+def setup_logging(verbosity: int, log_file: str | None = None) -> None:
+    level = logging.WARNING - 10 * verbosity
+    handler: logging.Handler = (logging.FileHandler(log_file) if log_file
+                                else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(logging.DEBUG, level))
+    # urllib3 logs full URLs at DEBUG; keep it quiet so presigned signatures stay out of logs
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+# -- mount --------------------------------------------------------------------------
+def cmd_mount(args: argparse.Namespace) -> int:
+    problem = fuse_problem()
+    if problem:
+        print(f"dcorfs: cannot mount: {problem}", file=sys.stderr)
+        return 2
+    mountpoint = pathlib.Path(args.mountpoint).expanduser().resolve()
+    if not mountpoint.is_dir():
+        print(f"dcorfs: mount point {mountpoint} is not a directory (mkdir -p {mountpoint})",
+              file=sys.stderr)
+        return 2
+    if os.path.ismount(mountpoint):
+        print(f"dcorfs: {mountpoint} is already a mount point (dcorfs unmount {mountpoint})",
+              file=sys.stderr)
+        return 2
+    host = normalise_host(args.host)
+    token = read_token(args.token_file)
+    if not args.foreground:
+        return _mount_in_background(args, mountpoint)
+    setup_logging(args.verbose, args.log_file)
+    from .fuse_adapter import run_mount
+    from .filesystem import FsConfig
+
+    config = FsConfig(host=host, token=token, cache_bytes=args.cache_size,
+                      allow_http=args.allow_insecure_http, timeout=args.timeout)
+    return run_mount(mountpoint, config, fuse_options=args.fuse_options)
+
+
+def _mount_in_background(args: argparse.Namespace, mountpoint: pathlib.Path) -> int:
+    """Start ``mount --foreground`` detached and wait until the mount is live.
+
+    Forking after threads exist (HTTP pools) is unsafe, so instead of letting libfuse
+    daemonise we start a fresh process and watch it.
+    """
+    log_file = args.log_file or str(_default_log_path(mountpoint))
+    argv = [sys.executable, "-m", "dcorfs", "mount", str(mountpoint), "--foreground",
+            "--host", args.host, "--cache-size", str(args.cache_size), "--log-file", log_file,
+            "--timeout", str(args.timeout)] + ["-v"] * args.verbose
+    if args.token_file:
+        argv += ["--token-file", args.token_file]
+    if args.allow_insecure_http:
+        argv.append("--allow-insecure-http")
+    for opt in args.fuse_options:
+        argv += ["-o", opt]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if os.path.ismount(mountpoint):
+            print(f"dcorfs: mounted {args.host} at {mountpoint} (log: {log_file})")
+            return 0
+        if proc.poll() is not None:
+            print(f"dcorfs: mount failed (exit {proc.returncode}); see {log_file}", file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    proc.terminate()
+    print(f"dcorfs: mount did not come up within 30 s; see {log_file}", file=sys.stderr)
+    return 1
+
+
+def _default_log_path(mountpoint: pathlib.Path) -> pathlib.Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    folder = pathlib.Path(base) / "dcorfs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / (re.sub(r"[^A-Za-z0-9]+", "_", str(mountpoint)).strip("_") + ".log")
+
+
+def cmd_unmount(args: argparse.Namespace) -> int:
+    mountpoint = str(pathlib.Path(args.mountpoint).expanduser().resolve())
+    if not os.path.ismount(mountpoint):
+        print(f"dcorfs: {mountpoint} is not mounted", file=sys.stderr)
+        return 1
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    cmd = [tool, "-u"] + (["-z"] if args.lazy else []) + [mountpoint] if tool else ["umount", mountpoint]
+    return subprocess.call(cmd)
+
+
+# -- serve --------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose + 1)
+    from . import server
+
+    return server.run(pathlib.Path(args.data_dir), host=args.bind, port=args.port,
+                      store_port=args.store_port,
+                      cache_dir=pathlib.Path(args.cache_dir) if args.cache_dir else server.default_cache_dir(),
+                      private=args.private, token_file=pathlib.Path(args.token_file) if args.token_file else None,
+                      latency_ms=args.latency_ms, bandwidth_mbs=args.bandwidth_mbs,
+                      presign_ttl=args.presign_ttl, list_only=args.list)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose + 1)
+    from .server.demo_data import write_demo_folder
+
+    for path in write_demo_folder(pathlib.Path(args.folder), events=args.events):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dcorfs",
+        description="Mount DCOR (dcor.mpl.mpg.de) so that every RT-DC measurement is a folder "
+                    "of NumPy .npy files, read on demand through HTTP range requests.")
+    parser.add_argument("--version", action="version", version=f"dcorfs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    mount = sub.add_parser(
+        "mount", help="mount DCOR at a folder",
+        description="Mount DCOR at MOUNTPOINT. Every resource id is a folder: "
+                    "MOUNTPOINT/<resource-id>/deform.npy and so on. The API token comes from "
+                    "DCOR_API_TOKEN or --token-file (never from the command line).")
+    mount.add_argument("mountpoint")
+    mount.add_argument("--host", default="dcor.mpl.mpg.de",
+                       help="DCOR host name (https implied) or URL with scheme and port, "
+                            "e.g. http://127.0.0.1:8000 (default: %(default)s)")
+    mount.add_argument("--token-file", help="file holding the DCOR API token (mode 600)")
+    mount.add_argument("--cache-size", type=parse_size, default=parse_size("1G"),
+                       help="memory for the block cache, e.g. 512M, 2G (default: 1G)")
+    mount.add_argument("--timeout", type=float, default=30.0,
+                       help="seconds to wait for one HTTP answer (default: %(default)s)")
+    mount.add_argument("--foreground", "-f", action="store_true",
+                       help="stay in the foreground and log to stderr")
+    mount.add_argument("-o", dest="fuse_options", action="append", default=[],
+                       metavar="OPT", help="extra FUSE option, e.g. -o allow_other (repeatable)")
+    mount.add_argument("--log-file", help="log here instead of stderr "
+                                          "(background default: ~/.local/state/dcorfs/)")
+    mount.add_argument("--allow-insecure-http", action="store_true",
+                       help="allow plain http to a host that is not loopback")
+    mount.add_argument("-v", "--verbose", action="count", default=0,
+                       help="more log output (-v info, -vv debug)")
+    mount.set_defaults(func=cmd_mount)
+
+    unmount = sub.add_parser("unmount", help="unmount a dcorfs mount",
+                             description="Unmount MOUNTPOINT (fusermount3 -u).")
+    unmount.add_argument("mountpoint")
+    unmount.add_argument("--lazy", "-z", action="store_true",
+                         help="detach now even if files are open")
+    unmount.set_defaults(func=cmd_unmount)
+
+    serve = sub.add_parser(
+        "serve", help="run a local DCOR-compatible server over a folder of .rtdc files",
+        description="Serve every .rtdc file below DATA_DIR as a DCOR resource: the CKAN action "
+                    "API (dcserv, resource_show, package_show, package_search, status_show, "
+                    "user_show), download routes and an S3-like object store with range "
+                    "requests. Condensed files are made with dclab, as DCOR does.")
+    serve.add_argument("data_dir", metavar="DATA_DIR")
+    serve.add_argument("--port", type=int, default=8000, help="API port (default: %(default)s)")
+    serve.add_argument("--store-port", type=int, default=0,
+                       help="object-store port (default: any free port)")
+    serve.add_argument("--bind", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--latency-ms", type=float, default=0.0,
+                       help="delay added to every request, to imitate a distant server")
+    serve.add_argument("--bandwidth-mbs", type=float, default=0.0,
+                       help="shared link bandwidth in MB/s for response bodies (0: unlimited)")
+    serve.add_argument("--private", action="append", default=[], metavar="GLOB",
+                       help="make the datasets of files matching GLOB (relative path) private; "
+                            "repeatable")
+    serve.add_argument("--token-file", help="API token that grants access to private data; "
+                                            "created with a new token if missing")
+    serve.add_argument("--presign-ttl", type=float, default=3600.0,
+                       help="lifetime of presigned object URLs in seconds (default: %(default)s)")
+    serve.add_argument("--cache-dir", help="where condensed files are kept "
+                                           "(default: ~/.cache/dcorfs/serve)")
+    serve.add_argument("--list", action="store_true", help="print resource ids and exit")
+    serve.add_argument("-v", "--verbose", action="count", default=0)
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo-data", help="write realistic demo .rtdc files",
+                          description="Write demo measurements (images, masks, contours, "
+                                      "traces, logs, a table; Zstandard + fletcher32 as dclab "
+                                      "writes) into FOLDER.")
+    demo.add_argument("folder")
+    demo.add_argument("--events", type=int, default=2000, help="events in the main file")
+    demo.add_argument("-v", "--verbose", action="count", default=0)
+    demo.set_defaults(func=cmd_demo_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

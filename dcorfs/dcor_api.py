@@ -1,0 +1,117 @@
+"""The DCOR (CKAN) action API: the only place that sends the API token.
+
+Answers are CKAN envelopes; failures map to errnos once, here:
+404 -> ENOENT, 401/403 -> EACCES, anything else (5xx, HTML where JSON was expected,
+``success: false`` without a known status) -> EIO.  Transport failures are retried a
+bounded number of times with backoff; HTTP error answers are not retried, except 5xx.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import random
+import re
+import threading
+import time
+import urllib.parse
+from typing import Any
+
+import requests
+
+from .http_fetch import new_session
+
+log = logging.getLogger(__name__)
+
+RESOURCE_ID = re.compile(r"[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}")
+
+
+def is_resource_id(name: str) -> bool:
+    """DCOR's id rule (lower-case hex 8-4-4-4-12; not necessarily an RFC 4122 UUID)."""
+    return RESOURCE_ID.fullmatch(name) is not None
+
+
+def is_loopback(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class DcorApi:
+    def __init__(self, host_url: str, token: str = "", timeout: float = 30.0,
+                 retries: int = 3, allow_http: bool = False) -> None:
+        self.base = host_url.rstrip("/")
+        if self.base.startswith("http://") and not (allow_http or is_loopback(self.base)):
+            raise OSError(errno.EPERM, f"refusing plain http to {self.base}: the API token "
+                                       "would cross the network unencrypted "
+                                       "(use https, or --allow-insecure-http)")
+        self._token = token
+        self.timeout = timeout
+        self.retries = retries
+        self._local = threading.local()
+        self.requests = 0
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self._token)
+
+    @property
+    def session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = new_session(pool_size=8)
+            if self._token:
+                session.headers["Authorization"] = self._token
+        return session
+
+    def call(self, action: str, **params: Any) -> Any:
+        """GET one action; returns ``result`` or raises OSError with a fitting errno."""
+        url = f"{self.base}/api/3/action/{action}"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(0.25 * (2 ** (attempt - 1)) * (0.5 + random.random()))
+            self.requests += 1
+            try:
+                resp = self.session.get(url, params=params, allow_redirects=False,
+                                        timeout=(min(10.0, self.timeout), self.timeout))
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                log.warning("DCA201 %s: %s (attempt %d/%d)", action, type(exc).__name__,
+                            attempt + 1, self.retries + 1)
+                error = OSError(errno.EIO, f"DCOR at {self.base} unreachable ({type(exc).__name__})")
+                continue
+            if resp.status_code >= 500 or resp.status_code == 429:
+                log.warning("DCA202 %s answered %d (attempt %d/%d)", action, resp.status_code,
+                            attempt + 1, self.retries + 1)
+                error = OSError(errno.EIO, f"DCOR answered {resp.status_code} to {action}")
+                continue
+            return self._result(action, resp)
+        raise error
+
+    @staticmethod
+    def _result(action: str, resp: requests.Response) -> Any:
+        status = resp.status_code
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        message = ""
+        if isinstance(body, dict):
+            if body.get("success") is True and status == 200:
+                return body.get("result")
+            err = body.get("error")
+            message = str(err.get("message", "")) if isinstance(err, dict) else ""
+        if status == 404:
+            raise OSError(errno.ENOENT, f"{action}: not found")
+        if status in (401, 403):
+            raise OSError(errno.EACCES, f"{action}: access denied ({message or status})")
+        if body is None:
+            raise OSError(errno.EIO, f"{action}: answer is not JSON (status {status}, "
+                                     f"{resp.headers.get('Content-Type', 'no content type')})")
+        raise OSError(errno.EIO, f"{action}: status {status} {message}".strip())
+
+    def dcserv(self, rid: str, query: str) -> Any:
+        return self.call("dcserv", id=rid, query=query, version="2")

@@ -1,0 +1,157 @@
+"""The FUSE-free core: look up paths, list folders, open and read files.
+
+Everything here raises ``OSError(errno.X, message)``; the FUSE adapter maps those
+once.  Resource folders are resolved on first lookup.  Names that cannot be a
+resource id are ENOENT without a request; "not found" answers are remembered for
+a short while, other errors never (the next try may succeed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import itertools
+import logging
+import os
+import stat
+import threading
+import time
+
+from .block_cache import BlockCache
+from .dcor_api import DcorApi, is_resource_id
+from .http_fetch import RangeFetcher
+from .resource import Dir, File, Node, Resource
+
+log = logging.getLogger(__name__)
+
+NEGATIVE_TTL = 30.0
+BLKSIZE = 1024 * 1024
+
+
+@dataclasses.dataclass
+class FsConfig:
+    host: str
+    token: str = ""
+    cache_bytes: int = 1 << 30
+    block_size: int = 256 * 1024
+    timeout: float = 30.0
+    allow_http: bool = False
+
+    def __repr__(self) -> str:  # never show the token
+        return (f"FsConfig(host={self.host!r}, token={'<set>' if self.token else '<none>'}, "
+                f"cache_bytes={self.cache_bytes})")
+
+
+class Filesystem:
+    def __init__(self, config: FsConfig) -> None:
+        self.config = config
+        self.api = DcorApi(config.host, config.token, timeout=config.timeout,
+                           allow_http=config.allow_http)
+        self.cache = BlockCache(config.cache_bytes, config.block_size)
+        self.fetcher = RangeFetcher(timeout=config.timeout,
+                                    verify=True)
+        self.resources: dict[str, Resource] = {}
+        self._not_found: dict[str, float] = {}
+        self._loading: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._handles: dict[int, File] = {}
+        self._next_fh = itertools.count(1)
+        self.mounted_at = time.time()
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+
+    # -- resources ---------------------------------------------------------------------
+    def resource(self, rid: str) -> Resource:
+        if not is_resource_id(rid):
+            raise OSError(errno.ENOENT, f"{rid!r} is not a resource id")
+        with self._lock:
+            res = self.resources.get(rid)
+            if res is not None:
+                return res
+            if self._not_found.get(rid, 0.0) > time.monotonic():
+                raise OSError(errno.ENOENT, f"resource {rid} not found (cached)")
+            lock = self._loading.setdefault(rid, threading.Lock())
+        with lock:
+            with self._lock:
+                if rid in self.resources:
+                    return self.resources[rid]
+            res = Resource(rid, self.api, self.cache, self.fetcher)
+            try:
+                res.load()
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    with self._lock:
+                        self._not_found[rid] = time.monotonic() + NEGATIVE_TTL
+                log.warning("DCF101 resource %s: %s", rid, exc.strerror)
+                raise
+            with self._lock:
+                self.resources[rid] = res
+            log.info("DCF102 resource %s resolved (%d basins)", rid, len(res.basins))
+            return res
+
+    # -- paths -------------------------------------------------------------------------
+    def lookup(self, path: str) -> Node | None:
+        """The node at ``path``; None for the root folder."""
+        parts = [p for p in path.split("/") if p]
+        if not parts:
+            return None
+        node: Node = self.resource(parts[0]).root
+        for depth, part in enumerate(parts[1:], 1):
+            if not isinstance(node, Dir):
+                raise OSError(errno.ENOTDIR, f"{'/'.join(parts[:depth])} is not a folder")
+            child = node.entries.get(part)
+            if child is None:
+                raise OSError(errno.ENOENT, f"no {'/'.join(parts[:depth + 1])}")
+            node = child
+        return node
+
+    def getattr(self, path: str) -> dict:
+        node = self.lookup(path)
+        base = {"st_uid": self.uid, "st_gid": self.gid, "st_atime": self.mounted_at,
+                "st_mtime": self.mounted_at, "st_ctime": self.mounted_at}
+        if node is None or isinstance(node, Dir):
+            return {**base, "st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2, "st_size": 0}
+        size = node.view.size
+        return {**base, "st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": size,
+                "st_blksize": BLKSIZE, "st_blocks": (size + 511) // 512}
+
+    def readdir(self, path: str) -> list[str]:
+        node = self.lookup(path)
+        if node is None:
+            with self._lock:
+                return sorted(self.resources)
+        if not isinstance(node, Dir):
+            raise OSError(errno.ENOTDIR, f"{path} is not a folder")
+        return list(node.entries)
+
+    def open(self, path: str, flags: int) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC):
+            raise OSError(errno.EROFS, "dcorfs is read-only")
+        node = self.lookup(path)
+        if not isinstance(node, File):
+            raise OSError(errno.EISDIR, f"{path} is a folder")
+        node.view  # make sizes and sources ready before the first read
+        fh = next(self._next_fh)
+        with self._lock:
+            self._handles[fh] = node
+        return fh
+
+    def read(self, fh: int, offset: int, size: int) -> bytes:
+        with self._lock:
+            node = self._handles.get(fh)
+        if node is None:
+            raise OSError(errno.EBADF, f"no open file {fh}")
+        if offset < 0 or size < 0:
+            raise OSError(errno.EINVAL, "negative offset or size")
+        return node.view.read(offset, size)
+
+    def release(self, fh: int) -> None:
+        with self._lock:
+            self._handles.pop(fh, None)
+
+    def statfs(self) -> dict:
+        return {"f_bsize": BLKSIZE, "f_frsize": BLKSIZE, "f_blocks": 0, "f_bfree": 0,
+                "f_bavail": 0, "f_files": len(self.resources), "f_ffree": 0, "f_namemax": 255}
+
+    def close(self) -> None:
+        for res in list(self.resources.values()):
+            res.close()

@@ -1,0 +1,109 @@
+"""The thin FUSE layer: the only module that imports the FUSE binding.
+
+It turns paths and file handles into calls on ``Filesystem`` and maps errors once:
+``OSError`` keeps its errno, anything else becomes EIO with one log line.  Write
+operations are not implemented, and the mount is read-only at the kernel (``ro``).
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import pathlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import mfusepy
+
+from .filesystem import Filesystem, FsConfig
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _errors_mapped(func: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(func)
+    def wrapper(self: "DcorOperations", *args: Any) -> T:
+        try:
+            return func(self, *args)
+        except mfusepy.FuseOSError:
+            raise
+        except OSError as exc:
+            code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.EIO
+            if code not in (errno.ENOENT,):
+                log.warning("DCM501 %s%r: %s", func.__name__, args[:1], exc.strerror or exc)
+            raise mfusepy.FuseOSError(code) from None
+        except Exception:  # noqa: BLE001 - anything unexpected is EIO, never a crash
+            log.exception("DCM502 %s%r failed unexpectedly", func.__name__, args[:1])
+            raise mfusepy.FuseOSError(errno.EIO) from None
+    return wrapper
+
+
+class DcorOperations(mfusepy.Operations):
+    use_ns = True
+
+    def __init__(self, fs: Filesystem) -> None:
+        self.fs = fs
+
+    @_errors_mapped
+    def getattr(self, path: str, fh: int | None = None) -> dict:
+        attrs = self.fs.getattr(path)
+        for key in ("st_atime", "st_mtime", "st_ctime"):
+            attrs[key] = int(attrs[key] * 1e9)
+        return attrs
+
+    @_errors_mapped
+    def readdir(self, path: str, fh: int) -> list[str]:
+        return [".", ".."] + self.fs.readdir(path)
+
+    @_errors_mapped
+    def open(self, path: str, flags: int) -> int:
+        return self.fs.open(path, flags)
+
+    @_errors_mapped
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        return self.fs.read(fh, offset, size)
+
+    @_errors_mapped
+    def release(self, path: str, fh: int) -> int:
+        self.fs.release(fh)
+        return 0
+
+    @_errors_mapped
+    def statfs(self, path: str) -> dict:
+        return self.fs.statfs()
+
+    @_errors_mapped
+    def access(self, path: str, amode: int) -> int:
+        if amode & 2:  # W_OK
+            raise OSError(errno.EROFS, "dcorfs is read-only")
+        self.fs.lookup(path)
+        return 0
+
+    def destroy(self, path: str) -> None:
+        self.fs.close()
+
+
+def run_mount(mountpoint: pathlib.Path, config: FsConfig, fuse_options: list[str]) -> int:
+    """Mount and serve until unmounted; returns the exit code."""
+    fs = Filesystem(config)
+    options: dict[str, Any] = {
+        "fsname": "dcorfs", "subtype": "dcorfs", "ro": True, "default_permissions": True,
+        "kernel_cache": True, "attr_timeout": 3600, "entry_timeout": 3600,
+        "negative_timeout": 10,
+    }
+    for opt in fuse_options:
+        for item in opt.split(","):
+            key, sep, value = item.partition("=")
+            if key:
+                options[key.strip()] = value if sep else True
+    log.info("DCM503 mounting %s at %s", config.host, mountpoint)
+    try:
+        mfusepy.FUSE(DcorOperations(fs), str(mountpoint), foreground=True, nothreads=False,
+                     **options)
+    except RuntimeError as exc:
+        log.error("DCM504 FUSE ended with an error: %s", exc)
+        return 1
+    log.info("DCM505 unmounted %s", mountpoint)
+    return 0

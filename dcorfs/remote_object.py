@@ -1,0 +1,117 @@
+"""One remote file (a basin's condensed or original artifact), read through the block cache.
+
+The object's identity for caching is the basin ``key``; its URL may be presigned and
+expire.  Before a URL's local expiry, or when the store answers 403, the object asks
+its owner for fresh basins once and retries: the refresh is invisible to readers.
+``RemoteFile`` adapts an object to the file interface h5py needs.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from .block_cache import BlockCache
+from .http_fetch import RangeFetcher, redact
+
+log = logging.getLogger(__name__)
+
+
+class RemoteObject:
+    def __init__(self, key: str, url: str, expires_at: float | None, cache: BlockCache,
+                 fetcher: RangeFetcher, refresh: Callable[[], None] | None = None) -> None:
+        self.key = key
+        self.url = url
+        self.expires_at = expires_at  # local monotonic-free wall time, None = never
+        self.cache = cache
+        self.fetcher = fetcher
+        self.refresh = refresh
+        self.size = -1
+        self.etag = ""
+        self._lock = threading.Lock()
+
+    def set_url(self, url: str, expires_at: float | None) -> None:
+        with self._lock:
+            self.url = url
+            self.expires_at = expires_at
+
+    def _fetch(self, start: int, stop: int) -> bytes:
+        if self.expires_at is not None and time.time() >= self.expires_at and self.refresh:
+            log.info("DCR401 presigned URL for %s is about to expire, refreshing", self.key)
+            self.refresh()
+        url = self.url
+        try:
+            result = self.fetcher.fetch(url, start, stop)
+        except OSError as exc:
+            if exc.errno != errno.EACCES or self.refresh is None:
+                raise
+            log.info("DCR402 %s answered 403, refreshing its presigned URL", redact(url))
+            self.refresh()
+            result = self.fetcher.fetch(self.url, start, stop)
+        if result.total >= 0:
+            if self.size >= 0 and result.total != self.size:
+                raise OSError(errno.EIO, f"{self.key} changed size from {self.size} to "
+                                         f"{result.total}; refusing mixed data")
+            self.size = result.total
+        self.etag = result.etag or self.etag
+        return result.data
+
+    def probe(self) -> None:
+        """Learn the size with a first read (HEAD does not work on presigned URLs)."""
+        if self.size < 0:
+            bs = self.cache.block_size
+            data = self._fetch(0, bs)
+            self.cache.store(self.key, 0, data)
+
+    def read(self, start: int, stop: int) -> bytes:
+        self.probe()
+        return self.cache.read(self.key, start, stop, self.size, self._fetch)
+
+
+class RemoteFile(io.RawIOBase):
+    """A seekable, read-only file object over a RemoteObject, for ``h5py.File``.
+
+    h5py swallows the errno of exceptions raised here, so the last one is kept in
+    ``last_error`` for the caller to re-raise with its errno intact.
+    """
+
+    def __init__(self, obj: RemoteObject) -> None:
+        super().__init__()
+        obj.probe()
+        self.obj = obj
+        self.pos = 0
+        self.last_error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self.pos = offset
+        elif whence == io.SEEK_CUR:
+            self.pos += offset
+        elif whence == io.SEEK_END:
+            self.pos = self.obj.size + offset
+        else:
+            raise ValueError(f"bad whence {whence}")
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        size = len(buffer)
+        try:
+            data = self.obj.read(self.pos, self.pos + size)
+        except OSError as exc:
+            self.last_error = exc
+            raise
+        buffer[:len(data)] = data
+        self.pos += len(data)
+        return len(data)

@@ -1,0 +1,52 @@
+"""``dcorfs serve``: a local DCOR-compatible server (API, object store, condensed files)."""
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import signal
+import threading
+
+from .app import DcorServer, ServerConfig, read_or_create_token
+from .catalog import Catalog
+from .link import Link
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> pathlib.Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "dcorfs" / "serve"
+
+
+def run(data_dir: pathlib.Path, host: str, port: int, store_port: int, cache_dir: pathlib.Path,
+        private: list[str], token_file: pathlib.Path | None, latency_ms: float,
+        bandwidth_mbs: float, presign_ttl: float, list_only: bool) -> int:
+    catalog = Catalog(data_dir, cache_dir, private)
+    catalog.scan()
+    if list_only:
+        for row in catalog.summary():
+            flags = ("private" if row["private"] else "public") + \
+                    ("" if row["condensed"] else ", no condensed")
+            print(f"{row['id']}  {row['path']}  ({flags})")
+        return 0
+    tokens = {read_or_create_token(token_file)} if token_file else set()
+    config = ServerConfig(catalog=catalog, tokens=tokens,
+                          link=Link(latency_ms, bandwidth_mbs), presign_ttl=presign_ttl)
+    server = DcorServer(config, host=host, port=port, store_port=store_port)
+    server.start()
+    print(f"DCOR API:      {config.api_base}   (mount with --host {config.api_base})", flush=True)
+    print(f"object store:  {config.store_base}", flush=True)
+    if token_file:
+        print(f"API token in:  {token_file}", flush=True)
+    for row in catalog.summary():
+        flags = "private" if row["private"] else "public"
+        print(f"  {row['id']}  {row['path']}  ({flags})", flush=True)
+    print(f"serving {len(catalog.resources)} resources; stop with Ctrl-C", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    log.info("DCS105 server stopped")
+    return 0

@@ -1,0 +1,546 @@
+"""HTTP front of the local DCOR: the CKAN action API, download routes and an object store.
+
+Two listening sockets, like the real deployment: the DCOR host (API and routes) and
+a separate object-store host that answers range GETs on ``/{bucket}/{key}``.  Keeping
+them apart lets tests prove that the API token never reaches the object store.
+Behaviour follows ``docs/dcor-api.md`` (envelope, status codes, Werkzeug reason
+phrases, validation order of ``dcserv``, presigned URLs with expiry).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import http.server
+import json
+import logging
+import os
+import re
+import secrets
+import socketserver
+import threading
+import time
+import urllib.parse
+from typing import Any
+
+from .catalog import ORG_ID, ORG_NAME, Catalog, Resource, bucket_name, object_key
+from .link import Link
+
+log = logging.getLogger(__name__)
+
+CKAN_VERSION = "2.11.3"
+REASONS = {200: "OK", 206: "Partial Content", 302: "FOUND", 400: "BAD REQUEST",
+           403: "FORBIDDEN", 404: "NOT FOUND", 409: "CONFLICT", 416: "Requested Range Not Satisfiable",
+           500: "INTERNAL SERVER ERROR"}
+STORE_REASONS = {403: "Forbidden", 404: "Not Found"}
+USER = {"id": "5f2c1a7e-0d7e-4c55-9b0c-6f2f7e3a9d11", "name": "dcorfs-user",
+        "fullname": "dcorfs local user", "email": "user@localhost", "state": "active",
+        "sysadmin": False}
+
+
+class ActionError(Exception):
+    """A CKAN action failure: HTTP status, error type and message."""
+
+    def __init__(self, status: int, err_type: str, message: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.err_type = err_type
+        self.message = message
+
+
+def not_found(msg: str = "") -> ActionError:
+    return ActionError(404, "Not Found Error", "Not found" + (f": {msg}" if msg else ""))
+
+
+def forbidden(msg: str = "") -> ActionError:
+    return ActionError(403, "Authorization Error", "Access denied" + (f": {msg}" if msg else ""))
+
+
+def validation(msg: Any) -> ActionError:
+    return ActionError(409, "Validation Error", msg)
+
+
+@dataclasses.dataclass
+class Stats:
+    """What the server saw; tests and the benchmark read it at ``/_dcorfs/stats``."""
+
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def add(self, **kwargs: int) -> None:
+        with self.lock:
+            for key, value in kwargs.items():
+                self.counts[key] = self.counts.get(key, 0) + value
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.counts)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.counts.clear()
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    catalog: Catalog
+    tokens: set[str]
+    link: Link
+    presign_ttl: float = 3600.0
+    secret: bytes = dataclasses.field(default_factory=lambda: secrets.token_bytes(32))
+    api_base: str = ""
+    store_base: str = ""
+    stats: Stats = dataclasses.field(default_factory=Stats)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "dcorfs-serve"
+    sys_version = ""
+    config: ServerConfig  # set on the subclass made per server
+    is_store = False
+
+    # -- plumbing ---------------------------------------------------------------
+    def log_message(self, fmt: str, *args: Any) -> None:  # route http.server's chatter to logging
+        log.debug("%s %s", self.address_string(), fmt % args)
+
+    def _send(self, status: int, body: bytes, content_type: str,
+              headers: dict[str, str] | None = None, reason: str | None = None) -> None:
+        self.send_response(status, reason or REASONS.get(status))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self._write_body(body)
+
+    def _write_body(self, body: bytes | memoryview) -> None:
+        view = memoryview(body)
+        step = 64 * 1024
+        for start in range(0, len(view), step):
+            piece = view[start:start + step]
+            self.config.link.transmit(len(piece))
+            self.wfile.write(piece)
+
+    def _json(self, status: int, payload: Any) -> None:
+        body = json.dumps(payload).encode()
+        self._send(status, body, "application/json;charset=utf-8")
+
+    def _user(self) -> dict | None:
+        token = self.headers.get("Authorization") or self.headers.get("X-CKAN-API-Key") or ""
+        token = token.strip()
+        if token and any(hmac.compare_digest(token, t) for t in self.config.tokens):
+            return USER
+        return None
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+        self.do_GET()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.config.link.round_trip()
+        url = urllib.parse.urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if url.path == "/_dcorfs/stats/reset" and not self.is_store:
+            self.config.stats.reset()
+            self._json(200, {"success": True})
+            return
+        try:
+            params = json.loads(raw or b"{}")
+            if not isinstance(params, dict):
+                raise ValueError("body is not an object")
+        except ValueError:
+            self._json(400, "Bad request - JSON Error: invalid request body")
+            return
+        self._api(url.path, params)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.config.link.round_trip()
+        url = urllib.parse.urlsplit(self.path)
+        if self.is_store:
+            self._object(url)
+            return
+        if url.path == "/_dcorfs/stats":
+            self._json(200, self.config.stats.snapshot())
+            return
+        params: dict[str, Any] = {}
+        for key, value in urllib.parse.parse_qsl(url.query, keep_blank_values=True):
+            params[key] = [params[key], value] if key in params else value
+        if url.path.startswith("/api/"):
+            self._api(url.path, params)
+        elif url.path.startswith("/dataset/"):
+            self._route(url.path)
+        else:
+            self._send(404, b"<html><body><h1>Not found</h1></body></html>", "text/html")
+
+    # -- CKAN action API ----------------------------------------------------------
+    def _api(self, path: str, params: dict) -> None:
+        self.config.stats.add(api_requests=1)
+        if self.headers.get("Authorization") is not None:
+            self.config.stats.add(api_auth_headers=1)
+        match = re.fullmatch(r"/api/(?:3/)?action/([A-Za-z0-9_]+)", path)
+        if not match:
+            self._json(400, "Bad request - Action name not known: " + path.rsplit("/", 1)[-1])
+            return
+        action = match.group(1)
+        func = getattr(self, f"action_{action}", None)
+        self.config.stats.add(**{f"action_{action}" if func else "action_unknown": 1})
+        helpurl = f"{self.config.api_base}/api/3/action/help_show?name={action}"
+        if func is None:
+            self._json(400, f"Bad request - Action name not known: {action}")
+            return
+        try:
+            result = func(params, self._user())
+        except ActionError as exc:
+            message = exc.message
+            error = dict(message) if isinstance(message, dict) else {"message": message}
+            error["__type"] = exc.err_type
+            self._json(exc.status, {"help": helpurl, "success": False, "error": error})
+            return
+        except Exception:  # noqa: BLE001 - CKAN answers 500 for anything unexpected
+            log.exception("DCS201 action %s failed", action)
+            self._json(500, {"help": helpurl, "success": False,
+                             "error": {"__type": "Internal Server Error",
+                                       "message": "Internal Server Error"}})
+            return
+        self._json(200, {"help": helpurl, "success": True, "result": result})
+
+    def _resource(self, rid: Any, user: dict | None) -> Resource:
+        res = self.config.catalog.resources.get(rid) if isinstance(rid, str) else None
+        if res is None:
+            raise not_found()
+        if self.config.catalog.is_private(res) and user is None:
+            raise forbidden(f"User  not authorized to read resource {rid}")
+        return res
+
+    def action_status_show(self, params: dict, user: dict | None) -> dict:
+        return {"ckan_version": CKAN_VERSION, "site_url": self.config.api_base,
+                "site_title": "dcorfs local DCOR", "site_description": "dcorfs serve",
+                "locale_default": "en", "extensions": ["dcor_schemas", "dc_serve"]}
+
+    def action_user_show(self, params: dict, user: dict | None) -> dict:
+        if user is None:
+            raise forbidden("User not authorized to view user details")
+        if params.get("id") not in (None, user["id"], user["name"]):
+            raise forbidden("Users may only view their own details")
+        return dict(user)
+
+    def action_resource_show(self, params: dict, user: dict | None) -> dict:
+        if "id" not in params:
+            raise validation({"id": ["Missing value"]})
+        return self._resource_dict(self._resource(params["id"], user))
+
+    def action_package_show(self, params: dict, user: dict | None) -> dict:
+        if "id" not in params:
+            raise validation({"id": ["Missing value"]})
+        catalog = self.config.catalog
+        ds = catalog.datasets.get(params["id"]) or next(
+            (d for d in catalog.datasets.values() if d.name == params["id"]), None)
+        if ds is None:
+            raise not_found()
+        if ds.private and user is None:
+            raise forbidden(f"User  not authorized to read package {ds.id}")
+        return self._package_dict(ds.id)
+
+    def action_package_search(self, params: dict, user: dict | None) -> dict:
+        try:
+            rows = min(int(params.get("rows", 10)), 1000)
+            start = int(params.get("start", 0))
+        except (TypeError, ValueError):
+            raise validation({"rows": ["Invalid integer"]}) from None
+        include_private = str(params.get("include_private", "false")).lower() == "true"
+        query = str(params.get("q", "*:*"))
+        text = "" if query in ("*:*", "") else query.lower()
+        hits = []
+        for ds in self.config.catalog.datasets.values():
+            if ds.private and not (include_private and user is not None):
+                continue
+            blob = " ".join([ds.name, ds.title] + [r.name for r in ds.resources]).lower()
+            if text and text not in blob:
+                continue
+            hits.append(ds.id)
+        return {"count": len(hits), "sort": "score desc, metadata_modified desc",
+                "results": [self._package_dict(i) for i in hits[start:start + rows]],
+                "facets": {}, "search_facets": {}}
+
+    def action_organization_list(self, params: dict, user: dict | None) -> list:
+        if str(params.get("all_fields", "false")).lower() == "true":
+            return [{"id": ORG_ID, "name": ORG_NAME, "title": "dcorfs local circle",
+                     "display_name": "dcorfs local circle", "is_organization": True,
+                     "type": "organization", "state": "active",
+                     "package_count": len(self.config.catalog.datasets)}]
+        return [ORG_NAME]
+
+    def action_group_list(self, params: dict, user: dict | None) -> list:
+        return []
+
+    def action_dcserv(self, params: dict, user: dict | None) -> Any:
+        # validation order of ckanext-dc_serve serve.py::dcserv
+        version = str(params.get("version", "2"))
+        query = params.get("query")
+        if not query:
+            raise validation("Please specify 'query' parameter!")
+        if "id" not in params:
+            raise validation("Please specify 'id' parameter!")
+        if version == "1":
+            raise validation("Version '1' of the DCOR API is not supported anymore. "
+                             "Please use version '2' instead!")
+        if version != "2":
+            raise validation("Please specify version '1' or '2'!")
+        res = self._resource(params["id"], user)
+        if not res.name.endswith((".rtdc", ".dc")):
+            raise validation(f"Resource ID {res.id} must be an .rtdc dataset!")
+        if query == "metadata":
+            return res.metadata
+        if query == "size":
+            return res.metadata.get("experiment", {}).get("event count", 0)
+        if query == "valid":
+            return res.path.exists()
+        if query == "feature_list":
+            return []
+        if query == "logs":
+            return res.logs
+        if query == "tables":
+            return res.tables
+        if query == "trace_list":
+            if res.trace_names is None:  # DCOR hits a KeyError here, hence a 500
+                raise KeyError("trace_list")
+            return res.trace_names
+        if query == "basins":
+            return self._basins(res)
+        raise validation(f"Invalid query parameter '{query}'!")
+
+    # -- dicts -----------------------------------------------------------------
+    def _basins(self, res: Resource) -> list[dict]:
+        private = self.config.catalog.is_private(res)
+        basins = []
+        for artifact, features in (("condensed", res.condensed_features),
+                                   ("resource", res.features)):
+            basin: dict[str, Any] = {
+                "name": f"{artifact}-{res.id[:5]}", "format": "http", "type": "remote",
+                "mapping": "same", "perishable": private,
+                "key": f"dcor-{'presigned-' if private else ''}{artifact}-{res.id}",
+            }
+            if private:
+                url, t_req, t_exp = self.presign(artifact, res.id)
+                basin.update(time_request=t_req, time_expiration=t_exp, urls=[url])
+            else:
+                basin["urls"] = [self.object_url(artifact, res.id)]
+            if res.artifact_path(artifact) is not None:
+                basin["features"] = list(features)
+            basins.append(basin)
+        return basins
+
+    def object_url(self, artifact: str, rid: str) -> str:
+        return f"{self.config.store_base}/{bucket_name()}/{object_key(artifact, rid)}"
+
+    def presign(self, artifact: str, rid: str, ttl: float | None = None) -> tuple[str, float, int]:
+        """A URL valid until an epoch, rounded like dcor_shared's ``create_presigned_url``."""
+        ttl = self.config.presign_ttl if ttl is None else ttl
+        now = time.time()
+        wrap = max(1, int(0.2 * ttl))
+        expires = int(round(now / wrap) * wrap + ttl)
+        path = f"/{bucket_name()}/{object_key(artifact, rid)}"
+        sig = self._signature(path, expires)
+        return f"{self.config.store_base}{path}?Expires={expires}&Signature={sig}", now, expires
+
+    def _signature(self, path: str, expires: int) -> str:
+        return hmac.new(self.config.secret, f"{path}\n{expires}".encode(),
+                        hashlib.sha256).hexdigest()
+
+    def _resource_dict(self, res: Resource) -> dict:
+        api = self.config.api_base
+        meta = res.metadata
+        fl = "fluorescence" in meta and meta["fluorescence"].get("channel count", 0)
+        out = {"id": res.id, "package_id": res.dataset_id, "name": res.name,
+               "url": f"{api}/dataset/{res.dataset_id}/resource/{res.id}/download/{res.name.lower()}",
+               "url_type": "s3_upload", "mimetype": "RT-DC", "format": "RT-FDC" if fl else "RT-DC",
+               "size": res.size, "sha256": res.sha256, "etag": res.etag, "s3_available": True,
+               "s3_url": self.object_url("resource", res.id), "position": res.position,
+               "state": "active", "description": "", "hash": "", "resource_type": None,
+               "created": "2026-01-01T00:00:00", "last_modified": "2026-01-01T00:00:00"}
+        for section, items in meta.items():
+            if isinstance(items, dict):
+                for key, value in items.items():
+                    out[f"dc:{section}:{key}"] = value
+        return out
+
+    def _package_dict(self, ds_id: str) -> dict:
+        ds = self.config.catalog.datasets[ds_id]
+        return {"id": ds.id, "name": ds.name, "title": ds.title, "type": "dataset",
+                "state": "active", "private": ds.private, "owner_org": ORG_ID,
+                "authors": "dcorfs", "doi": "", "references": "", "notes": "",
+                "license_id": "CC0-1.0", "num_resources": len(ds.resources),
+                "organization": {"id": ORG_ID, "name": ORG_NAME, "title": "dcorfs local circle",
+                                 "type": "organization", "is_organization": True,
+                                 "state": "active"},
+                "resources": [self._resource_dict(r) for r in ds.resources],
+                "tags": [], "groups": []}
+
+    # -- download routes ---------------------------------------------------------
+    def _route(self, path: str) -> None:
+        self.config.stats.add(route_requests=1)
+        uid = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+        match = re.fullmatch(rf"/dataset/({uid})/resource/({uid})/(download/[^/]+|condensed\.rtdc)",
+                             path)
+        res = self.config.catalog.resources.get(match.group(2)) if match else None
+        user = self._user()
+        if (res is None or res.dataset_id != match.group(1)
+                or (self.config.catalog.is_private(res) and user is None)):
+            self._send(404, b"<html><body><h1>Resource not found</h1></body></html>", "text/html")
+            return
+        artifact = "condensed" if match.group(3) == "condensed.rtdc" else "resource"
+        if res.artifact_path(artifact) is None:
+            self._send(404, b"<html><body><h1>Condensed resource not found</h1></body></html>",
+                       "text/html")
+            return
+        ttl = 3600 if self.config.catalog.is_private(res) else 86400
+        url, _, _ = self.presign(artifact, res.id, ttl=ttl)
+        self._send(302, b"", "text/html", {"Location": url})
+
+    # -- object store ------------------------------------------------------------
+    def _store_error(self, status: int, code: str, message: str) -> None:
+        body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                f"<Message>{message}</Message></Error>").encode()
+        self.config.stats.add(**{f"store_status_{status}": 1})
+        self._send(status, body, "application/xml", reason=STORE_REASONS.get(status))
+
+    def _object(self, url: urllib.parse.SplitResult) -> None:
+        stats = self.config.stats
+        stats.add(store_requests=1)
+        if self.headers.get("Authorization") is not None:
+            stats.add(store_auth_headers=1)  # a client leaked its token here
+        match = re.fullmatch(r"/([^/]+)/(resource|condensed)/([0-9a-f]{3})/([0-9a-f-]{3})/([0-9a-f-]+)",
+                             url.path)
+        res = None
+        if match and match.group(1) == bucket_name():
+            res = self.config.catalog.resources.get(match.group(3) + match.group(4) + match.group(5))
+        artifact = match.group(2) if match else ""
+        path = res.artifact_path(artifact) if res else None
+        if path is None:
+            self._store_error(404, "NoSuchKey", "The specified key does not exist.")
+            return
+        if self.config.catalog.is_private(res) and not self._signed(url):
+            self._store_error(403, "AccessDenied", "Access Denied")
+            return
+        size = path.stat().st_size
+        etag = res.artifact_etag(artifact)
+        headers = {"ETag": f'"{etag}"', "Accept-Ranges": "bytes",
+                   "Last-Modified": "Thu, 01 Jan 2026 00:00:00 GMT"}
+        rng = self.headers.get("Range")
+        start, stop, status = 0, size, 200
+        if rng:
+            parsed = _parse_range(rng, size)
+            if parsed is None:
+                headers["Content-Range"] = f"bytes */{size}"
+                stats.add(store_status_416=1)
+                self._send(416, b"", "application/xml", headers)
+                return
+            if parsed != (-1, -1):
+                start, stop = parsed
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        stats.add(store_range_requests=1 if status == 206 else 0,
+                  store_full_requests=1 if status == 200 else 0)
+        self.send_response(status, REASONS[status])
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(stop - start))
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        sent = 0
+        try:
+            with path.open("rb") as fd:
+                fd.seek(start)
+                remaining = stop - start
+                while remaining > 0:
+                    piece = fd.read(min(remaining, 256 * 1024))
+                    if not piece:
+                        break
+                    self._write_body(piece)
+                    sent += len(piece)
+                    remaining -= len(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # clients may hang up after the headers (dclab does)
+        finally:
+            stats.add(store_bytes=sent, **{f"store_bytes_{artifact}": sent})
+
+    def _signed(self, url: urllib.parse.SplitResult) -> bool:
+        query = dict(urllib.parse.parse_qsl(url.query))
+        try:
+            expires = int(query.get("Expires", ""))
+        except ValueError:
+            return False
+        good = hmac.compare_digest(query.get("Signature", ""), self._signature(url.path, expires))
+        if good and expires < time.time():
+            self.config.stats.add(store_expired=1)
+            return False
+        return good
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """Half-open (start, stop) for one ``bytes=`` range; (-1, -1) to ignore; None for 416."""
+    match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
+    if not match or (not match.group(1) and not match.group(2)):
+        return (-1, -1)  # malformed or multi-range: S3 ignores it and sends the whole object
+    first, last = match.group(1), match.group(2)
+    if first:
+        start = int(first)
+        stop = min(int(last) + 1, size) if last else size
+        if last and int(last) < start:
+            return (-1, -1)
+    else:
+        start, stop = max(0, size - int(last)), size
+    if start >= size or stop <= start:
+        return None
+    return start, stop
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class DcorServer:
+    """Both listening sockets and their threads; ``start`` returns once they accept."""
+
+    def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int = 8000,
+                 store_port: int = 0) -> None:
+        self.config = config
+        api_handler = type("ApiHandler", (_Handler,), {"config": config, "is_store": False})
+        store_handler = type("StoreHandler", (_Handler,), {"config": config, "is_store": True})
+        self.api = _ThreadingServer((host, port), api_handler)
+        self.store = _ThreadingServer((host, store_port), store_handler)
+        config.api_base = f"http://{host}:{self.api.server_address[1]}"
+        config.store_base = f"http://{host}:{self.store.server_address[1]}"
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for srv in (self.api, self.store):
+            thread = threading.Thread(target=srv.serve_forever, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        for srv in (self.api, self.store):
+            srv.shutdown()
+            srv.server_close()
+
+
+def read_or_create_token(path: os.PathLike) -> str:
+    """The token this server accepts; created (mode 0600) when the file does not exist."""
+    try:
+        token = open(path, encoding="utf-8").read().strip()
+    except FileNotFoundError:
+        token = "dcorfs." + secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        log.info("DCS104 wrote a new API token to %s", path)
+    if not token:
+        raise OSError(22, f"token file {path} is empty")
+    return token

@@ -1,0 +1,101 @@
+"""File contents as byte ranges: .npy over rows of a dataset, in-memory text, passthrough.
+
+A view has an exact ``size`` before any data is read and answers
+``read(offset, size)``.  ``NpyView`` maps a byte range to the rows it covers,
+asks a row reader for just those rows and cuts the answer to the bytes requested.
+"""
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from .npy_format import npy_header
+
+RowReader = Callable[[int, int], np.ndarray]
+
+
+class View(Protocol):
+    size: int
+
+    def read(self, offset: int, size: int) -> bytes: ...
+
+
+class BytesView:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.data[offset:offset + size]
+
+
+class LazyBytesView:
+    """Content produced on first use (e.g. from an API query), size included."""
+
+    def __init__(self, produce: Callable[[], bytes]) -> None:
+        self._produce = produce
+        self._data: bytes | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def content(self) -> bytes:
+        with self._lock:
+            if self._data is None:
+                self._data = self._produce()
+            return self._data
+
+    @property
+    def size(self) -> int:  # type: ignore[override]
+        return len(self.content)
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.content[offset:offset + size]
+
+
+class NpyView:
+    """An array of ``shape`` and ``dtype`` as an .npy file, rows read on demand."""
+
+    def __init__(self, dtype: np.dtype, shape: tuple[int, ...], rows: RowReader) -> None:
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(int(s) for s in shape)
+        self.header = npy_header(self.dtype, self.shape)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.nrows = self.shape[0] if self.shape else 1
+        self.size = len(self.header) + self.nrows * self.row_bytes
+        self._rows = rows
+
+    def read(self, offset: int, size: int) -> bytes:
+        end = min(offset + size, self.size)
+        if offset >= end:
+            return b""
+        out = []
+        hlen = len(self.header)
+        if offset < hlen:
+            out.append(self.header[offset:min(end, hlen)])
+        dstart, dend = max(offset, hlen) - hlen, end - hlen
+        if dend > dstart and self.row_bytes:
+            r0, r1 = dstart // self.row_bytes, -(-dend // self.row_bytes)
+            rows = np.ascontiguousarray(self._rows(r0, r1), dtype=self.dtype)
+            expected = (r1 - r0,) + self.shape[1:]
+            if rows.shape != expected:
+                raise OSError(errno.EIO, f"rows {r0}-{r1} came back as {rows.shape}, "
+                                         f"expected {expected}")
+            raw = rows.tobytes()
+            skip = dstart - r0 * self.row_bytes
+            out.append(raw[skip:skip + (dend - dstart)])
+        return b"".join(out)
+
+
+class RemoteBytesView:
+    """An artifact byte for byte (``data.rtdc``), straight through the block cache."""
+
+    def __init__(self, obj) -> None:
+        self.obj = obj
+        self.size = obj.size
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.obj.read(offset, min(offset + size, self.size))
