@@ -22,6 +22,7 @@ class BlockCache:
         self.block_size = block_size
         self._lru: cachetools.LRUCache = cachetools.LRUCache(maxsize=max_bytes, getsizeof=len)
         self._lock = threading.Lock()
+        self._inflight: dict[tuple[str, int], threading.Event] = {}
         self.hits = 0
         self.misses = 0
 
@@ -33,18 +34,37 @@ class BlockCache:
     def max_bytes(self) -> int:
         return int(self._lru.maxsize)
 
-    def missing_runs(self, key: str, first: int, last: int) -> list[tuple[int, int]]:
-        """Runs ``[b0, b1)`` of block indices in ``[first, last]`` not in the cache."""
+    def _claim(self, key: str, first: int, last: int
+               ) -> tuple[list[tuple[int, int]], dict[int, threading.Event]]:
+        """Runs of blocks this caller must fetch, and blocks others are fetching now.
+
+        Concurrent readers (the kernel's readahead runs reads in parallel) must not
+        fetch the same block twice: a missing block is claimed by one reader, the
+        others wait for it.
+        """
         runs: list[tuple[int, int]] = []
+        waits: dict[int, threading.Event] = {}
         with self._lock:
             for index in range(first, last + 1):
                 if (key, index) in self._lru:
                     continue
+                event = self._inflight.get((key, index))
+                if event is not None:
+                    waits[index] = event
+                    continue
+                self._inflight[(key, index)] = threading.Event()
                 if runs and runs[-1][1] == index:
                     runs[-1] = (runs[-1][0], index + 1)
                 else:
                     runs.append((index, index + 1))
-        return runs
+        return runs, waits
+
+    def _release(self, key: str, b0: int, b1: int) -> None:
+        with self._lock:
+            for index in range(b0, b1):
+                event = self._inflight.pop((key, index), None)
+                if event is not None:
+                    event.set()
 
     def store(self, key: str, first_block: int, data: bytes) -> dict[int, bytes]:
         """Split a fetched run into blocks and insert them; returns the blocks."""
@@ -65,18 +85,26 @@ class BlockCache:
         bs = self.block_size
         first, last = start // bs, (stop - 1) // bs
         fetched: dict[int, bytes] = {}
-        runs = self.missing_runs(key, first, last)
-        for b0, b1 in runs:
-            data = fetch(b0 * bs, min(b1 * bs, size))
-            fetched.update(self.store(key, b0, data))
+        runs, waits = self._claim(key, first, last)
+        try:
+            for b0, b1 in runs:
+                data = fetch(b0 * bs, min(b1 * bs, size))
+                fetched.update(self.store(key, b0, data))
+                self._release(key, b0, b1)
+        finally:
+            for b0, b1 in runs:  # on failure, let waiters try for themselves
+                self._release(key, b0, b1)
+        for event in waits.values():
+            event.wait()
         parts = []
         for index in range(first, last + 1):
             block = fetched.get(index)
             if block is None:
                 with self._lock:
                     block = self._lru.get((key, index))
-                if block is None:  # evicted between fetch and assembly: a tiny cache
+                if block is None:  # evicted, or another reader's fetch failed
                     block = fetch(index * bs, min((index + 1) * bs, size))
+                    self.store(key, index, block)
                 else:
                     self.hits += 1
             parts.append(block)

@@ -227,55 +227,85 @@ class Resource:
             self._last_refresh = time.time()
             log.info("DCR404 refreshed presigned URLs of %s", self.rid)
 
-    def feature_sources(self) -> dict[str, tuple[Basin, Any]]:
-        """feature -> (basin, h5 object) following dclab's first-declaring-basin rule."""
-        sources: dict[str, tuple[Basin, Any]] = {}
+    def declared_features(self) -> list[str]:
+        """Every feature some basin declares, in first-declared order."""
         wanted: list[str] = []
         for basin in self.basins:
             for feat in basin.features:
                 if feat not in wanted:
                     wanted.append(feat)
-        for feat in wanted:
-            for basin in self.basins:
-                if feat not in basin.features:
-                    continue
-                try:
-                    found = basin.locate(feat)
-                except OSError as exc:
-                    raise basin.error_from(exc) from None
-                if found is not None:
-                    sources[feat] = (basin, found)
-                    break
-            else:
-                log.warning("DCR405 %s: feature %r is declared but no basin holds it in a "
-                            "form dcorfs can read; not listed", self.rid, feat)
-        return sources
+        return wanted
+
+    def source(self, feature: str) -> tuple[Basin, Any]:
+        """(basin, h5 object) for a feature: the first declaring basin that holds it.
+
+        Only the basins asked are opened, so reading a scalar feature never touches
+        the original file when the condensed one holds it.
+        """
+        for basin in self.basins:
+            if feature not in basin.features:
+                continue
+            try:
+                found = basin.locate(feature)
+            except OSError as exc:
+                raise basin.error_from(exc) from None
+            if found is not None:
+                return basin, found
+        log.warning("DCR405 %s: feature %r is declared but no basin holds it in a form "
+                    "dcorfs can read", self.rid, feature)
+        raise OSError(errno.ENOENT, f"{self.rid}: no readable source for feature {feature!r}")
 
     # -- tree ------------------------------------------------------------------------
     def _root_entries(self) -> dict[str, Node]:
         entries: dict[str, Node] = {}
-        for feat, (basin, obj) in sorted(self.feature_sources().items()):
-            if feat == "trace" and isinstance(obj, h5py.Group):
-                entries["trace"] = Dir(lambda b=basin, g=obj: {
-                    f"{name}.npy": File(lambda b=b, g=g, n=name: _dataset_view(b, g[n], False))
-                    for name in sorted(g.keys())})
-            elif feat == "contour" and isinstance(obj, h5py.Group):
-                entries["contour"] = Dir(lambda b=basin, g=obj: _contour_entries(b, g))
-            elif isinstance(obj, tuple):
-                entries[f"{feat}.npy"] = File(lambda b=basin, o=obj, f=feat: _mapped_view(b, *o, f in BOOL_FEATURES))
-            elif isinstance(obj, h5py.Dataset):
-                entries[f"{feat}.npy"] = File(lambda b=basin, d=obj, f=feat: _dataset_view(b, d, f in BOOL_FEATURES))
+        for feat in sorted(self.declared_features()):
+            if feat == "trace":
+                entries["trace"] = Dir(self._trace_entries)
+            elif feat == "contour":
+                entries["contour"] = Dir(self._contour_entries)
+            else:
+                entries[f"{feat}.npy"] = File(lambda f=feat: self._feature_view(f))
         entries["metadata.json"] = File(lambda: LazyBytesView(self._metadata_json))
         entries["logs"] = Dir(self._log_entries)
         entries["tables"] = Dir(self._table_entries)
         for basin in self.basins:
-            if basin.h5 is None:
-                continue
-            name = "condensed.rtdc" if basin.name.startswith("condensed") else (
-                "data.rtdc" if basin.name.startswith("resource") else None)
-            if name:
-                entries[name] = File(lambda o=basin.obj: RemoteBytesView(o))
+            if basin.name.startswith("condensed") and basin.declared is not None:
+                entries["condensed.rtdc"] = File(lambda o=basin.obj: _passthrough(o))
+            elif basin.name.startswith("resource"):
+                entries["data.rtdc"] = File(lambda o=basin.obj: _passthrough(o))
         return entries
+
+    def _feature_view(self, feature: str) -> View:
+        basin, obj = self.source(feature)
+        as_bool = feature in BOOL_FEATURES
+        if isinstance(obj, tuple):
+            return _mapped_view(basin, obj[0], obj[1], as_bool)
+        if isinstance(obj, h5py.Dataset):
+            return _dataset_view(basin, obj, as_bool)
+        raise OSError(errno.ENOENT, f"{self.rid}: {feature} is not an array")
+
+    def _group(self, feature: str) -> tuple[Basin, h5py.Group]:
+        basin, obj = self.source(feature)
+        if not isinstance(obj, h5py.Group):
+            raise OSError(errno.EIO, f"{self.rid}: {feature} is not an HDF5 group")
+        return basin, obj
+
+    def _trace_entries(self) -> dict[str, Node]:
+        basin, group = self._group("trace")
+        return {f"{name}.npy": File(lambda n=name: _dataset_view(basin, group[n], False))
+                for name in sorted(group.keys())}
+
+    def _contour_entries(self) -> dict[str, Node]:
+        basin, group = self._group("contour")
+        count = len(group)
+        width = len(str(max(count - 1, 0)))
+        names = [f"{i:0{width}d}.npy" for i in range(count)]
+
+        def make(name: str) -> Node:
+            key = str(int(name[:-4]))
+            return File(lambda: _dataset_view(basin, group[key], False))
+
+        return _LazyEntries(names, make)
 
     def _metadata_json(self) -> bytes:
         meta = self.api.dcserv(self.rid, "metadata")
@@ -321,6 +351,11 @@ def table_array(content: list) -> np.ndarray:
     for i, name in enumerate(names):
         out[name] = data[:, i]
     return out
+
+
+def _passthrough(obj: RemoteObject) -> RemoteBytesView:
+    obj.probe()
+    return RemoteBytesView(obj)
 
 
 def _safe_name(name: str) -> str:
@@ -375,15 +410,3 @@ def _mapped_view(basin: Basin, dataset: h5py.Dataset, basinmap: h5py.Dataset,
         return data.astype(bool) if as_bool else data
 
     return NpyView(dtype, shape, rows)
-
-
-def _contour_entries(basin: Basin, group: h5py.Group) -> dict[str, Node]:
-    count = len(group)
-    width = len(str(max(count - 1, 0)))
-    names = [f"{i:0{width}d}.npy" for i in range(count)]
-
-    def make(name: str) -> Node:
-        key = str(int(name[:-4]))
-        return File(lambda: _dataset_view(basin, group[key], False))
-
-    return _LazyEntries(names, make)

@@ -1,0 +1,179 @@
+"""What a user sees beyond the values: errors, private data, transfers, edge cases."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import stat
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+dclab = pytest.importorskip("dclab")
+
+
+def _errno_of(func, *args) -> int:
+    with pytest.raises(OSError) as info:
+        func(*args)
+    return info.value.errno
+
+
+# -- errors ---------------------------------------------------------------------------
+def test_names_that_cannot_be_ids_cost_no_request(server, mount):
+    server.reset_stats()
+    for name in (".Trash", "desktop.ini", "autorun.inf", "ABCDEF00-0000-0000-0000-000000000000",
+                 "not-an-id", "x" * 200):
+        assert _errno_of(os.stat, mount.path / name) == errno.ENOENT
+    assert server.stats().get("api_requests", 0) == 0
+
+
+def test_unknown_id_is_enoent(server, mount):
+    rid = "0123abcd-0000-4000-8000-000000000000"
+    assert _errno_of(os.stat, mount.path / rid) == errno.ENOENT
+    assert _errno_of(os.listdir, mount.path / rid) == errno.ENOENT
+    assert "DCF101" in mount.log_text()
+
+
+def test_missing_names_inside_a_resource(server, mount):
+    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    assert _errno_of(os.stat, mount.path / rid / "no_such_feature.npy") == errno.ENOENT
+    assert _errno_of(os.stat, mount.path / rid / "deform.npy" / "x") == errno.ENOTDIR
+
+
+def test_writes_are_refused(server, mount):
+    folder = mount.path / server.ids["DCscope/calibration_beads_47.rtdc"]
+    assert _errno_of(open, folder / "deform.npy", "r+b") == errno.EROFS
+    assert _errno_of(open, folder / "new.npy", "wb") == errno.EROFS
+    assert _errno_of(os.mkdir, folder / "newdir") == errno.EROFS
+    assert _errno_of(os.unlink, folder / "deform.npy") == errno.EROFS
+    assert _errno_of(os.rename, folder / "deform.npy", folder / "d.npy") == errno.EROFS
+    # the mount is still fine afterwards
+    assert np.load(folder / "deform.npy").shape == (47,)
+
+
+def test_private_resource_needs_the_token(server, fresh_mount):
+    rid = server.ids["DCOR-Aid/calibration_beads_47.rtdc"]
+    anonymous = fresh_mount(server.url)
+    assert _errno_of(os.listdir, anonymous.path / rid) == errno.EACCES
+    assert "DCF101" in anonymous.log_text()
+    # public data still readable on the same mount: it survived the refusal
+    public = server.ids["DCscope/calibration_beads_47.rtdc"]
+    assert np.load(anonymous.path / public / "deform.npy").shape == (47,)
+
+
+def test_private_resource_readable_with_token(server, mount):
+    rid = server.ids["DCOR-Aid/calibration_beads_47.rtdc"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with dclab.new_dataset(rid, host=server.url.split("//")[1], use_ssl=False,
+                               api_key=server.token) as ds:
+            assert np.array_equal(np.load(mount.path / rid / "deform.npy"), ds["deform"])
+
+
+def test_presigned_urls_refreshed_after_expiry(demo_server, fresh_mount):
+    """Presigned URLs live 3 s on this server; reads keep working long after."""
+    rid = demo_server.ids["beads/M002_beads.rtdc"]
+    mnt = fresh_mount(demo_server.url, token_file=demo_server.token_file)
+    folder = mnt.path / rid
+    first = np.load(folder / "deform.npy")
+    before = demo_server.stats().get("action_dcserv", 0)
+    time.sleep(4.5)  # every URL handed out so far has expired
+    images = np.load(folder / "image.npy", mmap_mode="r")
+    assert images[len(images) - 1].any()
+    assert np.array_equal(np.load(folder / "area_um.npy")[:3], np.load(folder / "area_um.npy")[:3])
+    assert np.load(folder / "deform.npy").shape == first.shape
+    assert demo_server.stats().get("action_dcserv", 0) > before, "no refresh happened"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with dclab.new_dataset(rid, host=demo_server.url.split("//")[1], use_ssl=False,
+                               api_key=demo_server.token) as ds:
+            assert np.array_equal(images[-1], ds["image"][len(images) - 1])
+
+
+def test_unreachable_server_is_eio_quickly(tmp_path, fresh_mount):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mnt = fresh_mount(f"http://127.0.0.1:{port}", extra=["--timeout", "5"])
+    rid = "0123abcd-0000-4000-8000-000000000001"
+    started = time.monotonic()
+    assert _errno_of(os.listdir, mnt.path / rid) == errno.EIO
+    assert time.monotonic() - started < 30
+    assert "DCA201" in mnt.log_text()
+    assert os.path.ismount(mnt.path)
+
+
+# -- transfers ------------------------------------------------------------------------
+def test_reading_deform_fetches_little(demo_server, fresh_mount):
+    rid = demo_server.ids["blood-cells/M001_data.rtdc"]
+    size = demo_server.dcserv(rid, "metadata")  # warm the server's side, not ours
+    assert size["success"]
+    mnt = fresh_mount(demo_server.url)
+    demo_server.reset_stats()
+    deform = np.load(mnt.path / rid / "deform.npy")
+    assert deform.shape == (1500,)
+    seen = demo_server.stats()
+    file_size = (mnt.path / rid / "data.rtdc").stat().st_size
+    assert seen["store_bytes"] < 0.10 * file_size, seen
+    assert seen.get("store_bytes_resource", 0) < 0.05 * file_size, seen
+
+
+def test_cold_read_fetches_no_block_twice(demo_server, fresh_mount):
+    rid = demo_server.ids["blood-cells/M001_data.rtdc"]
+    mnt = fresh_mount(demo_server.url)
+    demo_server.reset_stats()
+    data = (mnt.path / rid / "data.rtdc").read_bytes()
+    seen = demo_server.stats()
+    assert seen["store_bytes_resource"] == len(data), seen
+    demo_server.reset_stats()
+    assert (mnt.path / rid / "data.rtdc").read_bytes() == data
+    assert demo_server.stats().get("store_bytes", 0) == 0  # warm: all from cache
+
+
+# -- edge cases from ../shared/data/README.md -------------------------------------------
+def test_zero_events(server, mount):
+    folder = mount.path / server.ids["DCscope/empty_recording.rtdc"]
+    names = os.listdir(folder)
+    assert "condensed.rtdc" not in names  # condensing fails for N = 0, as on DCOR
+    assert np.load(folder / "deform.npy").shape == (0,)
+    assert np.load(folder / "image.npy").shape == (0, 100, 240)
+    assert np.load(folder / "trace" / "fl2_raw.npy").shape == (0, 3712)
+
+
+def test_image_and_mask_of_different_lengths(server, mount):
+    folder = mount.path / server.ids["dclab-docs/example_video.rtdc"]
+    assert np.load(folder / "image.npy", mmap_mode="r").shape[0] == 10
+    assert np.load(folder / "mask.npy", mmap_mode="r").shape[0] == 20
+
+
+def test_variable_length_logs(server, mount):
+    rel = "dcnum/fmt-hdf5_shapein_raw-with-variable-length-logs/file_with_variable_length_logs.rtdc"
+    logs = mount.path / server.ids[rel] / "logs"
+    texts = {p.name: p.read_text(encoding="utf-8") for p in logs.iterdir()}
+    assert texts and all(t.endswith("\n") for t in texts.values() if t)
+
+
+def test_stat_sizes_exact_before_reading(server, fresh_mount):
+    mnt = fresh_mount(server.url)
+    folder = mnt.path / server.ids["DCscope/cytoshot_blood.rtdc"]
+    sizes = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
+    for name, size in sizes.items():
+        assert len((folder / name).read_bytes()) == size, name
+    st = os.stat(folder / "image.npy")
+    assert st.st_blksize >= 1 << 20
+    assert stat.S_IMODE(st.st_mode) == 0o444
+
+
+def test_metadata_json_is_valid_json(server, mount):
+    meta = json.loads((mount.path / server.ids["DCscope/cytoshot_blood.rtdc"] /
+                       "metadata.json").read_text())
+    assert meta["experiment"]["event count"] == 8
+
+
+def test_root_lists_resolved_resources(server, mount):
+    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    os.stat(mount.path / rid)
+    assert rid in os.listdir(mount.path)
