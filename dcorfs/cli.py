@@ -186,6 +186,27 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    from . import demo
+
+    workdir = pathlib.Path(args.workdir).expanduser() if args.workdir else (
+        pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+        / "dcorfs" / "demo")
+    workdir.mkdir(parents=True, exist_ok=True)
+    return demo.run(workdir, events=args.events, latency_ms=args.latency_ms,
+                    bandwidth_mbs=args.bandwidth_mbs)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    problem = fuse_problem()
+    if problem:
+        print(f"dcorfs: FUSE cannot run here: {problem}", file=sys.stderr)
+        return 1
+    print("dcorfs: FUSE is ready (/dev/fuse, fusermount3, libfuse)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dcorfs",
@@ -263,6 +284,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--events", type=int, default=2000, help="events in the main file")
     demo.add_argument("-v", "--verbose", action="count", default=0)
     demo.set_defaults(func=cmd_demo_data)
+
+    showcase = sub.add_parser(
+        "demo", help="run the local DCOR on demo data, mount it and read from it",
+        description="Write demo data, start 'dcorfs serve' on it with a DCOR-like link, mount "
+                    "it, list a resource folder, load features with NumPy, show what was "
+                    "fetched, and unmount.")
+    showcase.add_argument("--workdir", help="where demo data and logs go "
+                                            "(default: ~/.cache/dcorfs/demo)")
+    showcase.add_argument("--events", type=int, default=5000, help="events in the demo file")
+    showcase.add_argument("--latency-ms", type=float, default=20.0)
+    showcase.add_argument("--bandwidth-mbs", type=float, default=50.0)
+    showcase.add_argument("-v", "--verbose", action="count", default=0)
+    showcase.set_defaults(func=cmd_demo)
+
+    doctor = sub.add_parser("doctor", help="check that FUSE can run here",
+                            description="Say what is missing for mounting, and how to install it.")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 

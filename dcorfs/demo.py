@@ -1,0 +1,142 @@
+"""``dcorfs demo``: the whole product in one command, on local demo data.
+
+Writes a realistic measurement, starts ``dcorfs serve`` on it with a DCOR-like link
+(latency, bandwidth), mounts it, lists a resource folder, loads features with
+NumPy, shows what crossed the network and unmounts.  Nothing is fetched from
+outside, so a newcomer sees it work on a fresh machine.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import requests
+
+from .cli import fuse_problem
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _wait_for(predicate, proc: subprocess.Popen, what: str, log: pathlib.Path,
+              timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise SystemExit(f"dcorfs demo: {what} exited with {proc.returncode}:\n"
+                             + log.read_text()[-2000:])
+        if time.monotonic() > deadline:
+            raise SystemExit(f"dcorfs demo: {what} did not start in {timeout:.0f} s; see {log}")
+        time.sleep(0.1)
+
+
+def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: float) -> int:
+    problem = fuse_problem()
+    if problem:
+        print(f"dcorfs demo: cannot mount: {problem}", file=sys.stderr)
+        return 2
+    from .server.demo_data import write_demo_folder
+
+    data = workdir / "data"
+    marker = data / f".events-{events}"
+    if not marker.exists():
+        _say(f"1. writing demo measurements ({events} events, images, masks, contours, "
+             f"traces) to {data} ...")
+        shutil.rmtree(data, ignore_errors=True)
+        write_demo_folder(data, events=events)
+        marker.touch()
+    else:
+        _say(f"1. demo measurements already in {data}")
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve_log = workdir / "serve.log"
+    _say(f"2. starting the local DCOR at {url} (latency {latency_ms:g} ms, "
+         f"bandwidth {bandwidth_mbs:g} MB/s) ...")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dcorfs", "serve", str(data), "--port", str(port),
+         "--cache-dir", str(workdir / "serve-cache"), "--latency-ms", str(latency_ms),
+         "--bandwidth-mbs", str(bandwidth_mbs)],
+        stdout=serve_log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    mountpoint = pathlib.Path(tempfile.mkdtemp(prefix="dcorfs-demo-mnt-"))
+    mount = None
+    try:
+        def server_up() -> bool:
+            with contextlib.suppress(requests.RequestException):
+                return requests.get(f"{url}/api/3/action/status_show", timeout=2).ok
+            return False
+
+        _wait_for(server_up, server, "dcorfs serve", serve_log, 300)
+        found = requests.get(f"{url}/api/3/action/package_search", timeout=10).json()["result"]
+        rid = next(r["id"] for p in found["results"] for r in p["resources"]
+                   if r["name"] == "M001_data.rtdc")
+
+        mount_log = workdir / "mount.log"
+        _say(f"3. mounting it at {mountpoint}")
+        _say(f"   $ dcorfs mount {mountpoint} --host {url}")
+        mount = subprocess.Popen(
+            [sys.executable, "-m", "dcorfs", "mount", str(mountpoint), "--host", url,
+             "--foreground", "--log-file", str(mount_log)], stdin=subprocess.DEVNULL)
+        _wait_for(lambda: os.path.ismount(mountpoint), mount, "dcorfs mount", mount_log, 30)
+
+        folder = mountpoint / rid
+        requests.post(f"{url}/_dcorfs/stats/reset", timeout=10)
+        _say(f"\n4. $ ls -l {folder}")
+        for entry in sorted(folder.iterdir()):
+            kind = "d" if entry.is_dir() else "-"
+            size = entry.stat().st_size if entry.is_file() else 0
+            _say(f"   {kind} {size:>12,d}  {entry.name}")
+        stats = requests.get(f"{url}/_dcorfs/stats", timeout=10).json()
+        _say(f"   (listing cost {stats.get('api_requests', 0)} API and "
+             f"{stats.get('store_requests', 0)} object-store requests, "
+             f"{stats.get('store_bytes', 0):,d} bytes)")
+
+        file_size = (folder / "data.rtdc").stat().st_size
+        for title, code in (
+                ("one scalar feature", lambda: np.load(folder / "deform.npy")),
+                ("one image out of thousands, memory-mapped",
+                 lambda: np.load(folder / "image.npy", mmap_mode="r")[events // 2].copy()),
+                ("a fluorescence trace", lambda: np.load(folder / "trace" / "fl1_raw.npy"))):
+            requests.post(f"{url}/_dcorfs/stats/reset", timeout=10)
+            started = time.monotonic()
+            array = code()
+            took = time.monotonic() - started
+            stats = requests.get(f"{url}/_dcorfs/stats", timeout=10).json()
+            _say(f"\n5. {title}: shape {array.shape}, dtype {array.dtype}, "
+                 f"{took * 1000:.0f} ms")
+            _say(f"   fetched {stats.get('store_bytes', 0):,d} bytes in "
+                 f"{stats.get('store_requests', 0)} requests "
+                 f"({100 * stats.get('store_bytes', 0) / file_size:.1f}% of the "
+                 f"{file_size:,d}-byte file)")
+        deform = np.load(folder / "deform.npy")
+        _say(f"\n   deform: mean {deform.mean():.4f}, first values {np.round(deform[:4], 4)}")
+        _say("\n6. unmounting")
+    finally:
+        if mount is not None:
+            subprocess.run([shutil.which("fusermount3") or shutil.which("fusermount") or "umount",
+                            "-u", str(mountpoint)], check=False)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                mount.wait(timeout=20)
+        server.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=20)
+        with contextlib.suppress(OSError):
+            mountpoint.rmdir()
+    code = mount.returncode if mount is not None else 1
+    _say("demo done" if code == 0 else f"mount process exited with {code}")
+    return 0 if code == 0 else 1

@@ -1,0 +1,133 @@
+"""``dcorfs serve`` answers as DCOR does (docs/dcor-api.md, section 11)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import requests
+
+
+def action(server, name, token=None, **params):
+    headers = {"Authorization": token} if token else {}
+    return requests.get(f"{server.url}/api/3/action/{name}", params=params, headers=headers,
+                        timeout=30)
+
+
+def test_envelope_and_validation_order(server):
+    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    resp = action(server, "dcserv", id=rid)
+    assert resp.status_code == 409 and resp.reason == "CONFLICT"
+    body = resp.json()
+    assert body["success"] is False and "help" in body
+    assert body["error"] == {"__type": "Validation Error",
+                             "message": "Please specify 'query' parameter!"}
+    assert action(server, "dcserv", query="size").json()["error"]["message"] == \
+        "Please specify 'id' parameter!"
+    assert "not supported anymore" in action(server, "dcserv", id=rid, query="size",
+                                             version="1").json()["error"]["message"]
+    assert action(server, "dcserv", id=rid, query="peter").json()["error"]["message"] == \
+        "Invalid query parameter 'peter'!"
+    resp = action(server, "dcserv", id="0123abcd-0000-4000-8000-000000000000", query="size")
+    assert resp.status_code == 404 and resp.json()["error"]["message"] == "Not found"
+    resp = action(server, "no_such_action")
+    assert resp.status_code == 400 and isinstance(resp.json(), str)
+
+
+def test_dcserv_queries(server):
+    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    ok = lambda q: action(server, "dcserv", id=rid, query=q).json()["result"]  # noqa: E731
+    assert ok("size") == 47
+    assert ok("valid") is True
+    assert ok("feature_list") == []
+    meta = ok("metadata")
+    assert meta["experiment"]["event count"] == 47 and "sample" in meta["experiment"]
+    assert ok("trace_list") == ["fl1_median", "fl1_raw", "fl2_median", "fl2_raw", "fl3_median",
+                                "fl3_raw"]
+    assert "dclab-condense" in ok("logs")  # condensed file's log is merged in
+    basins = ok("basins")
+    assert [b["name"] for b in basins] == [f"condensed-{rid[:5]}", f"resource-{rid[:5]}"]
+    for basin in basins:
+        assert basin["format"] == "http" and basin["type"] == "remote"
+        assert basin["mapping"] == "same" and basin["perishable"] is False
+        assert "expires" not in basin["urls"][0].lower()
+    assert "volume" in basins[0]["features"] and "image" in basins[1]["features"]
+    # trace_list without traces: DCOR's KeyError, a 500
+    no_trace = server.ids["dclab-docs/example.rtdc"]
+    assert action(server, "dcserv", id=no_trace, query="trace_list").status_code == 500
+
+
+def test_missing_condensed_file(server):
+    rid = server.ids["DCscope/empty_recording.rtdc"]
+    basins = action(server, "dcserv", id=rid, query="basins").json()["result"]
+    assert "features" not in basins[0]
+    assert requests.get(basins[0]["urls"][0], timeout=10).status_code == 404
+
+
+def test_private_resources(server):
+    rid = server.ids["DCOR-Aid/calibration_beads_47.rtdc"]
+    resp = action(server, "dcserv", id=rid, query="basins")
+    assert resp.status_code == 403
+    assert resp.json()["error"]["message"] == \
+        f"Access denied: User  not authorized to read resource {rid}"
+    assert action(server, "dcserv", token="wrong", id=rid, query="size").status_code == 403
+    basins = action(server, "dcserv", token=server.token, id=rid, query="basins").json()["result"]
+    for basin in basins:
+        assert basin["perishable"] is True
+        assert basin["time_expiration"] > basin["time_request"] + 3000
+        assert "expires" in basin["urls"][0].lower()
+        assert basin["key"].startswith("dcor-presigned-")
+        unsigned = basin["urls"][0].split("?")[0]
+        assert requests.get(unsigned, timeout=10).status_code == 403
+        resp = requests.get(basin["urls"][0], headers={"Range": "bytes=0-7"}, timeout=10)
+        assert resp.status_code == 206 and resp.content == b"\x89HDF\r\n\x1a\n"
+        tampered = basin["urls"][0].replace("Signature=", "Signature=0")
+        assert requests.get(tampered, timeout=10).status_code == 403
+    assert action(server, "user_show", token=server.token).json()["result"]["name"]
+    assert action(server, "user_show").status_code == 403
+
+
+def test_object_store_ranges(server, shared_data):
+    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    url = action(server, "dcserv", id=rid, query="basins").json()["result"][1]["urls"][0]
+    original = (shared_data / "DCscope/calibration_beads_47.rtdc").read_bytes()
+    full = requests.get(url, timeout=10)
+    assert full.status_code == 200 and full.content == original
+    assert len(full.headers["ETag"].strip('"')) >= 5
+    assert full.headers["Accept-Ranges"] == "bytes"
+    part = requests.get(url, headers={"Range": "bytes=100-299"}, timeout=10)
+    assert part.status_code == 206
+    assert part.headers["Content-Range"] == f"bytes 100-299/{len(original)}"
+    assert part.content == original[100:300]
+    tail = requests.get(url, headers={"Range": "bytes=-10"}, timeout=10)
+    assert tail.content == original[-10:]
+    past = requests.get(url, headers={"Range": f"bytes={len(original)}-"}, timeout=10)
+    assert past.status_code == 416
+    assert past.headers["Content-Range"] == f"bytes */{len(original)}"
+
+
+def test_routes_and_catalog(server):
+    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    res = action(server, "resource_show", id=rid).json()["result"]
+    assert res["mimetype"] == "RT-DC" and res["size"] == 904729 and len(res["sha256"]) == 64
+    pkg = action(server, "package_show", id=res["package_id"]).json()["result"]
+    assert rid in [r["id"] for r in pkg["resources"]]
+    resp = requests.get(res["url"], allow_redirects=False, timeout=10)
+    assert resp.status_code == 302
+    assert requests.get(resp.headers["Location"], timeout=10).content[:4] == b"\x89HDF"
+    public = action(server, "package_search", rows=1000).json()["result"]
+    everything = action(server, "package_search", token=server.token, rows=1000,
+                        include_private="true").json()["result"]
+    assert everything["count"] == public["count"] + 1  # the private DCOR-Aid dataset
+    assert action(server, "status_show").json()["result"]["ckan_version"] == "2.11.3"
+
+
+def test_serve_list_prints_stable_ids(server, shared_data, cache_dir):
+    out = subprocess.run([sys.executable, "-m", "dcorfs", "serve", str(shared_data), "--list",
+                          "--cache-dir", str(cache_dir)], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    for relpath, rid in server.ids.items():
+        assert f"{rid}  {relpath}" in out
+
+
+def test_stats_count_no_token_at_the_store(server, mount):
+    assert server.stats().get("store_auth_headers", 0) == 0
