@@ -22,7 +22,7 @@ import requests
 from dcorfs.cli import fuse_problem
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = pathlib.Path(os.environ.get("DCORFS_TEST_DATA") or ROOT.parent / "shared" / "data")
 PRIVATE_GLOB = "DCOR-Aid/*"
 
 
