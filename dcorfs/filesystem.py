@@ -7,6 +7,7 @@ a short while, other errors never (the next try may succeed).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import errno
 import itertools
@@ -17,6 +18,7 @@ import threading
 import time
 
 from .block_cache import BlockCache
+from .chunks import DecodedCache
 from .dcor_api import DcorApi, is_resource_id
 from .http_fetch import RangeFetcher
 from .resource import Dir, File, Node, Resource
@@ -49,6 +51,9 @@ class Filesystem:
         self.cache = BlockCache(config.cache_bytes, config.block_size)
         self.fetcher = RangeFetcher(timeout=config.timeout,
                                     verify=True)
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=16,
+                                                          thread_name_prefix="fetch")
+        self.decoded = DecodedCache()
         self.resources: dict[str, Resource] = {}
         self._not_found: dict[str, float] = {}
         self._loading: dict[str, threading.Lock] = {}
@@ -74,7 +79,7 @@ class Filesystem:
             with self._lock:
                 if rid in self.resources:
                     return self.resources[rid]
-            res = Resource(rid, self.api, self.cache, self.fetcher)
+            res = Resource(rid, self.api, self.cache, self.fetcher, self.pool, self.decoded)
             try:
                 res.load()
             except OSError as exc:
@@ -153,5 +158,6 @@ class Filesystem:
                 "f_bavail": 0, "f_files": len(self.resources), "f_ffree": 0, "f_namemax": 255}
 
     def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
         for res in list(self.resources.values()):
             res.close()
