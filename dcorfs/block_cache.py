@@ -16,7 +16,7 @@ Fetch = Callable[[int, int], bytes]
 
 
 class BlockCache:
-    def __init__(self, max_bytes: int, block_size: int = 256 * 1024) -> None:
+    def __init__(self, max_bytes: int, block_size: int = 64 * 1024) -> None:
         if block_size <= 0 or max_bytes < block_size:
             raise ValueError("the cache must hold at least one block")
         self.block_size = block_size

@@ -26,6 +26,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 _memfile_ids = itertools.count()
+SMALL_DATASET = 8 * 1024 ** 2  # compressed bytes
 
 
 class ChunkDecodeError(OSError):
@@ -103,8 +104,8 @@ class ChunkedRows:
         self.pool = pool
         self.decoded = decoded
         self.decoder = ChunkDecoder(dataset)
-        self.index: dict[int, tuple[int, int, int]] = {}
-        dataset.id.chunk_iter(self._add_chunk)
+        self.dataset = dataset
+        self._index: dict[int, tuple[int, int, int]] | None = None
         self.nchunks = -(-self.shape[0] // self.rows_per_chunk) if self.shape[0] else 0
         self._next_row = -1
         row_bytes = max(1, int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize)
@@ -112,10 +113,21 @@ class ChunkedRows:
         self._window = 0
         self._ahead_until = 0
         self._lock = threading.Lock()
+        self._total = 0
 
-    def _add_chunk(self, info) -> None:
-        self.index[info.chunk_offset[0] // self.rows_per_chunk] = (
-            info.byte_offset, info.size, info.filter_mask)
+    @property
+    def index(self) -> dict[int, tuple[int, int, int]]:
+        """chunk number -> (file offset, stored size, filter mask), read on first use
+        (listing a folder needs shapes, not chunk indexes)."""
+        with self._lock:
+            if self._index is None:
+                index: dict[int, tuple[int, int, int]] = {}
+                rpc = self.rows_per_chunk
+                self.dataset.id.chunk_iter(lambda info: index.__setitem__(
+                    info.chunk_offset[0] // rpc, (info.byte_offset, info.size, info.filter_mask)))
+                self._index = index
+                self._total = sum(entry[1] for entry in index.values())
+            return self._index
 
     @staticmethod
     def suitable(dataset: h5py.Dataset) -> bool:
@@ -163,8 +175,17 @@ class ChunkedRows:
             log.debug("readahead %d-%d failed: %s", start, stop, exc)
 
     def _plan_readahead(self, r0: int, r1: int, last_chunk: int) -> list[int]:
-        """Chunks to fetch ahead: a window that doubles while reads stay sequential."""
+        """Chunks to fetch ahead: a window that doubles while reads stay sequential.
+
+        A small dataset (a scalar feature, a few MB) is fetched whole, in parallel, on
+        its first read: it will almost always be read whole (np.load).
+        """
+        index = self.index
         with self._lock:
+            if self._next_row == -1 and self._total <= SMALL_DATASET:
+                self._next_row = r1
+                self._ahead_until = self.nchunks
+                return [c for c in range(self.nchunks) if c != last_chunk]
             # the kernel's parallel readahead may deliver reads slightly out of order
             sequential = (self._next_row >= 0
                           and abs(r0 - self._next_row) <= self._sequential_slack)

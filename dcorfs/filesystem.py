@@ -34,7 +34,7 @@ class FsConfig:
     host: str
     token: str = ""
     cache_bytes: int = 1 << 30
-    block_size: int = 256 * 1024
+    block_size: int = 64 * 1024
     timeout: float = 30.0
     allow_http: bool = False
 

@@ -19,6 +19,8 @@ from .http_fetch import RangeFetcher, redact
 
 log = logging.getLogger(__name__)
 
+PROBE_BYTES = 256 * 1024
+
 
 class RemoteObject:
     def __init__(self, key: str, url: str, expires_at: float | None, cache: BlockCache,
@@ -32,6 +34,7 @@ class RemoteObject:
         self.size = -1
         self.etag = ""
         self._lock = threading.Lock()
+        self._probe_lock = threading.Lock()
 
     def set_url(self, url: str, expires_at: float | None) -> None:
         with self._lock:
@@ -60,11 +63,15 @@ class RemoteObject:
         return result.data
 
     def probe(self) -> None:
-        """Learn the size with a first read (HEAD does not work on presigned URLs)."""
-        if self.size < 0:
-            bs = self.cache.block_size
-            data = self._fetch(0, bs)
-            self.cache.store(self.key, 0, data)
+        """Learn the size with a first read (HEAD does not work on presigned URLs).
+
+        The read is large enough to hold the superblock and, in files written by
+        h5py, the root and ``events`` groups, so opening the file costs one round trip.
+        """
+        with self._probe_lock:
+            if self.size < 0:
+                data = self._fetch(0, PROBE_BYTES)
+                self.cache.store(self.key, 0, data)
 
     def read(self, start: int, stop: int) -> bytes:
         self.probe()

@@ -122,6 +122,7 @@ class Basin:
                 self._rfile = RemoteFile(self.obj)
                 self._h5 = h5py.File(self._rfile, "r", locking=False,
                                      rdcc_nbytes=4 * 1024 ** 2, rdcc_nslots=1009)
+                self._prefetch_headers(self._h5)
             except OSError as exc:
                 err = self.error_from(exc)
                 if err.errno != errno.ENOENT:
@@ -129,6 +130,26 @@ class Basin:
                 self.unavailable = err
                 log.info("DCR403 basin %s is not available: %s", self.name, err.strerror)
         return self._h5
+
+    def _prefetch_headers(self, h5: h5py.File) -> None:
+        """Fetch every feature's object header in one parallel wave.
+
+        dclab writes each dataset's header next to its data, spread over the file; h5py
+        would read them one by one, a round trip each.  Link info gives their
+        addresses without reading them.
+        """
+        events = h5.get("events")
+        if events is None:
+            return
+        addresses = set()
+        for name in events.keys():
+            info = events.id.links.get_info(name.encode())
+            if info.type == h5py.h5l.TYPE_HARD:
+                addresses.add(info.u)
+        futures = [self.pool.submit(self.obj.read, addr, addr + 1024)
+                   for addr in sorted(addresses) if 0 <= addr < self.obj.size]
+        for future in futures:
+            future.result()
 
     def error_from(self, exc: BaseException) -> OSError:
         """The errno-carrying error behind an h5py failure."""
@@ -235,6 +256,8 @@ class Resource:
             self.basins.append(Basin(spec, obj, self.pool, self.decoded))
         if not self.basins:
             raise OSError(errno.EIO, f"DCOR lists no readable basin for {self.rid}")
+        for basin in self.basins:  # opening the files will need this; start it now
+            self.pool.submit(_quiet_probe, basin.obj)
 
     def refresh_basins(self) -> None:
         """Fetch fresh presigned URLs; concurrent callers share one refresh."""
@@ -375,6 +398,13 @@ def table_array(content: list) -> np.ndarray:
     for i, name in enumerate(names):
         out[name] = data[:, i]
     return out
+
+
+def _quiet_probe(obj: RemoteObject) -> None:
+    try:
+        obj.probe()
+    except OSError as exc:  # the reader that needs it will see and report the error
+        log.debug("early probe of %s failed: %s", obj.key, exc)
 
 
 def _passthrough(obj: RemoteObject) -> RemoteBytesView:

@@ -1,0 +1,363 @@
+"""``make bench``: dcorfs vs dclab's DCOR client vs h5py on local disk, side by side.
+
+One run, one machine, one emulated link (``dcorfs serve --latency-ms 20
+--bandwidth-mbs 50``): every figure is a ratio measured in the same run, so a
+noisy shared machine shifts all columns alike.  Each timed read runs in a fresh
+Python process (imports excluded from the timing); dcorfs gets a fresh mount for
+every cold scenario.  The server counts the requests and bytes each tool caused.
+
+The physical limit of a scenario is ``round trips x latency + compressed bytes
+needed / bandwidth``: 3 round trips (basins, HDF5 metadata, data) for a cold read,
+plus one per chunk for random single images that a program asks for one by one.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import h5py
+import hdf5plugin  # noqa: F401
+import numpy as np
+import requests
+
+EVENTS = 300_000
+IMAGES = 5_000
+LATENCY_MS = 20.0
+BANDWIDTH_MBS = 50.0
+SCALARS = ["deform", "area_um", "bright_avg", "circ"]
+RANDOM_IMAGES = 200
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _script(prelude: str, body: str) -> str:
+    """A timed program: ``prelude`` (imports, untimed) then ``body`` (timed)."""
+    return "\n".join([textwrap.dedent(prelude).strip(), "t0 = time.perf_counter()",
+                      textwrap.dedent(body).strip(),
+                      'print(json.dumps({"seconds": time.perf_counter() - t0}))'])
+
+
+def _timed_python(code: str, env: dict | None = None) -> dict:
+    """Run ``code`` in a fresh interpreter; it must print one JSON line with 'seconds'."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=900, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark step failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class Bench:
+    def __init__(self, workdir: pathlib.Path) -> None:
+        self.workdir = workdir
+        self.data = workdir / "data"
+        # two measurements, as DCOR would hold them: a long one with scalar features
+        # only, and one with images (a 300,000-image file would be 6 GB raw)
+        self.files = {"scalars": self.data / "scalars" / "M001_scalars.rtdc",
+                      "images": self.data / "images" / "M002_images.rtdc"}
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: subprocess.Popen | None = None
+        self.mounts: list[tuple[subprocess.Popen, pathlib.Path]] = []
+
+    # -- setup --------------------------------------------------------------------
+    def prepare(self) -> None:
+        from .server.demo_data import write_demo_file
+
+        marker = self.data / f".{EVENTS}-{IMAGES}.ok"
+        if not marker.exists():
+            print(f"writing {EVENTS:,d} events of scalar features and {IMAGES:,d} events with "
+                  f"images and masks of 80x250 ...", flush=True)
+            write_demo_file(self.files["scalars"], events=EVENTS, images=0,
+                            with_contours=False, with_traces=False, seed=7)
+            write_demo_file(self.files["images"], events=IMAGES, with_contours=False,
+                            with_traces=False, seed=8)
+            marker.touch()
+        log = (self.workdir / "serve.log").open("w")
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "dcorfs", "serve", str(self.data), "--port", str(self.port),
+             "--cache-dir", str(self.workdir / "serve-cache"), "--latency-ms", str(LATENCY_MS),
+             "--bandwidth-mbs", str(BANDWIDTH_MBS)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 600
+        while True:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{self.url}/api/3/action/status_show", timeout=5).ok:
+                    break
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("dcorfs serve did not start; see " + str(self.workdir / "serve.log"))
+            time.sleep(0.5)
+        found = requests.get(f"{self.url}/api/3/action/package_search", timeout=30).json()
+        by_name = {r["name"]: r for p in found["result"]["results"] for r in p["resources"]}
+        self.rids = {kind: by_name[path.name]["id"] for kind, path in self.files.items()}
+        self.condensed = {kind: self.workdir / "serve-cache" /
+                          f"{by_name[path.name]['sha256']}_condensed.rtdc"
+                          for kind, path in self.files.items()}
+        for kind, path in self.condensed.items():
+            if not path.exists():
+                raise RuntimeError(f"the server made no condensed file for {kind}; "
+                                   f"see {self.workdir / 'serve.log'}")
+
+    def chunk_bytes(self, path: pathlib.Path, feature: str, rows: list[int] | None = None) -> tuple[int, int]:
+        """(compressed bytes, chunks) needed for a feature, or for the chunks of some rows."""
+        with h5py.File(path, "r", locking=False) as h5:
+            ds = h5["events"][feature]
+            sizes = {}
+            ds.id.chunk_iter(lambda info: sizes.__setitem__(info.chunk_offset[0] // ds.chunks[0], info.size))
+            if rows is None:
+                return sum(sizes.values()), len(sizes)
+            touched = {r // ds.chunks[0] for r in rows}
+            return sum(sizes[c] for c in touched), len(touched)
+
+    # -- mounts and stats -------------------------------------------------------------
+    def mount(self) -> pathlib.Path:
+        mnt = pathlib.Path(tempfile.mkdtemp(prefix="dcorfs-bench-"))
+        proc = subprocess.Popen([sys.executable, "-m", "dcorfs", "mount", str(mnt), "--foreground",
+                                 "--host", self.url, "--log-file", str(self.workdir / "mount.log"),
+                                 "--cache-size", "1G"], stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(mnt):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("mount failed; see mount.log")
+            time.sleep(0.05)
+        self.mounts.append((proc, mnt))
+        return mnt
+
+    def mount_rss_mb(self) -> float:
+        proc, _ = self.mounts[-1]
+        for line in pathlib.Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def unmount_all(self) -> None:
+        tool = shutil.which("fusermount3") or shutil.which("fusermount") or "umount"
+        for proc, mnt in self.mounts:
+            subprocess.run([tool, "-u", str(mnt)], check=False)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+            with contextlib.suppress(OSError):
+                mnt.rmdir()
+        self.mounts.clear()
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/_dcorfs/stats/reset", timeout=10).raise_for_status()
+
+    def seen(self) -> dict:
+        stats = requests.get(f"{self.url}/_dcorfs/stats", timeout=10).json()
+        return {"requests": stats.get("api_requests", 0) + stats.get("store_requests", 0),
+                "api_requests": stats.get("api_requests", 0),
+                "store_requests": stats.get("store_requests", 0),
+                "bytes": stats.get("store_bytes", 0)}
+
+    # -- the three contenders ------------------------------------------------------------
+    def dcorfs(self, body: str, mnt: pathlib.Path, kind: str) -> dict:
+        code = _script(f"""
+            import json, os, time, numpy as np
+            folder = {str(mnt / self.rids[kind])!r}
+        """, body)
+        self.reset()
+        result = _timed_python(code)
+        result.update(self.seen())
+        return result
+
+    def dclab(self, body: str, kind: str) -> dict:
+        code = _script("""
+            import json, time, warnings, numpy as np
+            warnings.simplefilter("ignore")
+            import dclab
+        """, f"ds = dclab.new_dataset({self.rids[kind]!r}, host={self.url.split('//')[1]!r}, "
+             f"use_ssl=False)\n" + textwrap.dedent(body).strip())
+        self.reset()
+        result = _timed_python(code)
+        result.update(self.seen())
+        return result
+
+    def local(self, body: str, kind: str) -> dict:
+        code = _script("import json, time, h5py, hdf5plugin, numpy as np",
+                       f"h5 = h5py.File({str(self.files[kind])!r}, 'r', locking=False)\n"
+                       f"ev = h5['events']\n" + textwrap.dedent(body).strip())
+        return _timed_python(code)
+
+    # -- scenarios ---------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        lat, bw = LATENCY_MS / 1000, BANDWIDTH_MBS * 1e6
+        rng = np.random.default_rng(1)
+        picks = [int(i) for i in rng.choice(IMAGES, RANDOM_IMAGES, replace=False)]
+        rows = []
+
+        def row(name, dcorfs, dclab, local, limit_rt, limit_bytes, **extra):
+            limit = limit_rt * lat + limit_bytes / bw
+            entry = {"scenario": name, "dcorfs": dcorfs, "dclab": dclab, "local": local,
+                     "limit_seconds": limit, "limit_round_trips": limit_rt,
+                     "limit_bytes": limit_bytes, **extra}
+            rows.append(entry)
+            d = dcorfs["seconds"]
+            print(f"{name}: dcorfs {d:.3f} s, dclab "
+                  f"{dclab['seconds']:.3f} s, local {local['seconds']:.3f} s, "
+                  f"limit {limit:.3f} s; dcorfs {dcorfs.get('requests', '-')} requests "
+                  f"{dcorfs.get('bytes', 0):,d} B", flush=True)
+
+        S, I = "scalars", "images"
+        src = self.condensed[S]  # scalar features come from the condensed basin
+        one, _ = self.chunk_bytes(src, "deform")
+        mnt_a = self.mount()
+        a = self.dcorfs("np.load(os.path.join(folder, 'deform.npy'))", mnt_a, S)
+        row("(a) one scalar feature, cold", a,
+            self.dclab("ds['deform'][:]", S), self.local("ev['deform'][:]", S), 3, one,
+            feature_compressed_bytes=one)
+
+        three = sum(self.chunk_bytes(src, f)[0] for f in SCALARS[:3])
+        row("(b) three scalar features, cold",
+            self.dcorfs("\n".join(f"np.load(os.path.join(folder, '{f}.npy'))" for f in SCALARS[:3]),
+                        self.mount(), S),
+            self.dclab("\n".join(f"ds['{f}'][:]" for f in SCALARS[:3]), S),
+            self.local("\n".join(f"ev['{f}'][:]" for f in SCALARS[:3]), S), 3, three)
+
+        images, nchunks = self.chunk_bytes(self.files[I], "image")
+        mnt_c = self.mount()
+        c = self.dcorfs("np.load(os.path.join(folder, 'image.npy'))", mnt_c, I)
+        rss = self.mount_rss_mb()
+        row("(c) all images, sequentially", c, self.dclab("ds['image'][:]", I),
+            self.local("ev['image'][:]", I), 3, images, image_compressed_bytes=images,
+            mount_peak_rss_mb=rss)
+
+        pick_bytes, touched = self.chunk_bytes(self.files[I], "image", picks)
+        body_d = f"""
+            images = np.load(os.path.join(folder, 'image.npy'), mmap_mode='r')
+            for i in {picks!r}:
+                np.array(images[i])
+        """
+        row("(d) 200 random single images (mmap)", self.dcorfs(body_d, self.mount(), I),
+            self.dclab(f"for i in {picks!r}:\n    ds['image'][i]", I),
+            self.local(f"for i in {picks!r}:\n    ev['image'][i]", I), 3 + touched, pick_bytes,
+            chunks_touched=touched)
+
+        warm_a = self.dcorfs("np.load(os.path.join(folder, 'deform.npy'))", mnt_a, S)
+        warm_c = self.dcorfs("np.load(os.path.join(folder, 'image.npy'))", mnt_c, I)
+        raw_image = IMAGES * 80 * 250
+        warm_c["mb_per_s"] = raw_image / warm_c["seconds"] / 1e6
+        row("(e1) warm re-read of (a)", warm_a, self.dclab("ds['deform'][:]", S),
+            self.local("ev['deform'][:]", S), 0, 0)
+        row("(e2) warm re-read of (c)", warm_c, self.dclab("ds['image'][:]", I),
+            self.local("ev['image'][:]", I), 0, 0, mb_per_s=warm_c["mb_per_s"])
+
+        body_f = """
+            import subprocess
+            subprocess.run(["ls", "-l", folder], check=True, capture_output=True)
+        """
+        row("(f) ls -l of a resource folder, cold", self.dcorfs(body_f, self.mount(), I),
+            self.dclab("sorted(ds.features)", I), self.local("[ev[k].shape for k in ev]", I), 3, 0)
+
+        body_g = f"""
+            import subprocess, sys
+            code = "import numpy as np, sys; np.load(sys.argv[1])"
+            procs = [subprocess.Popen([sys.executable, "-c", code, os.path.join(folder, f + ".npy")])
+                     for f in {SCALARS!r}]
+            assert all(p.wait() == 0 for p in procs)
+        """
+        body_g_dclab = f"""
+            import subprocess, sys
+            code = ("import warnings, dclab, sys; warnings.simplefilter('ignore'); "
+                    "ds = dclab.new_dataset(sys.argv[1], host=sys.argv[2], use_ssl=False); ds[sys.argv[3]][:]")
+            procs = [subprocess.Popen([sys.executable, "-c", code, {self.rids[S]!r}, {self.url.split('//')[1]!r}, f])
+                     for f in {SCALARS!r}]
+            assert all(p.wait() == 0 for p in procs)
+        """
+        body_g_local = f"""
+            import subprocess, sys
+            code = "import h5py, hdf5plugin, sys; h5py.File(sys.argv[1], 'r', locking=False)['events'][sys.argv[2]][:]"
+            procs = [subprocess.Popen([sys.executable, "-c", code, {str(self.files[S])!r}, f]) for f in {SCALARS!r}]
+            assert all(p.wait() == 0 for p in procs)
+        """
+        four = sum(self.chunk_bytes(src, f)[0] for f in SCALARS)
+        row("(g) four processes, four features, cold", self.dcorfs(body_g, self.mount(), S),
+            self.dclab(body_g_dclab, S), self.local(body_g_local, S), 3, four)
+        return rows
+
+
+def to_markdown(rows: list[dict], meta: dict) -> str:
+    lines = [f"Benchmark: {meta['events']:,d} events, {meta['images']:,d} images 80x250; "
+             f"link {meta['latency_ms']:g} ms, {meta['bandwidth_mbs']:g} MB/s; "
+             f"{meta['date']} on {meta['machine']}.", "",
+             "| scenario | dcorfs s | dclab s | local h5py s | dclab / dcorfs | dcorfs / limit "
+             "| dcorfs requests | dcorfs MB | dclab requests | dclab MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        d, c, loc = r["dcorfs"], r["dclab"], r["local"]
+        ratio_limit = d["seconds"] / r["limit_seconds"] if r["limit_seconds"] else float("nan")
+        lines.append(
+            f"| {r['scenario']} | {d['seconds']:.3f} | {c['seconds']:.3f} | {loc['seconds']:.3f} "
+            f"| {c['seconds'] / d['seconds']:.1f}x | "
+            f"{'-' if r['limit_seconds'] == 0 else f'{ratio_limit:.2f}x'} "
+            f"| {d.get('requests', '-')} | {d.get('bytes', 0) / 1e6:.2f} "
+            f"| {c.get('requests', '-')} | {c.get('bytes', 0) / 1e6:.2f} |")
+    notes = []
+    for r in rows:
+        if "feature_compressed_bytes" in r:
+            notes.append(f"- (a): feature compressed {r['feature_compressed_bytes'] / 1e6:.2f} MB; "
+                         f"dcorfs transferred {r['dcorfs']['bytes'] / r['feature_compressed_bytes']:.2f}x that.")
+        if "image_compressed_bytes" in r:
+            notes.append(f"- (c): {r['image_compressed_bytes'] / 1e6:.1f} MB of compressed images, "
+                         f"{r['image_compressed_bytes'] / 1e6 / r['dcorfs']['seconds']:.1f} MB/s through "
+                         f"dcorfs ({r['image_compressed_bytes'] / 1e6 / r['dcorfs']['seconds'] / meta['bandwidth_mbs'] * 100:.0f}% "
+                         f"of the link); mount daemon peak RSS {r['mount_peak_rss_mb']:.0f} MB "
+                         f"with a 1 GiB cache.")
+        if "chunks_touched" in r:
+            notes.append(f"- (d): {r['chunks_touched']} distinct chunks touched; dcorfs made "
+                         f"{r['dcorfs']['store_requests']} object-store requests.")
+        if "mb_per_s" in r:
+            notes.append(f"- (e2): warm re-read at {r['mb_per_s']:.0f} MB/s through the mount.")
+        if r["scenario"].startswith("(f)"):
+            notes.append(f"- (f): {r['dcorfs']['requests']} requests "
+                         f"({r['dcorfs']['api_requests']} API, {r['dcorfs']['store_requests']} object store).")
+    return "\n".join(lines + [""] + notes) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dcorfs.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default=os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dcorfs", "bench"))
+    parser.add_argument("--out", default="bench-results",
+                        help="folder for results.md and results.json (default: %(default)s)")
+    args = parser.parse_args(argv)
+    workdir = pathlib.Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    bench = Bench(workdir)
+    try:
+        bench.prepare()
+        rows = bench.run()
+    finally:
+        bench.unmount_all()
+        if bench.server is not None:
+            bench.server.terminate()
+            bench.server.wait(timeout=30)
+    meta = {"events": EVENTS, "images": IMAGES, "latency_ms": LATENCY_MS,
+            "bandwidth_mbs": BANDWIDTH_MBS, "date": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    markdown = to_markdown(rows, meta)
+    (out / "results.md").write_text(markdown)
+    print("\n" + markdown)
+    print(f"written to {out / 'results.md'} and {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
