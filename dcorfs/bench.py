@@ -246,14 +246,19 @@ class Bench:
             self.local(f"for i in {picks!r}:\n    ev['image'][i]", I), 3 + touched, pick_bytes,
             chunks_touched=touched)
 
-        warm_a = self.dcorfs("np.load(os.path.join(folder, 'deform.npy'))", mnt_a, S)
-        warm_c = self.dcorfs("np.load(os.path.join(folder, 'image.npy'))", mnt_c, I)
+        # warm reads are bound by the machine's page-fault speed, which varies a lot on
+        # shared machines: best of three for every contender
+        warm_a = min((self.dcorfs("np.load(os.path.join(folder, 'deform.npy'))", mnt_a, S)
+                      for _ in range(3)), key=lambda r: r["seconds"])
+        warm_c = min((self.dcorfs("np.load(os.path.join(folder, 'image.npy'))", mnt_c, I)
+                      for _ in range(3)), key=lambda r: r["seconds"])
         raw_image = IMAGES * 80 * 250
         warm_c["mb_per_s"] = raw_image / warm_c["seconds"] / 1e6
-        row("(e1) warm re-read of (a)", warm_a, self.dclab("ds['deform'][:]", S),
-            self.local("ev['deform'][:]", S), 0, 0)
-        row("(e2) warm re-read of (c)", warm_c, self.dclab("ds['image'][:]", I),
-            self.local("ev['image'][:]", I), 0, 0, mb_per_s=warm_c["mb_per_s"])
+        best = lambda run: min((run() for _ in range(3)), key=lambda r: r["seconds"])  # noqa: E731
+        row("(e1) warm re-read of (a)", warm_a, best(lambda: self.dclab("ds['deform'][:]", S)),
+            best(lambda: self.local("ev['deform'][:]", S)), 0, 0)
+        row("(e2) warm re-read of (c)", warm_c, best(lambda: self.dclab("ds['image'][:]", I)),
+            best(lambda: self.local("ev['image'][:]", I)), 0, 0, mb_per_s=warm_c["mb_per_s"])
 
         body_f = """
             import subprocess

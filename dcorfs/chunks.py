@@ -113,6 +113,7 @@ class ChunkedRows:
         self._window = 0
         self._ahead_until = 0
         self._lock = threading.Lock()
+        self._decoding: dict[int, threading.Event] = {}
         self._total = 0
 
     @property
@@ -145,34 +146,52 @@ class ChunkedRows:
         return self.obj.read(offset, offset + size), mask
 
     def _chunk(self, chunk: int) -> np.ndarray:
+        """The decoded chunk; concurrent callers for one chunk share one decode."""
         key = self.key + (chunk,)
         cached = self.decoded.get(key)
         if cached is not None:
             return cached
+        with self._lock:
+            event = self._decoding.get(chunk)
+            owner = event is None
+            if owner:
+                event = self._decoding[chunk] = threading.Event()
+        if not owner:
+            event.wait()
+            cached = self.decoded.get(key)
+            if cached is not None:
+                return cached
+        try:
+            array = self._decode(chunk)
+            self.decoded.put(key, array)
+            return array
+        finally:
+            if owner:
+                with self._lock:
+                    self._decoding.pop(chunk, None)
+                event.set()
+
+    def _decode(self, chunk: int) -> np.ndarray:
         raw = self._raw(chunk)
         if raw is None:
-            array = np.zeros((self.rows_per_chunk,) + self.shape[1:], dtype=self.dtype)
-        else:
-            try:
-                array = self.decoder.decode(*raw)
-            except (OSError, ValueError, RuntimeError) as exc:
-                raise ChunkDecodeError(errno.EIO, f"chunk {chunk} of {self.key[1]} did not "
-                                                  f"decode: {exc}") from None
-        self.decoded.put(key, array)
-        return array
+            return np.zeros((self.rows_per_chunk,) + self.shape[1:], dtype=self.dtype)
+        try:
+            return self.decoder.decode(*raw)
+        except (OSError, ValueError, RuntimeError) as exc:  # raw bytes are fetched above
+            raise ChunkDecodeError(errno.EIO, f"chunk {chunk} of {self.key[1]} did not "
+                                              f"decode: {exc}") from None
 
     def _prefetch(self, chunks: list[int]) -> None:
+        """Fetch and decode ahead in the pool, so readers find chunks ready."""
         for chunk in chunks:
-            entry = self.index.get(chunk)
-            if entry is not None:
-                offset, size, _ = entry
-                self.pool.submit(self._quiet_read, offset, offset + size)
+            if chunk in self.index:
+                self.pool.submit(self._quiet_chunk, chunk)
 
-    def _quiet_read(self, start: int, stop: int) -> None:
+    def _quiet_chunk(self, chunk: int) -> None:
         try:
-            self.obj.read(start, stop)
+            self._chunk(chunk)
         except OSError as exc:  # readahead is a guess; the real read will report errors
-            log.debug("readahead %d-%d failed: %s", start, stop, exc)
+            log.debug("readahead of chunk %d of %s failed: %s", chunk, self.key, exc)
 
     def _plan_readahead(self, r0: int, r1: int, last_chunk: int) -> list[int]:
         """Chunks to fetch ahead: a window that doubles while reads stay sequential.
@@ -212,9 +231,12 @@ class ChunkedRows:
             arrays = [self._chunk(first)]
         else:
             arrays = list(self.pool.map(self._chunk, needed))
-        block = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-        offset = r0 - first * rpc
-        return block[offset:offset + (r1 - r0)]
+        parts = []
+        for chunk, array in zip(needed, arrays):
+            lo = max(r0 - chunk * rpc, 0)
+            hi = min(r1 - chunk * rpc, rpc)
+            parts.append(array[lo:hi])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def close(self) -> None:
         self.decoder.close()

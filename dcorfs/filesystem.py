@@ -126,6 +126,9 @@ class Filesystem:
                 return sorted(self.resources)
         if not isinstance(node, Dir):
             raise OSError(errno.ENOTDIR, f"{path} is not a folder")
+        parts = [p for p in path.split("/") if p]
+        if len(parts) == 1:  # a resource folder: its entries are about to be stat'ed
+            self.resources[parts[0]].prepare_listing()
         return list(node.entries)
 
     def open(self, path: str, flags: int) -> int:

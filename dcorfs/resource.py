@@ -122,7 +122,6 @@ class Basin:
                 self._rfile = RemoteFile(self.obj)
                 self._h5 = h5py.File(self._rfile, "r", locking=False,
                                      rdcc_nbytes=4 * 1024 ** 2, rdcc_nslots=1009)
-                self._prefetch_headers(self._h5)
             except OSError as exc:
                 err = self.error_from(exc)
                 if err.errno != errno.ENOENT:
@@ -131,13 +130,16 @@ class Basin:
                 log.info("DCR403 basin %s is not available: %s", self.name, err.strerror)
         return self._h5
 
-    def _prefetch_headers(self, h5: h5py.File) -> None:
+    def prefetch_headers(self) -> None:
         """Fetch every feature's object header in one parallel wave.
 
         dclab writes each dataset's header next to its data, spread over the file; h5py
         would read them one by one, a round trip each.  Link info gives their
-        addresses without reading them.
+        addresses without reading them.  Worth it before ``ls -l``, not for one file.
         """
+        h5 = self.h5
+        if h5 is None:
+            return
         events = h5.get("events")
         if events is None:
             return
@@ -273,6 +275,16 @@ class Resource:
                     basin.obj.set_url(spec["urls"][0], _local_expiry(spec))
             self._last_refresh = time.time()
             log.info("DCR404 refreshed presigned URLs of %s", self.rid)
+
+    def prepare_listing(self) -> None:
+        """Before a folder listing is stat'ed entry by entry: open every basin and fetch
+        all headers in parallel, a few round trips instead of one per entry."""
+        futures = [self.pool.submit(basin.prefetch_headers) for basin in self.basins]
+        for future in futures:
+            try:
+                future.result()
+            except OSError as exc:  # the stat of the entry will report it
+                log.debug("prefetch for listing %s failed: %s", self.rid, exc)
 
     def declared_features(self) -> list[str]:
         """Every feature some basin declares, in first-declared order."""
