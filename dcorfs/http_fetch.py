@@ -25,10 +25,11 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
 class RangeResult:
-    __slots__ = ("data", "total", "etag")
+    __slots__ = ("data", "start", "total", "etag")
 
-    def __init__(self, data: bytes, total: int, etag: str) -> None:
+    def __init__(self, data: bytes, start: int, total: int, etag: str) -> None:
         self.data = data
+        self.start = start
         self.total = total
         self.etag = etag
 
@@ -70,8 +71,12 @@ class RangeFetcher:
         return session
 
     def fetch(self, url: str, start: int, stop: int) -> RangeResult:
-        """Exactly the bytes ``[start, stop)`` of ``url``, or an OSError with an errno."""
-        if stop <= start:
+        """Exactly the bytes ``[start, stop)`` of ``url``, or an OSError with an errno.
+
+        ``start < 0`` asks for the last ``-start`` bytes (``stop`` is ignored), for
+        reading a file's tail before its size is known.
+        """
+        if start >= 0 and stop <= start:
             raise OSError(errno.EINVAL, f"empty range {start}-{stop}")
         last_error: OSError | None = None
         for attempt in range(self.retries + 1):
@@ -88,8 +93,10 @@ class RangeFetcher:
         raise last_error
 
     def _fetch_once(self, url: str, start: int, stop: int) -> RangeResult:
-        headers = {"Range": f"bytes={start}-{stop - 1}"}
+        suffix = start < 0
+        headers = {"Range": f"bytes={start}" if suffix else f"bytes={start}-{stop - 1}"}
         self.requests += 1
+        log.debug("GET %s %s", redact(url), headers["Range"])
         try:
             resp = self.session.get(url, headers=headers, timeout=(min(10.0, self.timeout), self.timeout),
                                     stream=True, allow_redirects=False, verify=self.verify)
@@ -107,6 +114,10 @@ class RangeFetcher:
                 raise _Retryable(f"status {status} instead of 206")
             match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
             total = int(match.group(3)) if match and match.group(3) != "*" else -1
+            if suffix:
+                if total < 0:
+                    raise _Retryable("suffix range answered without the total size")
+                start, stop = max(0, total + start), total
             # the store clamps a range that runs past the end (the first probe does)
             expected_stop = min(stop, total) if total >= 0 else stop
             if (not match or int(match.group(1)) != start
@@ -120,7 +131,7 @@ class RangeFetcher:
             if len(data) != expected_stop - start:
                 raise _Retryable(f"body has {len(data)} bytes, expected {expected_stop - start}")
             self.bytes += len(data)
-            return RangeResult(data, total, resp.headers.get("ETag", "").strip('"'))
+            return RangeResult(data, start, total, resp.headers.get("ETag", "").strip('"'))
 
 
 class _Retryable(Exception):

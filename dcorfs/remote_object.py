@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from .block_cache import BlockCache
-from .http_fetch import RangeFetcher, redact
+from .http_fetch import RangeFetcher, RangeResult, redact
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ class RemoteObject:
             self.expires_at = expires_at
 
     def _fetch(self, start: int, stop: int) -> bytes:
+        return self._fetch_result(start, stop).data
+
+    def _fetch_result(self, start: int, stop: int) -> RangeResult:
         if self.expires_at is not None and time.time() >= self.expires_at and self.refresh:
             log.info("DCR401 presigned URL for %s is about to expire, refreshing", self.key)
             self.refresh()
@@ -60,18 +63,35 @@ class RemoteObject:
                                          f"{result.total}; refusing mixed data")
             self.size = result.total
         self.etag = result.etag or self.etag
-        return result.data
+        return result
 
     def probe(self) -> None:
         """Learn the size with a first read (HEAD does not work on presigned URLs).
 
-        The read is large enough to hold the superblock and, in files written by
-        h5py, the root and ``events`` groups, so opening the file costs one round trip.
+        Head and tail are read at once: the superblock and root group sit at the
+        start of an HDF5 file, and files that were copied or condensed keep their
+        group tables at the end, so opening the file costs one round trip.
         """
         with self._probe_lock:
-            if self.size < 0:
-                data = self._fetch(0, PROBE_BYTES)
-                self.cache.store(self.key, 0, data)
+            if self.size >= 0:
+                return
+            tail: list = []
+
+            def read_tail() -> None:
+                try:
+                    tail.append(self._fetch_result(-PROBE_BYTES, 0))
+                except OSError as exc:  # the head read reports errors; the tail is a bonus
+                    log.debug("tail probe of %s failed: %s", self.key, exc)
+
+            thread = threading.Thread(target=read_tail, daemon=True)
+            thread.start()
+            head = self._fetch(0, PROBE_BYTES)
+            thread.join()
+            bs = self.cache.block_size
+            self.cache.store(self.key, 0, head)
+            if tail and tail[0].start > len(head):
+                first = -(-tail[0].start // bs)  # whole blocks only
+                self.cache.store(self.key, first, tail[0].data[first * bs - tail[0].start:])
 
     def read(self, start: int, stop: int) -> bytes:
         self.probe()

@@ -127,7 +127,9 @@ def test_cold_read_fetches_no_block_twice(demo_server, fresh_mount):
     demo_server.reset_stats()
     data = (mnt.path / rid / "data.rtdc").read_bytes()
     seen = demo_server.stats()
-    assert seen["store_bytes_resource"] == len(data), seen
+    # every block once; the only extra is the unaligned start of the tail probe, which
+    # is read before the size is known and kept only in whole 64 KiB blocks
+    assert len(data) <= seen["store_bytes_resource"] < len(data) + 64 * 1024, seen
     demo_server.reset_stats()
     assert (mnt.path / rid / "data.rtdc").read_bytes() == data
     assert demo_server.stats().get("store_bytes", 0) == 0  # warm: all from cache
