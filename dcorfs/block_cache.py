@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import cachetools
 
+from . import deadline
+
 Fetch = Callable[[int, int], bytes]
 
 
@@ -95,7 +97,7 @@ class BlockCache:
             for b0, b1 in runs:  # on failure, let waiters try for themselves
                 self._release(key, b0, b1)
         for event in waits.values():
-            event.wait()
+            deadline.wait(event)
         parts = []
         for index in range(first, last + 1):
             block = fetched.get(index)

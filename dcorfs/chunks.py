@@ -23,6 +23,8 @@ from collections import OrderedDict
 import h5py
 import numpy as np
 
+from . import deadline
+
 log = logging.getLogger(__name__)
 
 _memfile_ids = itertools.count()
@@ -157,7 +159,7 @@ class ChunkedRows:
             if owner:
                 event = self._decoding[chunk] = threading.Event()
         if not owner:
-            event.wait()
+            deadline.wait(event)
             cached = self.decoded.get(key)
             if cached is not None:
                 return cached
@@ -230,7 +232,8 @@ class ChunkedRows:
         if len(needed) == 1:
             arrays = [self._chunk(first)]
         else:
-            arrays = list(self.pool.map(self._chunk, needed))
+            futures = [self.pool.submit(deadline.bind(self._chunk), c) for c in needed]
+            arrays = [f.result(timeout=deadline.remaining(3600.0)) for f in futures]
         parts = []
         for chunk, array in zip(needed, arrays):
             lo = max(r0 - chunk * rpc, 0)

@@ -111,7 +111,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
     from .filesystem import FsConfig
 
     config = FsConfig(host=host, token=token, cache_bytes=args.cache_size,
-                      allow_http=args.allow_insecure_http, timeout=args.timeout)
+                      allow_http=args.allow_insecure_http, timeout=args.timeout,
+                      op_timeout=args.op_timeout)
     return run_mount(mountpoint, config, fuse_options=args.fuse_options)
 
 
@@ -124,7 +125,8 @@ def _mount_in_background(args: argparse.Namespace, mountpoint: pathlib.Path) -> 
     log_file = args.log_file or str(_default_log_path(mountpoint))
     argv = [sys.executable, "-m", "dcorfs", "mount", str(mountpoint), "--foreground",
             "--host", args.host, "--cache-size", str(args.cache_size), "--log-file", log_file,
-            "--timeout", str(args.timeout)] + ["-v"] * args.verbose
+            "--timeout", str(args.timeout), "--op-timeout", str(args.op_timeout)
+            ] + ["-v"] * args.verbose
     if args.token_file:
         argv += ["--token-file", args.token_file]
     if args.allow_insecure_http:
@@ -229,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="memory for the block cache, e.g. 512M, 2G (default: 1G)")
     mount.add_argument("--timeout", type=float, default=30.0,
                        help="seconds to wait for one HTTP answer (default: %(default)s)")
+    mount.add_argument("--op-timeout", type=float, default=60.0,
+                       help="longest any file operation may take before it fails with EIO, "
+                            "retries included (default: %(default)s)")
     mount.add_argument("--foreground", "-f", action="store_true",
                        help="stay in the foreground and log to stderr")
     mount.add_argument("-o", dest="fuse_options", action="append", default=[],

@@ -19,7 +19,8 @@ from typing import Any
 
 import requests
 
-from .http_fetch import new_session
+from . import deadline
+from .http_fetch import new_session, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,17 @@ class DcorApi:
     def call(self, action: str, **params: Any) -> Any:
         """GET one action; returns ``result`` or raises OSError with a fitting errno."""
         url = f"{self.base}/api/3/action/{action}"
+        wait_next = 0.0
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(0.25 * (2 ** (attempt - 1)) * (0.5 + random.random()))
+                delay = wait_next or 0.25 * (2 ** (attempt - 1)) * (0.5 + random.random())
+                time.sleep(min(delay, deadline.remaining(delay)))
+                wait_next = 0.0
             self.requests += 1
+            left = deadline.remaining(self.timeout)
             try:
                 resp = self.session.get(url, params=params, allow_redirects=False,
-                                        timeout=(min(10.0, self.timeout), self.timeout))
+                                        timeout=(min(10.0, left), left))
             except (requests.ConnectionError, requests.Timeout) as exc:
                 log.warning("DCA201 %s: %s (attempt %d/%d)", action, type(exc).__name__,
                             attempt + 1, self.retries + 1)
@@ -87,6 +92,7 @@ class DcorApi:
                 log.warning("DCA202 %s answered %d (attempt %d/%d)", action, resp.status_code,
                             attempt + 1, self.retries + 1)
                 error = OSError(errno.EIO, f"DCOR answered {resp.status_code} to {action}")
+                wait_next = retry_after(resp)
                 continue
             return self._result(action, resp)
         raise error

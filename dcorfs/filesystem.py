@@ -36,6 +36,7 @@ class FsConfig:
     cache_bytes: int = 1 << 30
     block_size: int = 64 * 1024
     timeout: float = 30.0
+    op_timeout: float = 60.0
     allow_http: bool = False
 
     def __repr__(self) -> str:  # never show the token
@@ -53,7 +54,7 @@ class Filesystem:
                                     verify=True)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=16,
                                                           thread_name_prefix="fetch")
-        self.decoded = DecodedCache()
+        self.decoded = DecodedCache(max_bytes=min(64 << 20, max(config.cache_bytes // 4, 1 << 20)))
         self.resources: dict[str, Resource] = {}
         self._not_found: dict[str, float] = {}
         self._loading: dict[str, threading.Lock] = {}

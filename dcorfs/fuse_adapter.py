@@ -6,6 +6,7 @@ operations are not implemented, and the mount is read-only at the kernel (``ro``
 """
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import functools
 import logging
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 import mfusepy
 
+from .deadline import deadline
 from .filesystem import Filesystem, FsConfig
 
 log = logging.getLogger(__name__)
@@ -26,9 +28,14 @@ def _errors_mapped(func: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(func)
     def wrapper(self: "DcorOperations", *args: Any) -> T:
         try:
-            return func(self, *args)
+            with deadline(self.op_timeout):
+                return func(self, *args)
         except mfusepy.FuseOSError:
             raise
+        except concurrent.futures.TimeoutError:
+            log.warning("DCM506 %s%r: operation deadline of %.0f s exceeded",
+                        func.__name__, args[:1], self.op_timeout)
+            raise mfusepy.FuseOSError(errno.EIO) from None
         except OSError as exc:
             code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.EIO
             if code not in (errno.ENOENT,):
@@ -43,8 +50,9 @@ def _errors_mapped(func: Callable[..., T]) -> Callable[..., T]:
 class DcorOperations(mfusepy.Operations):
     use_ns = True
 
-    def __init__(self, fs: Filesystem) -> None:
+    def __init__(self, fs: Filesystem, op_timeout: float) -> None:
         self.fs = fs
+        self.op_timeout = op_timeout
 
     @_errors_mapped
     def getattr(self, path: str, fh: int | None = None) -> dict:
@@ -100,7 +108,7 @@ def run_mount(mountpoint: pathlib.Path, config: FsConfig, fuse_options: list[str
                 options[key.strip()] = value if sep else True
     log.info("DCM503 mounting %s at %s", config.host, mountpoint)
     try:
-        mfusepy.FUSE(DcorOperations(fs), str(mountpoint), foreground=True, nothreads=False,
+        mfusepy.FUSE(DcorOperations(fs, config.op_timeout), str(mountpoint), foreground=True, nothreads=False,
                      **options)
     except RuntimeError as exc:
         log.error("DCM504 FUSE ended with an error: %s", exc)

@@ -18,6 +18,9 @@ import time
 
 import requests
 import requests.adapters
+import urllib3.exceptions
+
+from . import deadline
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +82,16 @@ class RangeFetcher:
         if start >= 0 and stop <= start:
             raise OSError(errno.EINVAL, f"empty range {start}-{stop}")
         last_error: OSError | None = None
+        wait_next = 0.0
         for attempt in range(self.retries + 1):
             if attempt:
-                delay = self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
-                time.sleep(delay)
+                delay = wait_next or self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
+                time.sleep(min(delay, deadline.remaining(delay)))
             try:
                 return self._fetch_once(url, start, stop)
             except _Retryable as exc:
                 last_error = OSError(errno.EIO, str(exc))
+                wait_next = exc.retry_after
                 log.warning("DCF301 range %d-%d of %s failed (%s), attempt %d/%d",
                             start, stop, redact(url), exc, attempt + 1, self.retries + 1)
         assert last_error is not None
@@ -97,8 +102,9 @@ class RangeFetcher:
         headers = {"Range": f"bytes={start}" if suffix else f"bytes={start}-{stop - 1}"}
         self.requests += 1
         log.debug("GET %s %s", redact(url), headers["Range"])
+        left = deadline.remaining(self.timeout)
         try:
-            resp = self.session.get(url, headers=headers, timeout=(min(10.0, self.timeout), self.timeout),
+            resp = self.session.get(url, headers=headers, timeout=(min(10.0, left), left),
                                     stream=True, allow_redirects=False, verify=self.verify)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Retryable(f"{type(exc).__name__}") from None
@@ -111,7 +117,8 @@ class RangeFetcher:
             if status == 416:
                 raise OSError(errno.EINVAL, f"range {start}-{stop} outside {redact(url)}")
             if status != 206:
-                raise _Retryable(f"status {status} instead of 206")
+                raise _Retryable(f"status {status} instead of 206",
+                                 retry_after(resp) if status in (429, 503) else 0.0)
             match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
             total = int(match.group(3)) if match and match.group(3) != "*" else -1
             if suffix:
@@ -126,7 +133,7 @@ class RangeFetcher:
                                  f"does not match {start}-{stop - 1}")
             try:
                 data = resp.raw.read(expected_stop - start + 1, decode_content=True)
-            except (requests.RequestException, OSError) as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 raise _Retryable(f"body read failed: {type(exc).__name__}") from None
             if len(data) != expected_stop - start:
                 raise _Retryable(f"body has {len(data)} bytes, expected {expected_stop - start}")
@@ -135,4 +142,16 @@ class RangeFetcher:
 
 
 class _Retryable(Exception):
-    """A transient failure: worth another attempt."""
+    """A transient failure: worth another attempt (after ``retry_after`` s if given)."""
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after(resp: requests.Response, cap: float = 30.0) -> float:
+    """Seconds from a Retry-After header (delta form), capped; 0 when absent."""
+    try:
+        return max(0.0, min(cap, float(resp.headers.get("Retry-After", ""))))
+    except ValueError:
+        return 0.0

@@ -23,6 +23,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the Zstandard filter with HDF5)
 import numpy as np
 
+from . import deadline
 from .block_cache import BlockCache
 from .chunks import ChunkDecodeError, ChunkedRows, ContiguousRows, DecodedCache
 from .dcor_api import DcorApi
@@ -148,10 +149,10 @@ class Basin:
             info = events.id.links.get_info(name.encode())
             if info.type == h5py.h5l.TYPE_HARD:
                 addresses.add(info.u)
-        futures = [self.pool.submit(self.obj.read, addr, addr + 1024)
+        futures = [self.pool.submit(deadline.bind(self.obj.read), addr, addr + 1024)
                    for addr in sorted(addresses) if 0 <= addr < self.obj.size]
         for future in futures:
-            future.result()
+            future.result(timeout=deadline.remaining(3600.0))
 
     def error_from(self, exc: BaseException) -> OSError:
         """The errno-carrying error behind an h5py failure."""
@@ -279,11 +280,12 @@ class Resource:
     def prepare_listing(self) -> None:
         """Before a folder listing is stat'ed entry by entry: open every basin and fetch
         all headers in parallel, a few round trips instead of one per entry."""
-        futures = [self.pool.submit(basin.prefetch_headers) for basin in self.basins]
+        futures = [self.pool.submit(deadline.bind(basin.prefetch_headers))
+                   for basin in self.basins]
         for future in futures:
             try:
-                future.result()
-            except OSError as exc:  # the stat of the entry will report it
+                future.result(timeout=deadline.remaining(3600.0))
+            except (OSError, concurrent.futures.TimeoutError) as exc:  # the stat of the entry will report it
                 log.debug("prefetch for listing %s failed: %s", self.rid, exc)
 
     def declared_features(self) -> list[str]:
