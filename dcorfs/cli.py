@@ -103,6 +103,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     host = normalise_host(args.host)
+    from .dcor_api import is_loopback
+
+    if host.startswith("http://") and not (args.allow_insecure_http or is_loopback(host)):
+        print(f"dcorfs: refusing plain http to {host}: the API token would cross the network "
+              f"unencrypted; use https, or --allow-insecure-http if you must", file=sys.stderr)
+        return 2
     token = read_token(args.token_file)
     if not args.foreground:
         return _mount_in_background(args, mountpoint)
@@ -176,7 +182,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       cache_dir=pathlib.Path(args.cache_dir) if args.cache_dir else server.default_cache_dir(),
                       private=args.private, token_file=pathlib.Path(args.token_file) if args.token_file else None,
                       latency_ms=args.latency_ms, bandwidth_mbs=args.bandwidth_mbs,
-                      presign_ttl=args.presign_ttl, list_only=args.list)
+                      presign_ttl=args.presign_ttl, list_only=args.list, faults=args.faults)
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -278,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cache-dir", help="where condensed files are kept "
                                            "(default: ~/.cache/dcorfs/serve)")
     serve.add_argument("--list", action="store_true", help="print resource ids and exit")
+    serve.add_argument("--faults", metavar="JSON",
+                       help="inject faults, e.g. '{\"error_rate\": 0.1, \"reset_rate\": 0.05}' "
+                            "(keys: latency_ms, jitter_ms, stall_rate, error_rate, retry_after, "
+                            "reset_rate, truncate_rate, wrong_range_rate, full_body_rate, "
+                            "expire_rate, bad_json_rate, html_rate, seed); change at run time "
+                            "with POST /_dcorfs/faults")
     serve.add_argument("-v", "--verbose", action="count", default=0)
     serve.set_defaults(func=cmd_serve)
 

@@ -100,6 +100,8 @@ class Filesystem:
         parts = [p for p in path.split("/") if p]
         if not parts:
             return None
+        if any(len(p.encode("utf-8", "surrogateescape")) > 255 for p in parts):
+            raise OSError(errno.ENAMETOOLONG, "name longer than 255 bytes")
         node: Node = self.resource(parts[0]).root
         for depth, part in enumerate(parts[1:], 1):
             if not isinstance(node, Dir):

@@ -44,8 +44,9 @@ class Server:
     """A running ``dcorfs serve`` and what tests need to talk to it."""
 
     def __init__(self, data_dir: pathlib.Path, workdir: pathlib.Path, cache_dir: pathlib.Path,
-                 args: list[str]) -> None:
-        self.port = free_port()
+                 args: list[str], port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token_file = workdir / "server-token"
         self.log = workdir / "serve.log"

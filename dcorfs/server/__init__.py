@@ -7,7 +7,10 @@ import pathlib
 import signal
 import threading
 
+import json
+
 from .app import DcorServer, ServerConfig, read_or_create_token
+from .faults import Faults
 from .catalog import Catalog
 from .link import Link
 
@@ -21,7 +24,8 @@ def default_cache_dir() -> pathlib.Path:
 
 def run(data_dir: pathlib.Path, host: str, port: int, store_port: int, cache_dir: pathlib.Path,
         private: list[str], token_file: pathlib.Path | None, latency_ms: float,
-        bandwidth_mbs: float, presign_ttl: float, list_only: bool) -> int:
+        bandwidth_mbs: float, presign_ttl: float, list_only: bool,
+        faults: str | None = None) -> int:
     catalog = Catalog(data_dir, cache_dir, private)
     catalog.scan()
     if list_only:
@@ -33,6 +37,8 @@ def run(data_dir: pathlib.Path, host: str, port: int, store_port: int, cache_dir
     tokens = {read_or_create_token(token_file)} if token_file else set()
     config = ServerConfig(catalog=catalog, tokens=tokens,
                           link=Link(latency_ms, bandwidth_mbs), presign_ttl=presign_ttl)
+    if faults:
+        config.faults.set(Faults.from_dict(json.loads(faults)))
     server = DcorServer(config, host=host, port=port, store_port=store_port)
     server.start()
     print(f"DCOR API:      {config.api_base}   (mount with --host {config.api_base})", flush=True)

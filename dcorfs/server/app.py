@@ -24,6 +24,7 @@ import urllib.parse
 from typing import Any
 
 from .catalog import ORG_ID, ORG_NAME, Catalog, Resource, bucket_name, object_key
+from .faults import FaultInjector, Faults
 from .link import Link
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class ServerConfig:
     api_base: str = ""
     store_base: str = ""
     stats: Stats = dataclasses.field(default_factory=Stats)
+    faults: FaultInjector = dataclasses.field(default_factory=FaultInjector)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -137,14 +139,62 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
         self.do_GET()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def _arrive(self) -> bool:
+        """Per-request link delay and faults that strike before any answer; False = stalled."""
         self.config.link.round_trip()
+        injector = self.config.faults
+        delay = injector.extra_delay()
+        if delay:
+            time.sleep(delay)
+        if self.path.startswith("/_dcorfs/"):
+            return True
+        if injector.fires("stall"):
+            self.config.stats.add(fault_stall=1)
+            injector.released.wait(timeout=600)  # until the faults change
+            self.close_connection = True
+            return False
+        return True
+
+    def _fault(self, name: str) -> bool:
+        if self.config.faults.fires(name):
+            self.config.stats.add(**{f"fault_{name}": 1})
+            return True
+        return False
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except (OSError, ValueError):  # the connection was dropped on purpose or by the peer
+            pass
+
+    def _abort(self, reset: bool) -> None:
+        """Drop the connection: an RST when ``reset``, else a clean close."""
+        self.close_connection = True
+        if reset:
+            import socket
+            import struct
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.wfile.flush()
+        self.connection.close()
+
+    def do_POST(self) -> None:  # noqa: N802
         url = urllib.parse.urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if not self._arrive():
+            return
         if url.path == "/_dcorfs/stats/reset" and not self.is_store:
             self.config.stats.reset()
             self._json(200, {"success": True})
+            return
+        if url.path == "/_dcorfs/faults" and not self.is_store:
+            try:
+                self.config.faults.set(Faults.from_dict(json.loads(raw or b"{}")))
+            except (ValueError, TypeError) as exc:
+                self._json(400, {"success": False, "error": str(exc)})
+                return
+            log.warning("DCS106 faults now %s", self.config.faults.as_dict())
+            self._json(200, {"success": True, "faults": self.config.faults.as_dict()})
             return
         try:
             params = json.loads(raw or b"{}")
@@ -156,13 +206,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._api(url.path, params)
 
     def do_GET(self) -> None:  # noqa: N802
-        self.config.link.round_trip()
+        if not self._arrive():
+            return
         url = urllib.parse.urlsplit(self.path)
         if self.is_store:
             self._object(url)
             return
         if url.path == "/_dcorfs/stats":
             self._json(200, self.config.stats.snapshot())
+            return
+        if url.path == "/_dcorfs/faults":
+            self._json(200, self.config.faults.as_dict())
             return
         params: dict[str, Any] = {}
         for key, value in urllib.parse.parse_qsl(url.query, keep_blank_values=True):
@@ -184,6 +238,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._json(400, "Bad request - Action name not known: " + path.rsplit("/", 1)[-1])
             return
         action = match.group(1)
+        if self._fault("error"):
+            self._send(503, b"<html><body>503 Service Unavailable</body></html>", "text/html",
+                       self._retry_after_header(), reason="SERVICE UNAVAILABLE")
+            return
+        if self._fault("bad_json"):
+            self._send(200, b'{"help": "x", "success": true, "result": {"exp', "application/json")
+            return
+        if self._fault("html"):
+            self._send(200, b"<!DOCTYPE html><html><body><h1>Maintenance</h1></body></html>",
+                       "text/html")
+            return
         func = getattr(self, f"action_{action}", None)
         self.config.stats.add(**{f"action_{action}" if func else "action_unknown": 1})
         helpurl = f"{self.config.api_base}/api/3/action/help_show?name={action}"
@@ -205,6 +270,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                        "message": "Internal Server Error"}})
             return
         self._json(200, {"help": helpurl, "success": True, "result": result})
+
+    def _retry_after_header(self) -> dict[str, str]:
+        after = self.config.faults.faults.retry_after
+        return {} if after is None else {"Retry-After": f"{after:g}"}
 
     def _resource(self, rid: Any, user: dict | None) -> Resource:
         res = self.config.catalog.resources.get(rid) if isinstance(rid, str) else None
@@ -424,6 +493,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.config.catalog.is_private(res) and not self._signed(url):
             self._store_error(403, "AccessDenied", "Access Denied")
             return
+        if self._fault("error"):
+            self.config.stats.add(store_status_503=1)
+            self._send(503, b"<Error><Code>SlowDown</Code></Error>", "application/xml",
+                       self._retry_after_header(), reason="Service Unavailable")
+            return
         size = path.stat().st_size
         etag = res.artifact_etag(artifact)
         headers = {"ETag": f'"{etag}"', "Accept-Ranges": "bytes",
@@ -437,10 +511,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 stats.add(store_status_416=1)
                 self._send(416, b"", "application/xml", headers)
                 return
-            if parsed != (-1, -1):
+            if parsed != (-1, -1) and not self._fault("full_body"):
                 start, stop = parsed
                 status = 206
                 headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+                if self._fault("wrong_range"):
+                    shift = 1 if stop < size else -1
+                    headers["Content-Range"] = f"bytes {start + shift}-{stop - 1 + shift}/{size}"
         stats.add(store_range_requests=1 if status == 206 else 0,
                   store_full_requests=1 if status == 200 else 0)
         self.send_response(status, REASONS[status])
@@ -452,10 +529,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         sent = 0
+        cut = None
+        if self._fault("reset"):
+            cut = ("reset", self.config.faults.cut_point(stop - start))
+        elif self._fault("truncate"):
+            cut = ("truncate", self.config.faults.cut_point(stop - start))
         try:
             with path.open("rb") as fd:
                 fd.seek(start)
-                remaining = stop - start
+                remaining = stop - start if cut is None else cut[1]
                 while remaining > 0:
                     piece = fd.read(min(remaining, 256 * 1024))
                     if not piece:
@@ -463,7 +545,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self._write_body(piece)
                     sent += len(piece)
                     remaining -= len(piece)
-        except (BrokenPipeError, ConnectionResetError):
+            if cut is not None:
+                self._abort(reset=cut[0] == "reset")
+        except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True  # clients may hang up after the headers (dclab does)
         finally:
             stats.add(store_bytes=sent, **{f"store_bytes_{artifact}": sent})
@@ -475,7 +559,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             return False
         good = hmac.compare_digest(query.get("Signature", ""), self._signature(url.path, expires))
-        if good and expires < time.time():
+        if good and (expires < time.time() or self._fault("expire")):
             self.config.stats.add(store_expired=1)
             return False
         return good
@@ -503,6 +587,9 @@ class _ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+
+    def handle_error(self, request, client_address) -> None:
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
 
 class DcorServer:

@@ -153,7 +153,12 @@ class Catalog:
             res = Resource(id=rid, name=path.name, path=path, relpath=relpath,
                            dataset_id=ds_id, position=len(dataset.resources))
             log.info("DCS102 [%d/%d] preparing %s", index, len(files), relpath)
-            self._prepare(res)
+            try:
+                self._prepare(res)
+            except Exception as exc:  # noqa: BLE001 - one unreadable upload must not stop DCOR
+                log.warning("DCS107 %s cannot be read (%s: %s); served as a resource without "
+                            "metadata or features", relpath, type(exc).__name__, exc)
+                res.metadata, res.features, res.logs, res.tables = {}, [], {}, {}
             dataset.resources.append(res)
             self.resources[rid] = res
 

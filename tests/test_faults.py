@@ -1,0 +1,321 @@
+"""Never hang, never serve a wrong byte: faults injected by ``dcorfs serve``.
+
+Reads go through a mount with ``direct_io`` and a small cache, so they keep
+reaching the network while the server misbehaves.  Every read must return exactly
+the reference bytes or fail with an errno; the test prints a table of outcomes.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import h5py
+import hdf5plugin  # noqa: F401
+import numpy as np
+import pytest
+import requests
+
+from conftest import SHARED_DATA, Mount, Server, free_port
+
+SOAK_FAULTS = {"error_rate": 0.02, "reset_rate": 0.02, "truncate_rate": 0.02,
+               "wrong_range_rate": 0.02, "full_body_rate": 0.01, "expire_rate": 0.01,
+               "jitter_ms": 5, "retry_after": 0.05, "seed": 1234}
+MOUNT_OPTS = ["-o", "direct_io", "--cache-size", "8M", "--timeout", "3", "--op-timeout", "20"]
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def set_faults(server: Server, **faults) -> None:
+    requests.post(f"{server.url}/_dcorfs/faults", json=faults, timeout=10).raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def fault_dir(demo_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fault-data")
+    (folder / "cells").mkdir()
+    (folder / "private").mkdir()
+    (folder / "broken").mkdir()
+    shutil.copy(demo_dir / "blood-cells" / "M001_data.rtdc", folder / "cells" / "M001_data.rtdc")
+    shutil.copy(demo_dir / "beads" / "M002_beads.rtdc", folder / "private" / "M002_beads.rtdc")
+    # a chunk of 'deform' with flipped bytes: only fletcher32 can tell
+    corrupt = folder / "broken" / "corrupt_chunk.rtdc"
+    shutil.copy(SHARED_DATA / "DCscope" / "calibration_beads_47.rtdc", corrupt)
+    with h5py.File(corrupt, "r") as h5:
+        info = h5["events/deform"].id.get_chunk_info(0)
+    with open(corrupt, "r+b") as fd:
+        fd.seek(info.byte_offset + info.size // 2)
+        byte = fd.read(1)
+        fd.seek(info.byte_offset + info.size // 2)
+        fd.write(bytes([byte[0] ^ 0xFF]))
+    data = (SHARED_DATA / "DCscope" / "calibration_beads_47.rtdc").read_bytes()
+    (folder / "broken" / "truncated.rtdc").write_bytes(data[:len(data) * 6 // 10])
+    (folder / "broken" / "garbage.rtdc").write_bytes(random.Random(1).randbytes(300_000))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fault_server(fault_dir, tmp_path_factory, cache_dir):
+    srv = Server(fault_dir, tmp_path_factory.mktemp("fault-server"), cache_dir,
+                 ["--private", "private/*", "--store-port", str(free_port())])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def references(fault_dir):
+    """The exact bytes each file must have: the original and np.save of local h5py data."""
+    path = fault_dir / "cells" / "M001_data.rtdc"
+    with h5py.File(path, "r") as h5:
+        image = npy_bytes(h5["events/image"][:])
+        deform = npy_bytes(h5["events/deform"][:])
+    return {"data.rtdc": path.read_bytes(), "image.npy": image, "deform.npy": deform}
+
+
+def rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@pytest.mark.timeout(900)
+def test_soak_with_faults(fault_server, references, fresh_mount):
+    rid = fault_server.ids["cells/M001_data.rtdc"]
+    mnt = fresh_mount(fault_server.url, extra=MOUNT_OPTS)
+    folder = mnt.path / rid
+    for name, ref in references.items():  # sizes are right before anything is read
+        assert os.stat(folder / name).st_size == len(ref)
+    fault_server.reset_stats()
+    set_faults(fault_server, **SOAK_FAULTS)
+    outcomes = {"exact": 0, "wrong": 0}
+    longest = [0.0]
+    lock = threading.Lock()
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        fds = {name: os.open(folder / name, os.O_RDONLY) for name in references}
+        try:
+            for _ in range(625):
+                name = rng.choice(list(references))
+                ref = references[name]
+                offset = rng.randrange(0, len(ref))
+                size = rng.choice([1, 100, 4096, 65536, 131072, 262144])
+                started = time.monotonic()
+                try:
+                    got = os.pread(fds[name], size, offset)
+                    key = "exact" if got == ref[offset:offset + size] else "wrong"
+                except OSError as exc:
+                    key = f"errno {errno.errorcode.get(exc.errno, exc.errno)}"
+                took = time.monotonic() - started
+                with lock:
+                    outcomes[key] = outcomes.get(key, 0) + 1
+                    longest[0] = max(longest[0], took)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seen = fault_server.stats()
+    set_faults(fault_server)
+    total = sum(outcomes.values())
+    faults = {k: v for k, v in seen.items() if k.startswith("fault_")}
+    peak = rss_mb(mnt.proc.pid)
+    print(f"\nsoak: {total} reads, outcomes {outcomes}, longest read {longest[0]:.2f} s, "
+          f"faults injected {faults}, store requests {seen.get('store_requests')}, "
+          f"daemon peak RSS {peak:.0f} MB")
+    assert total == 5000
+    assert outcomes["wrong"] == 0
+    assert outcomes["exact"] >= 0.95 * total
+    assert set(outcomes) <= {"exact", "wrong", "errno EIO"}
+    for kind in ("error", "reset", "truncate", "wrong_range", "full_body"):
+        assert faults.get(f"fault_{kind}", 0) > 0, f"{kind} never fired"
+    assert longest[0] < 20 + 5
+    # alive, and exact again once the faults stop
+    assert mnt.proc.poll() is None
+    fd = os.open(folder / "image.npy", os.O_RDONLY)
+    try:
+        for offset in range(0, len(references["image.npy"]), 3_000_017):
+            assert os.pread(fd, 65536, offset) == references["image.npy"][offset:offset + 65536]
+    finally:
+        os.close(fd)
+    assert peak < 8 + 200 + 150  # cache + 200 MB, plus the Python interpreter and h5py
+
+
+@pytest.mark.timeout(300)
+def test_stalled_server_fails_within_the_deadline(fault_server, references, fresh_mount):
+    rid = fault_server.ids["cells/M001_data.rtdc"]
+    mnt = fresh_mount(fault_server.url, extra=["-o", "direct_io", "--cache-size", "8M",
+                                               "--timeout", "2", "--op-timeout", "6"])
+    path = mnt.path / rid / "data.rtdc"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        set_faults(fault_server, stall_rate=1.0)
+        started = time.monotonic()
+        with pytest.raises(OSError) as info:
+            os.pread(fd, 65536, 10_000_000)
+        took = time.monotonic() - started
+        assert info.value.errno == errno.EIO
+        assert took < 6 + 3, took
+        set_faults(fault_server)  # also releases the stalled requests
+        assert os.pread(fd, 65536, 10_000_000) == references["data.rtdc"][10_000_000:10_065_536]
+    finally:
+        set_faults(fault_server)
+        os.close(fd)
+    assert "DCF301" in mnt.log_text() or "DCM50" in mnt.log_text()
+
+
+@pytest.mark.timeout(300)
+def test_server_restarted_mid_read(fault_dir, references, tmp_path, cache_dir, fresh_mount):
+    store_port = free_port()
+    args = ["--private", "private/*", "--store-port", str(store_port)]
+    (tmp_path / "s1").mkdir()
+    (tmp_path / "s2").mkdir()
+    srv = Server(fault_dir, tmp_path / "s1", cache_dir, args)
+    rid = srv.ids["cells/M001_data.rtdc"]
+    mnt = fresh_mount(srv.url, extra=MOUNT_OPTS[:4] + ["--timeout", "2", "--op-timeout", "8"])
+    ref = references["data.rtdc"]
+    outcomes: dict[str, int] = {}
+    stop = threading.Event()
+
+    def reader() -> None:
+        rng = random.Random(7)
+        fd = os.open(mnt.path / rid / "data.rtdc", os.O_RDONLY)
+        try:
+            while not stop.is_set():
+                offset = rng.randrange(0, len(ref) - 65536)
+                try:
+                    ok = os.pread(fd, 65536, offset) == ref[offset:offset + 65536]
+                    key = "exact" if ok else "wrong"
+                except OSError as exc:
+                    key = f"errno {errno.errorcode.get(exc.errno, exc.errno)}"
+                outcomes[key] = outcomes.get(key, 0) + 1
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    srv2 = None
+    try:
+        time.sleep(1.0)
+        srv.stop()
+        time.sleep(2.0)
+        srv2 = Server(fault_dir, tmp_path / "s2", cache_dir, args, port=srv.port)
+        before = outcomes.get("exact", 0)
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    try:
+        print(f"\nrestart: outcomes {outcomes}")
+        assert outcomes.get("wrong", 0) == 0
+        assert outcomes.get("exact", 0) > before, "no read succeeded after the restart"
+        assert set(outcomes) <= {"exact", "errno EIO"}
+    finally:
+        if srv2 is not None:
+            srv2.stop()
+
+
+def test_expired_presigned_urls_are_refreshed(fault_server, fresh_mount):
+    rid = fault_server.ids["private/M002_beads.rtdc"]
+    mnt = fresh_mount(fault_server.url, token_file=fault_server.token_file, extra=MOUNT_OPTS)
+    set_faults(fault_server, expire_rate=0.5, seed=3)
+    try:
+        images = np.load(mnt.path / rid / "image.npy")
+        deform = np.load(mnt.path / rid / "deform.npy")
+    finally:
+        set_faults(fault_server)
+    with h5py.File(fault_server.data_dir / "private" / "M002_beads.rtdc", "r") as h5:
+        assert np.array_equal(images, h5["events/image"][:])
+        assert np.array_equal(deform, h5["events/deform"][:])
+    assert fault_server.stats().get("fault_expire", 0) > 0
+
+
+def test_api_answers_that_are_not_json(fault_server, fresh_mount):
+    mnt = fresh_mount(fault_server.url, extra=["--timeout", "3", "--op-timeout", "10"])
+    rid = fault_server.ids["cells/M001_data.rtdc"]
+    for fault in ("bad_json_rate", "html_rate"):
+        set_faults(fault_server, **{fault: 1.0})
+        try:
+            with pytest.raises(OSError) as info:
+                os.listdir(mnt.path / rid)
+            assert info.value.errno == errno.EIO
+        finally:
+            set_faults(fault_server)
+    assert "not JSON" in mnt.log_text()
+    assert "deform.npy" in os.listdir(mnt.path / rid)  # errors are not cached
+
+
+def test_api_5xx_is_retried_with_retry_after(fault_server, fresh_mount):
+    mnt = fresh_mount(fault_server.url)
+    set_faults(fault_server, error_rate=0.5, retry_after=0.2, seed=5)
+    try:
+        rid = fault_server.ids["cells/M001_data.rtdc"]
+        assert np.load(mnt.path / rid / "deform.npy").shape == (1500,)
+    finally:
+        set_faults(fault_server)
+
+
+def test_corrupt_chunk_is_never_served(fault_server, fresh_mount):
+    rid = fault_server.ids["broken/corrupt_chunk.rtdc"]
+    mnt = fresh_mount(fault_server.url)
+    folder = mnt.path / rid
+    assert "condensed.rtdc" not in os.listdir(folder)  # condensing failed on the server too
+    with pytest.raises(OSError) as info:
+        np.load(folder / "deform.npy")
+    assert info.value.errno == errno.EIO
+    # other features of the same file are fine
+    with h5py.File(SHARED_DATA / "DCscope" / "calibration_beads_47.rtdc", "r") as h5:
+        assert np.array_equal(np.load(folder / "area_um.npy"), h5["events/area_um"][:])
+    assert mnt.proc.poll() is None
+
+
+def test_truncated_and_garbage_files(fault_server, fresh_mount):
+    mnt = fresh_mount(fault_server.url)
+    for name in ("truncated.rtdc", "garbage.rtdc"):
+        folder = mnt.path / fault_server.ids[f"broken/{name}"]
+        names = os.listdir(folder)
+        assert not [n for n in names if n.endswith(".npy")]  # DCOR could not read it either
+        assert (folder / "data.rtdc").read_bytes() == (fault_server.data_dir / "broken" / name).read_bytes()
+    assert mnt.proc.poll() is None
+
+
+def test_bad_names_and_reads(fault_server, references, fresh_mount):
+    mnt = fresh_mount(fault_server.url)
+    rid = fault_server.ids["cells/M001_data.rtdc"]
+    folder = mnt.path / rid
+    for bad in (b"\xff\xfe-not-utf8", b"x" * 255, rid.upper().encode(), b"../" + rid.encode()):
+        with pytest.raises(OSError) as info:
+            os.stat(os.fsencode(mnt.path) + b"/" + bad)
+        assert info.value.errno == errno.ENOENT
+    with pytest.raises(OSError) as info:
+        os.stat(os.fsencode(mnt.path) + b"/" + b"y" * 300)
+    assert info.value.errno == errno.ENAMETOOLONG
+    with pytest.raises(OSError) as info:
+        os.stat(folder / ".." / ".." / "etc" / "passwd")
+    assert info.value.errno == errno.ENOENT
+    size = len(references["deform.npy"])
+    fd = os.open(folder / "deform.npy", os.O_RDONLY)
+    try:
+        assert os.pread(fd, 100, size + 10) == b""
+        assert os.pread(fd, 1 << 30, 0) == references["deform.npy"]
+        assert os.pread(fd, 1 << 20, size - 5) == references["deform.npy"][-5:]
+    finally:
+        os.close(fd)
+    assert mnt.proc.poll() is None
