@@ -91,15 +91,11 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-@pytest.mark.timeout(900)
-def test_soak_with_faults(fault_server, references, fresh_mount):
-    rid = fault_server.ids["cells/M001_data.rtdc"]
-    mnt = fresh_mount(fault_server.url, extra=MOUNT_OPTS)
-    folder = mnt.path / rid
-    for name, ref in references.items():  # sizes are right before anything is read
-        assert os.stat(folder / name).st_size == len(ref)
-    fault_server.reset_stats()
-    set_faults(fault_server, **SOAK_FAULTS)
+def run_soak(server: Server, folder, references: dict, faults: dict, reads: int,
+             threads: int = 8) -> dict:
+    """``reads`` random-offset preads from ``threads`` threads while ``faults`` are on."""
+    server.reset_stats()
+    set_faults(server, **faults)
     outcomes = {"exact": 0, "wrong": 0}
     longest = [0.0]
     lock = threading.Lock()
@@ -108,7 +104,7 @@ def test_soak_with_faults(fault_server, references, fresh_mount):
         rng = random.Random(seed)
         fds = {name: os.open(folder / name, os.O_RDONLY) for name in references}
         try:
-            for _ in range(625):
+            for _ in range(reads // threads):
                 name = rng.choice(list(references))
                 ref = references[name]
                 offset = rng.randrange(0, len(ref))
@@ -127,27 +123,19 @@ def test_soak_with_faults(fault_server, references, fresh_mount):
             for fd in fds.values():
                 os.close(fd)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for thread in threads:
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for thread in workers:
         thread.start()
-    for thread in threads:
+    for thread in workers:
         thread.join()
-    seen = fault_server.stats()
-    set_faults(fault_server)
-    total = sum(outcomes.values())
-    faults = {k: v for k, v in seen.items() if k.startswith("fault_")}
-    peak = rss_mb(mnt.proc.pid)
-    print(f"\nsoak: {total} reads, outcomes {outcomes}, longest read {longest[0]:.2f} s, "
-          f"faults injected {faults}, store requests {seen.get('store_requests')}, "
-          f"daemon peak RSS {peak:.0f} MB")
-    assert total == 5000
-    assert outcomes["wrong"] == 0
-    assert outcomes["exact"] >= 0.95 * total
-    assert set(outcomes) <= {"exact", "wrong", "errno EIO"}
-    for kind in ("error", "reset", "truncate", "wrong_range", "full_body"):
-        assert faults.get(f"fault_{kind}", 0) > 0, f"{kind} never fired"
-    assert longest[0] < 20 + 5
-    # alive, and exact again once the faults stop
+    seen = server.stats()
+    set_faults(server)
+    return {"outcomes": outcomes, "longest": longest[0], "total": sum(outcomes.values()),
+            "faults": {k: v for k, v in seen.items() if k.startswith("fault_")},
+            "store_requests": seen.get("store_requests", 0)}
+
+
+def assert_alive_and_exact(mnt: Mount, folder, references: dict) -> None:
     assert mnt.proc.poll() is None
     fd = os.open(folder / "image.npy", os.O_RDONLY)
     try:
@@ -155,7 +143,51 @@ def test_soak_with_faults(fault_server, references, fresh_mount):
             assert os.pread(fd, 65536, offset) == references["image.npy"][offset:offset + 65536]
     finally:
         os.close(fd)
+
+
+@pytest.mark.timeout(900)
+def test_soak_with_faults(fault_server, references, fresh_mount):
+    rid = fault_server.ids["cells/M001_data.rtdc"]
+    mnt = fresh_mount(fault_server.url, extra=MOUNT_OPTS)
+    folder = mnt.path / rid
+    for name, ref in references.items():  # sizes are right before anything is read
+        assert os.stat(folder / name).st_size == len(ref)
+    result = run_soak(fault_server, folder, references, SOAK_FAULTS, reads=5000)
+    outcomes = result["outcomes"]
+    peak = rss_mb(mnt.proc.pid)
+    print(f"\nsoak mixed: {result['total']} reads, outcomes {outcomes}, longest read "
+          f"{result['longest']:.2f} s, faults injected {result['faults']}, store requests "
+          f"{result['store_requests']}, daemon peak RSS {peak:.0f} MB")
+    assert result["total"] == 5000
+    assert outcomes["wrong"] == 0
+    assert outcomes["exact"] >= 0.95 * result["total"]
+    assert set(outcomes) <= {"exact", "wrong", "errno EIO"}
+    for kind in ("error", "reset", "truncate", "wrong_range", "full_body"):
+        assert result["faults"].get(f"fault_{kind}", 0) > 0, f"{kind} never fired"
+    assert result["longest"] < 20 + 5
+    assert_alive_and_exact(mnt, folder, references)
     assert peak < 8 + 200 + 150  # cache + 200 MB, plus the Python interpreter and h5py
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("fault", ["error", "reset", "truncate", "wrong_range", "full_body",
+                                   "jitter"])
+def test_each_fault_alone(fault, fault_server, references, fresh_mount):
+    """10% of object-store answers broken one way: exact bytes or EIO, never wrong."""
+    rid = fault_server.ids["cells/M001_data.rtdc"]
+    mnt = fresh_mount(fault_server.url, extra=MOUNT_OPTS)
+    folder = mnt.path / rid
+    faults = {"jitter_ms": 50} if fault == "jitter" else {f"{fault}_rate": 0.1}
+    result = run_soak(fault_server, folder, references, {**faults, "seed": 99}, reads=1000)
+    print(f"\nfault {fault}: {result['total']} reads, outcomes {result['outcomes']}, longest "
+          f"{result['longest']:.2f} s, injected {result['faults']}, daemon peak RSS "
+          f"{rss_mb(mnt.proc.pid):.0f} MB")
+    assert result["outcomes"]["wrong"] == 0
+    assert set(result["outcomes"]) <= {"exact", "wrong", "errno EIO"}
+    assert result["outcomes"]["exact"] >= 0.95 * result["total"]
+    if fault != "jitter":
+        assert result["faults"].get(f"fault_{fault}", 0) > 0
+    assert_alive_and_exact(mnt, folder, references)
 
 
 @pytest.mark.timeout(300)
