@@ -52,10 +52,10 @@ def _script(prelude: str, body: str) -> str:
                       'print(json.dumps({"seconds": time.perf_counter() - t0}))'])
 
 
-def _timed_python(code: str, env: dict | None = None) -> dict:
+def _timed_python(code: str) -> dict:
     """Run ``code`` in a fresh interpreter; it must print one JSON line with 'seconds'."""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                         text=True, timeout=900, env=env)
+                         text=True, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark step failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -211,61 +211,61 @@ class Bench:
                   f"limit {limit:.3f} s; dcorfs {dcorfs.get('requests', '-')} requests "
                   f"{dcorfs.get('bytes', 0):,d} B", flush=True)
 
-        S, I = "scalars", "images"
-        src = self.condensed[S]  # scalar features come from the condensed basin
+        sca, img = "scalars", "images"
+        src = self.condensed[sca]  # scalar features come from the condensed basin
         one, _ = self.chunk_bytes(src, "deform")
         mnt_a = self.mount()
-        a = self.dcorfs("np.load(os.path.join(folder, 'deform.npy'))", mnt_a, S)
+        a = self.dcorfs("np.load(os.path.join(folder, 'deform.npy'))", mnt_a, sca)
         row("(a) one scalar feature, cold", a,
-            self.dclab("ds['deform'][:]", S), self.local("ev['deform'][:]", S), 3, one,
+            self.dclab("ds['deform'][:]", sca), self.local("ev['deform'][:]", sca), 3, one,
             feature_compressed_bytes=one)
 
         three = sum(self.chunk_bytes(src, f)[0] for f in SCALARS[:3])
         row("(b) three scalar features, cold",
             self.dcorfs("\n".join(f"np.load(os.path.join(folder, '{f}.npy'))" for f in SCALARS[:3]),
-                        self.mount(), S),
-            self.dclab("\n".join(f"ds['{f}'][:]" for f in SCALARS[:3]), S),
-            self.local("\n".join(f"ev['{f}'][:]" for f in SCALARS[:3]), S), 3, three)
+                        self.mount(), sca),
+            self.dclab("\n".join(f"ds['{f}'][:]" for f in SCALARS[:3]), sca),
+            self.local("\n".join(f"ev['{f}'][:]" for f in SCALARS[:3]), sca), 3, three)
 
-        images, nchunks = self.chunk_bytes(self.files[I], "image")
+        images, nchunks = self.chunk_bytes(self.files[img], "image")
         mnt_c = self.mount()
-        c = self.dcorfs("np.load(os.path.join(folder, 'image.npy'))", mnt_c, I)
+        c = self.dcorfs("np.load(os.path.join(folder, 'image.npy'))", mnt_c, img)
         rss = self.mount_rss_mb()
-        row("(c) all images, sequentially", c, self.dclab("ds['image'][:]", I),
-            self.local("ev['image'][:]", I), 3, images, image_compressed_bytes=images,
+        row("(c) all images, sequentially", c, self.dclab("ds['image'][:]", img),
+            self.local("ev['image'][:]", img), 3, images, image_compressed_bytes=images,
             mount_peak_rss_mb=rss)
 
-        pick_bytes, touched = self.chunk_bytes(self.files[I], "image", picks)
+        pick_bytes, touched = self.chunk_bytes(self.files[img], "image", picks)
         body_d = f"""
             images = np.load(os.path.join(folder, 'image.npy'), mmap_mode='r')
             for i in {picks!r}:
                 np.array(images[i])
         """
-        row("(d) 200 random single images (mmap)", self.dcorfs(body_d, self.mount(), I),
-            self.dclab(f"for i in {picks!r}:\n    ds['image'][i]", I),
-            self.local(f"for i in {picks!r}:\n    ev['image'][i]", I), 3 + touched, pick_bytes,
+        row("(d) 200 random single images (mmap)", self.dcorfs(body_d, self.mount(), img),
+            self.dclab(f"for i in {picks!r}:\n    ds['image'][i]", img),
+            self.local(f"for i in {picks!r}:\n    ev['image'][i]", img), 3 + touched, pick_bytes,
             chunks_touched=touched)
 
         # warm reads are bound by the machine's page-fault speed, which varies a lot on
         # shared machines: best of three for every contender
-        warm_a = min((self.dcorfs("np.load(os.path.join(folder, 'deform.npy'))", mnt_a, S)
+        warm_a = min((self.dcorfs("np.load(os.path.join(folder, 'deform.npy'))", mnt_a, sca)
                       for _ in range(3)), key=lambda r: r["seconds"])
-        warm_c = min((self.dcorfs("np.load(os.path.join(folder, 'image.npy'))", mnt_c, I)
+        warm_c = min((self.dcorfs("np.load(os.path.join(folder, 'image.npy'))", mnt_c, img)
                       for _ in range(3)), key=lambda r: r["seconds"])
         raw_image = IMAGES * 80 * 250
         warm_c["mb_per_s"] = raw_image / warm_c["seconds"] / 1e6
         best = lambda run: min((run() for _ in range(3)), key=lambda r: r["seconds"])  # noqa: E731
-        row("(e1) warm re-read of (a)", warm_a, best(lambda: self.dclab("ds['deform'][:]", S)),
-            best(lambda: self.local("ev['deform'][:]", S)), 0, 0)
-        row("(e2) warm re-read of (c)", warm_c, best(lambda: self.dclab("ds['image'][:]", I)),
-            best(lambda: self.local("ev['image'][:]", I)), 0, 0, mb_per_s=warm_c["mb_per_s"])
+        row("(e1) warm re-read of (a)", warm_a, best(lambda: self.dclab("ds['deform'][:]", sca)),
+            best(lambda: self.local("ev['deform'][:]", sca)), 0, 0)
+        row("(e2) warm re-read of (c)", warm_c, best(lambda: self.dclab("ds['image'][:]", img)),
+            best(lambda: self.local("ev['image'][:]", img)), 0, 0, mb_per_s=warm_c["mb_per_s"])
 
         body_f = """
             import subprocess
             subprocess.run(["ls", "-l", folder], check=True, capture_output=True)
         """
-        row("(f) ls -l of a resource folder, cold", self.dcorfs(body_f, self.mount(), I),
-            self.dclab("sorted(ds.features)", I), self.local("[ev[k].shape for k in ev]", I), 3, 0)
+        row("(f) ls -l of a resource folder, cold", self.dcorfs(body_f, self.mount(), img),
+            self.dclab("sorted(ds.features)", img), self.local("[ev[k].shape for k in ev]", img), 3, 0)
 
         body_g = f"""
             import subprocess, sys
@@ -278,19 +278,19 @@ class Bench:
             import subprocess, sys
             code = ("import warnings, dclab, sys; warnings.simplefilter('ignore'); "
                     "ds = dclab.new_dataset(sys.argv[1], host=sys.argv[2], use_ssl=False); ds[sys.argv[3]][:]")
-            procs = [subprocess.Popen([sys.executable, "-c", code, {self.rids[S]!r}, {self.url.split('//')[1]!r}, f])
+            procs = [subprocess.Popen([sys.executable, "-c", code, {self.rids[sca]!r}, {self.url.split('//')[1]!r}, f])
                      for f in {SCALARS!r}]
             assert all(p.wait() == 0 for p in procs)
         """
         body_g_local = f"""
             import subprocess, sys
             code = "import h5py, hdf5plugin, sys; h5py.File(sys.argv[1], 'r', locking=False)['events'][sys.argv[2]][:]"
-            procs = [subprocess.Popen([sys.executable, "-c", code, {str(self.files[S])!r}, f]) for f in {SCALARS!r}]
+            procs = [subprocess.Popen([sys.executable, "-c", code, {str(self.files[sca])!r}, f]) for f in {SCALARS!r}]
             assert all(p.wait() == 0 for p in procs)
         """
         four = sum(self.chunk_bytes(src, f)[0] for f in SCALARS)
-        row("(g) four processes, four features, cold", self.dcorfs(body_g, self.mount(), S),
-            self.dclab(body_g_dclab, S), self.local(body_g_local, S), 3, four)
+        row("(g) four processes, four features, cold", self.dcorfs(body_g, self.mount(), sca),
+            self.dclab(body_g_dclab, sca), self.local(body_g_local, sca), 3, four)
         return rows
 
 

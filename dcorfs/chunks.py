@@ -201,7 +201,7 @@ class ChunkedRows:
         A small dataset (a scalar feature, a few MB) is fetched whole, in parallel, on
         its first read: it will almost always be read whole (np.load).
         """
-        index = self.index
+        self.index  # noqa: B018 - reads the chunk index, and with it the total size
         with self._lock:
             if self._next_row == -1 and self._total <= SMALL_DATASET:
                 self._next_row = r1

@@ -69,7 +69,7 @@ def fuse_problem() -> str | None:
         return "fusermount3 is missing: install FUSE 3 (Debian/Ubuntu: sudo apt-get install fuse3)"
     try:
         import mfusepy  # noqa: F401
-    except (ImportError, OSError, EnvironmentError) as exc:
+    except (ImportError, OSError) as exc:
         return (f"the FUSE library cannot be loaded ({exc}): install libfuse3 "
                 f"(Debian/Ubuntu: sudo apt-get install fuse3)")
     return None
@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="inject faults, e.g. '{\"error_rate\": 0.1, \"reset_rate\": 0.05}' "
                             "(keys: latency_ms, jitter_ms, stall_rate, error_rate, retry_after, "
                             "reset_rate, truncate_rate, wrong_range_rate, full_body_rate, "
-                            "expire_rate, bad_json_rate, html_rate, seed); change at run time "
+                            "expire_after_s, bad_json_rate, html_rate, seed); change at run time "
                             "with POST /_dcorfs/faults")
     serve.add_argument("-v", "--verbose", action="count", default=0)
     serve.set_defaults(func=cmd_serve)

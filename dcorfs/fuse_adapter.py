@@ -99,7 +99,7 @@ def run_mount(mountpoint: pathlib.Path, config: FsConfig, fuse_options: list[str
     options: dict[str, Any] = {
         "fsname": "dcorfs", "subtype": "dcorfs", "ro": True, "default_permissions": True,
         "kernel_cache": True, "attr_timeout": 3600, "entry_timeout": 3600,
-        "negative_timeout": 10, "max_threads": 32,
+        "negative_timeout": 10,
     }
     for opt in fuse_options:
         for item in opt.split(","):

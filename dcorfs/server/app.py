@@ -93,6 +93,7 @@ class ServerConfig:
     store_base: str = ""
     stats: Stats = dataclasses.field(default_factory=Stats)
     faults: FaultInjector = dataclasses.field(default_factory=FaultInjector)
+    issued: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -271,6 +272,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self._json(200, {"help": helpurl, "success": True, "result": result})
 
+    def _expired_early(self, signature: str) -> bool:
+        """The ``expire_after_s`` fault: a URL dies that long after it was issued."""
+        after = self.config.faults.faults.expire_after_s
+        if after is None:
+            return False
+        issued = self.config.issued.get(signature, 0.0)
+        if time.time() > issued + after:
+            self.config.stats.add(fault_expire=1)
+            return True
+        return False
+
     def _retry_after_header(self) -> dict[str, str]:
         after = self.config.faults.faults.retry_after
         return {} if after is None else {"Retry-After": f"{after:g}"}
@@ -412,6 +424,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         expires = int(round(now / wrap) * wrap + ttl)
         path = f"/{bucket_name()}/{object_key(artifact, rid)}"
         sig = self._signature(path, expires)
+        # DCOR hands out the same URL within a rounding window; for the expiry fault, the
+        # last time a URL was handed out counts as its issue time
+        self.config.issued[sig] = now
+        if len(self.config.issued) > 100_000:
+            self.config.issued.clear()
         return f"{self.config.store_base}{path}?Expires={expires}&Signature={sig}", now, expires
 
     def _signature(self, path: str, expires: int) -> str:
@@ -559,7 +576,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             return False
         good = hmac.compare_digest(query.get("Signature", ""), self._signature(url.path, expires))
-        if good and (expires < time.time() or self._fault("expire")):
+        if good and (expires < time.time() or self._expired_early(query["Signature"])):
             self.config.stats.add(store_expired=1)
             return False
         return good

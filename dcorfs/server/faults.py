@@ -24,7 +24,7 @@ class Faults:
     truncate_rate: float = 0.0     # send part of the body, then close cleanly
     wrong_range_rate: float = 0.0  # 206 with a Content-Range for other bytes
     full_body_rate: float = 0.0    # 200 with the whole object instead of 206
-    expire_rate: float = 0.0       # presigned URLs rejected as expired (403)
+    expire_after_s: float | None = None  # presigned URLs expire this long after issue
     bad_json_rate: float = 0.0     # API answers 200 with broken JSON
     html_rate: float = 0.0         # API answers 200 with an HTML page
     seed: int | None = None
