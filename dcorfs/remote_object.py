@@ -35,6 +35,7 @@ class RemoteObject:
         self.etag = ""
         self._lock = threading.Lock()
         self._probe_lock = threading.Lock()
+        self.probed: list[bytes] = []  # head (and tail) of the file, for metadata hints
 
     def set_url(self, url: str, expires_at: float | None) -> None:
         with self._lock:
@@ -89,9 +90,11 @@ class RemoteObject:
             thread.join()
             bs = self.cache.block_size
             self.cache.store(self.key, 0, head)
+            self.probed = [head]
             if tail and tail[0].start > len(head):
                 first = -(-tail[0].start // bs)  # whole blocks only
                 self.cache.store(self.key, first, tail[0].data[first * bs - tail[0].start:])
+                self.probed.append(tail[0].data)
 
     def read(self, start: int, stop: int) -> bytes:
         self.probe()

@@ -27,6 +27,7 @@ from . import deadline
 from .block_cache import BlockCache
 from .chunks import ChunkDecodeError, ChunkedRows, ContiguousRows, DecodedCache
 from .dcor_api import DcorApi
+from .hdf5_hints import group_table_addresses
 from .http_fetch import RangeFetcher
 from .remote_object import RemoteFile, RemoteObject
 from .views import BytesView, LazyBytesView, NpyView, RemoteBytesView, View
@@ -121,6 +122,7 @@ class Basin:
         if self._h5 is None and self.unavailable is None:
             try:
                 self._rfile = RemoteFile(self.obj)
+                self._prefetch_group_tables()
                 self._h5 = h5py.File(self._rfile, "r", locking=False,
                                      rdcc_nbytes=4 * 1024 ** 2, rdcc_nslots=1009)
             except OSError as exc:
@@ -130,6 +132,14 @@ class Basin:
                 self.unavailable = err
                 log.info("DCR403 basin %s is not available: %s", self.name, err.strerror)
         return self._h5
+
+    def _prefetch_group_tables(self) -> None:
+        """Start fetching the group tables the probe names, while h5py opens the file."""
+        hints: set[int] = set()
+        for data in self.obj.probed:
+            hints |= group_table_addresses(data, self.obj.size)
+        for address in sorted(hints):
+            self.pool.submit(_quiet_read, self.obj, address, address + 1)
 
     def prefetch_headers(self) -> None:
         """Fetch every feature's object header in one parallel wave.
@@ -259,8 +269,6 @@ class Resource:
             self.basins.append(Basin(spec, obj, self.pool, self.decoded))
         if not self.basins:
             raise OSError(errno.EIO, f"DCOR lists no readable basin for {self.rid}")
-        for basin in self.basins:  # opening the files will need this; start it now
-            self.pool.submit(_quiet_probe, basin.obj)
 
     def refresh_basins(self) -> None:
         """Fetch fresh presigned URLs; concurrent callers share one refresh."""
@@ -414,11 +422,11 @@ def table_array(content: list) -> np.ndarray:
     return out
 
 
-def _quiet_probe(obj: RemoteObject) -> None:
+def _quiet_read(obj: RemoteObject, start: int, stop: int) -> None:
     try:
-        obj.probe()
-    except OSError as exc:  # the reader that needs it will see and report the error
-        log.debug("early probe of %s failed: %s", obj.key, exc)
+        obj.read(start, stop)
+    except OSError as exc:  # only a prefetch: the reader that needs it reports errors
+        log.debug("prefetch %d-%d of %s failed: %s", start, stop, obj.key, exc)
 
 
 def _passthrough(obj: RemoteObject) -> RemoteBytesView:
