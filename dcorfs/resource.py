@@ -248,11 +248,17 @@ class Resource:
         self.basins: list[Basin] = []
         self._refresh_lock = threading.Lock()
         self._last_refresh = 0.0
+        self._metadata: concurrent.futures.Future | None = None
         self.root = Dir(self._root_entries)
 
     # -- basins --------------------------------------------------------------------
     def load(self) -> None:
-        """Fetch the basin list: proves the id exists and is readable with our token."""
+        """Fetch the basin list: proves the id exists and is readable with our token.
+
+        The metadata (for ``metadata.json``) is asked for at the same time, so a
+        listing does not wait for one more round trip later.
+        """
+        self._metadata = self.pool.submit(deadline.bind(self.api.dcserv), self.rid, "metadata")
         specs = self.api.dcserv(self.rid, "basins")
         if not isinstance(specs, list):
             raise OSError(errno.EIO, f"dcserv basins for {self.rid} is not a list")
@@ -377,7 +383,12 @@ class Resource:
         return _LazyEntries(names, make)
 
     def _metadata_json(self) -> bytes:
-        meta = self.api.dcserv(self.rid, "metadata")
+        try:
+            if self._metadata is None:
+                raise OSError(errno.EIO, "metadata was not requested")
+            meta = self._metadata.result(timeout=deadline.remaining(3600.0))
+        except (OSError, concurrent.futures.TimeoutError):  # errors are not kept: ask again
+            meta = self.api.dcserv(self.rid, "metadata")
         return (json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
     def _log_entries(self) -> dict[str, Node]:
