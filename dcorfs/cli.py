@@ -31,8 +31,16 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * SIZE_UNITS[match.group(2)])
 
 
+def default_token_file() -> pathlib.Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return pathlib.Path(base) / "dcorfs" / "token"
+
+
 def read_token(token_file: str | None) -> str:
-    """The API token from ``--token-file`` or ``DCOR_API_TOKEN``; '' for anonymous access."""
+    """The API token: ``--token-file``, else ``DCOR_API_TOKEN``, else the config file
+    ``~/.config/dcorfs/token`` if it exists; '' for anonymous access."""
+    if not token_file and not os.environ.get("DCOR_API_TOKEN") and default_token_file().exists():
+        token_file = str(default_token_file())
     if token_file:
         path = pathlib.Path(token_file).expanduser()
         try:
@@ -232,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--host", default="dcor.mpl.mpg.de",
                        help="DCOR host name (https implied) or URL with scheme and port, "
                             "e.g. http://127.0.0.1:8000 (default: %(default)s)")
-    mount.add_argument("--token-file", help="file holding the DCOR API token (mode 600)")
+    mount.add_argument("--token-file", help="file holding the DCOR API token (mode 600); "
+                                            "default: DCOR_API_TOKEN, else ~/.config/dcorfs/token "
+                                            "if it exists")
     mount.add_argument("--cache-size", type=parse_size, default=parse_size("1G"),
                        help="memory for the block cache, e.g. 512M, 2G (default: 1G)")
     mount.add_argument("--timeout", type=float, default=30.0,

@@ -1,0 +1,69 @@
+"""The pieces below the mount, each on its own: block cache, deadline, HDF5 hints."""
+from __future__ import annotations
+
+import errno
+import re
+import threading
+import time
+
+import pytest
+
+from conftest import SHARED_DATA
+from dcorfs import deadline
+from dcorfs.block_cache import BlockCache
+from dcorfs.hdf5_hints import group_table_addresses
+
+
+def test_block_cache_coalesces_and_never_fetches_twice():
+    data = bytes(range(256)) * 4096  # 1 MiB
+    calls: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def fetch(start: int, stop: int) -> bytes:
+        with lock:
+            calls.append((start, stop))
+        time.sleep(0.01)
+        return data[start:stop]
+
+    cache = BlockCache(max_bytes=4 << 20, block_size=64 * 1024)
+    assert cache.read("k", 100, 200_000, len(data), fetch) == data[100:200_000]
+    assert calls == [(0, 4 * 65536)]  # four blocks, one request
+    threads = [threading.Thread(target=lambda o=o: cache.read("k", o, o + 300_000, len(data), fetch))
+               for o in (250_000, 260_000, 270_000, 280_000)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    fetched = [b for s, e in calls for b in range(s // 65536, -(-e // 65536))]
+    assert len(fetched) == len(set(fetched))  # no block twice, even under concurrency
+    assert cache.read("k", len(data) - 10, len(data) + 100, len(data), fetch) == data[-10:]
+
+
+def test_block_cache_is_bounded():
+    cache = BlockCache(max_bytes=256 * 1024, block_size=64 * 1024)
+    blob = b"x" * (1 << 20)
+    cache.read("k", 0, len(blob), len(blob), lambda s, e: blob[s:e])
+    assert cache.current_bytes <= 256 * 1024
+
+
+def test_deadline_bounds_waits():
+    event = threading.Event()
+    started = time.monotonic()
+    with deadline.deadline(0.3):
+        with pytest.raises(OSError) as info:
+            deadline.wait(event)
+    assert info.value.errno == errno.EIO
+    assert time.monotonic() - started < 2
+    with deadline.deadline(5):
+        assert deadline.remaining(30) <= 5
+    assert deadline.remaining(30) == 30  # none outside an operation
+
+
+@pytest.mark.parametrize("relpath", ["generated/calibration_beads_47_condensed.rtdc",
+                                     "DCscope/naiad-capture_blood_pipeline.rtdc"])
+def test_hints_name_every_symbol_table_node(relpath):
+    data = (SHARED_DATA / relpath).read_bytes()
+    hints = group_table_addresses(data, len(data))
+    nodes = {m.start() for m in re.finditer(rb"SNOD", data)}
+    assert nodes and nodes <= hints
+    assert all(0 < address < len(data) for address in hints)
