@@ -88,3 +88,28 @@ def test_mount_is_private_and_read_only(server, mount):
     result = subprocess.run(["ls", str(mount.path / rid)], user=65534, capture_output=True,
                             text=True, timeout=30)
     assert result.returncode != 0 and "Permission denied" in result.stderr
+
+
+def test_token_from_the_config_file(server, tmp_path):
+    require_fuse()
+    config = tmp_path / "config"
+    (config / "dcorfs").mkdir(parents=True)
+    token = config / "dcorfs" / "token"
+    token.write_text(server.token + "\n")
+    token.chmod(0o644)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "DCOR_API_TOKEN"}
+    env["XDG_CONFIG_HOME"] = str(config)
+    argv = [sys.executable, "-m", "dcorfs", "mount", str(mnt), "--host", server.url,
+            "--log-file", str(tmp_path / "log")]
+    refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "chmod 600" in refused.stderr
+    token.chmod(0o600)
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    try:
+        private = server.ids["DCOR-Aid/calibration_beads_47.rtdc"]
+        assert np.load(mnt / private / "deform.npy").shape == (47,)
+    finally:
+        subprocess.run([sys.executable, "-m", "dcorfs", "unmount", str(mnt)], timeout=60)
