@@ -114,6 +114,7 @@ class ChunkedRows:
         self._sequential_slack = max(1, (256 * 1024) // row_bytes)
         self._window = 0
         self._ahead_until = 0
+        self._streak_start = 0
         self._lock = threading.Lock()
         self._decoding: dict[int, threading.Event] = {}
         self._total = 0
@@ -198,6 +199,9 @@ class ChunkedRows:
     def _plan_readahead(self, r0: int, r1: int, last_chunk: int) -> list[int]:
         """Chunks to fetch ahead: a window that doubles while reads stay sequential.
 
+        A run of reads counts as sequential only once it has covered a whole chunk:
+        the kernel turns one page fault of a memory-mapped reader into several
+        consecutive reads, which must not start fetching chunks nobody asked for.
         A small dataset (a scalar feature, a few MB) is fetched whole, in parallel, on
         its first read: it will almost always be read whole (np.load).
         """
@@ -213,6 +217,10 @@ class ChunkedRows:
             self._next_row = max(r1, self._next_row) if sequential else r1
             if not sequential:
                 self._window = 0
+                self._ahead_until = 0
+                self._streak_start = r0
+                return []
+            if r1 - self._streak_start < self.rows_per_chunk:
                 return []
             self._window = min(max(2, self._window * 2), self.MAX_WINDOW)
             start = max(last_chunk + 1, self._ahead_until)
