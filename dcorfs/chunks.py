@@ -112,6 +112,7 @@ class ChunkedRows:
         self._next_row = -1
         row_bytes = max(1, int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize)
         self._sequential_slack = max(1, (256 * 1024) // row_bytes)
+        self._streak_rows = min(self.rows_per_chunk, max(1, (512 * 1024) // row_bytes))
         self._window = 0
         self._ahead_until = 0
         self._streak_start = 0
@@ -199,7 +200,8 @@ class ChunkedRows:
     def _plan_readahead(self, r0: int, r1: int, last_chunk: int) -> list[int]:
         """Chunks to fetch ahead: a window that doubles while reads stay sequential.
 
-        A run of reads counts as sequential only once it has covered a whole chunk:
+        A run of reads counts as sequential only once it has covered 512 KiB (or a
+        chunk, if smaller):
         the kernel turns one page fault of a memory-mapped reader into several
         consecutive reads, which must not start fetching chunks nobody asked for.
         A small dataset (a scalar feature, a few MB) is fetched whole, in parallel, on
@@ -220,9 +222,9 @@ class ChunkedRows:
                 self._ahead_until = 0
                 self._streak_start = r0
                 return []
-            if r1 - self._streak_start < self.rows_per_chunk:
+            if r1 - self._streak_start < self._streak_rows:
                 return []
-            self._window = min(max(2, self._window * 2), self.MAX_WINDOW)
+            self._window = min(max(4, self._window * 2), self.MAX_WINDOW)
             start = max(last_chunk + 1, self._ahead_until)
             stop = min(self.nchunks, last_chunk + 1 + self._window)
             self._ahead_until = max(self._ahead_until, stop)

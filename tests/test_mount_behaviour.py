@@ -179,3 +179,19 @@ def test_root_lists_resolved_resources(server, mount):
     rid = server.ids["DCscope/calibration_beads_47.rtdc"]
     os.stat(mount.path / rid)
     assert rid in os.listdir(mount.path)
+
+
+def test_one_mmapped_image_does_not_start_readahead(demo_server, demo_dir, fresh_mount):
+    import h5py
+
+    rid = demo_server.ids["blood-cells/M001_data.rtdc"]
+    with h5py.File(demo_dir / "blood-cells" / "M001_data.rtdc", "r") as h5:
+        sizes = []
+        h5["events/image"].id.chunk_iter(lambda info: sizes.append(info.size))
+    mnt = fresh_mount(demo_server.url)
+    demo_server.reset_stats()
+    image = np.load(mnt.path / rid / "image.npy", mmap_mode="r")[1000]
+    assert image.shape == (80, 250)
+    seen = demo_server.stats()
+    # the chunk holding event 1000, the first chunk (read with the header), and metadata
+    assert seen["store_bytes_resource"] < 2 * max(sizes) + 1024 * 1024, seen
