@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 _memfile_ids = itertools.count()
 SMALL_DATASET = 8 * 1024 ** 2  # compressed bytes
+# sequential bytes before our readahead starts: more than the kernel's own readahead
+# reads around a page fault or after a small read at offset 0 (seen: 1.1 MiB)
+STREAK_BYTES = 2 * 1024 ** 2
 
 
 class ChunkDecodeError(OSError):
@@ -112,7 +115,7 @@ class ChunkedRows:
         self._next_row = -1
         row_bytes = max(1, int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize)
         self._sequential_slack = max(1, (256 * 1024) // row_bytes)
-        self._streak_rows = min(self.rows_per_chunk, max(1, (512 * 1024) // row_bytes))
+        self._streak_rows = max(1, STREAK_BYTES // row_bytes)
         self._window = 0
         self._ahead_until = 0
         self._streak_start = 0
@@ -200,8 +203,7 @@ class ChunkedRows:
     def _plan_readahead(self, r0: int, r1: int, last_chunk: int) -> list[int]:
         """Chunks to fetch ahead: a window that doubles while reads stay sequential.
 
-        A run of reads counts as sequential only once it has covered 512 KiB (or a
-        chunk, if smaller):
+        A run of reads counts as sequential only once it has covered ``STREAK_BYTES``:
         the kernel turns one page fault of a memory-mapped reader into several
         consecutive reads, which must not start fetching chunks nobody asked for.
         A small dataset (a scalar feature, a few MB) is fetched whole, in parallel, on

@@ -193,5 +193,6 @@ def test_one_mmapped_image_does_not_start_readahead(demo_server, demo_dir, fresh
     image = np.load(mnt.path / rid / "image.npy", mmap_mode="r")[1000]
     assert image.shape == (80, 250)
     seen = demo_server.stats()
-    # the chunk holding event 1000, the first chunk (read with the header), and metadata
-    assert seen["store_bytes_resource"] < 2 * max(sizes) + 1024 * 1024, seen
+    # the chunk holding event 1000; the first chunks, which the kernel reads ahead (about
+    # 1 MiB) when numpy reads the header; and metadata: no readahead window of our own
+    assert seen["store_bytes_resource"] < 4 * max(sizes) + 1024 * 1024, seen
