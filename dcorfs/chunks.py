@@ -114,7 +114,7 @@ class ChunkedRows:
         self.nchunks = -(-self.shape[0] // self.rows_per_chunk) if self.shape[0] else 0
         self._next_row = -1
         row_bytes = max(1, int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize)
-        self._sequential_slack = max(1, (256 * 1024) // row_bytes)
+        self._sequential_slack = max(1, STREAK_BYTES // row_bytes)
         self._streak_rows = max(1, STREAK_BYTES // row_bytes)
         self._window = 0
         self._ahead_until = 0
@@ -216,8 +216,11 @@ class ChunkedRows:
                 self._ahead_until = self.nchunks
                 return [c for c in range(self.nchunks) if c != last_chunk]
             # the kernel's parallel readahead may deliver reads slightly out of order
+            # a run is the span [streak start, next row); the kernel reads its window
+            # in parallel, so reads may land anywhere in it or a little beyond
             sequential = (self._next_row >= 0
-                          and abs(r0 - self._next_row) <= self._sequential_slack)
+                          and self._streak_start - self._sequential_slack <= r0
+                          <= self._next_row + self._sequential_slack)
             self._next_row = max(r1, self._next_row) if sequential else r1
             if not sequential:
                 self._window = 0
