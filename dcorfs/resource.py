@@ -114,12 +114,17 @@ class Basin:
         self.obj = obj
         self._h5: h5py.File | None = None
         self._rfile: RemoteFile | None = None
+        self._open_lock = threading.Lock()
         self.unavailable: OSError | None = None
 
     @property
     def h5(self) -> h5py.File | None:
         """The opened HDF5 file, or None when the artifact does not exist (404)."""
-        if self._h5 is None and self.unavailable is None:
+        if self._h5 is not None or self.unavailable is not None:
+            return self._h5
+        with self._open_lock:  # a listing's prefetch and a reader may both get here
+            if self._h5 is not None or self.unavailable is not None:
+                return self._h5
             try:
                 self._rfile = RemoteFile(self.obj)
                 self._prefetch_group_tables()
