@@ -11,12 +11,14 @@ import concurrent.futures
 import dataclasses
 import errno
 import itertools
+import json
 import logging
 import os
 import stat
 import threading
 import time
 
+from . import __version__
 from .block_cache import BlockCache
 from .chunks import DecodedCache
 from .dcor_api import DcorApi, is_resource_id
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 NEGATIVE_TTL = 30.0
 BLKSIZE = 1024 * 1024
+STATUS_XATTR = "user.dcorfs.status"
 
 
 @dataclasses.dataclass
@@ -158,6 +161,34 @@ class Filesystem:
     def release(self, fh: int) -> None:
         with self._lock:
             self._handles.pop(fh, None)
+
+    def status(self) -> dict:
+        """What the mount is doing, for ``getfattr -n user.dcorfs.status MOUNT``."""
+        with self._lock:
+            resources = sorted(self.resources)
+            open_files = len(self._handles)
+        return {"version": __version__, "host": self.config.host,
+                "token": bool(self.config.token), "mounted_at": self.mounted_at,
+                "uptime_s": round(time.time() - self.mounted_at, 1),
+                "resources": resources, "open_files": open_files,
+                "cache": {"bytes": self.cache.current_bytes, "max_bytes": self.cache.max_bytes,
+                          "block_size": self.cache.block_size, "block_hits": self.cache.hits,
+                          "blocks_fetched": self.cache.misses},
+                "network": {"api_requests": self.api.requests,
+                            "range_requests": self.fetcher.requests,
+                            "range_bytes": self.fetcher.bytes},
+                "timeouts": {"request_s": self.config.timeout,
+                             "operation_s": self.config.op_timeout}}
+
+    def listxattr(self, path: str) -> list[str]:
+        self.lookup(path)
+        return [STATUS_XATTR] if path.strip("/") == "" else []
+
+    def getxattr(self, path: str, name: str) -> bytes:
+        self.lookup(path)
+        if path.strip("/") == "" and name == STATUS_XATTR:
+            return (json.dumps(self.status(), indent=1) + "\n").encode()
+        raise OSError(errno.ENODATA, f"no attribute {name}")
 
     def statfs(self) -> dict:
         return {"f_bsize": BLKSIZE, "f_frsize": BLKSIZE, "f_blocks": 0, "f_bfree": 0,

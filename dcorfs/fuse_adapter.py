@@ -38,7 +38,7 @@ def _errors_mapped(func: Callable[..., T]) -> Callable[..., T]:
             raise mfusepy.FuseOSError(errno.EIO) from None
         except OSError as exc:
             code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.EIO
-            if code not in (errno.ENOENT,):
+            if code not in (errno.ENOENT, errno.ENODATA):
                 log.warning("DCM501 %s%r: %s", func.__name__, args[:1], exc.strerror or exc)
             raise mfusepy.FuseOSError(code) from None
         except Exception:  # noqa: BLE001 - anything unexpected is EIO, never a crash
@@ -77,6 +77,14 @@ class DcorOperations(mfusepy.Operations):
     def release(self, path: str, fh: int) -> int:
         self.fs.release(fh)
         return 0
+
+    @_errors_mapped
+    def listxattr(self, path: str) -> list[str]:
+        return self.fs.listxattr(path)
+
+    @_errors_mapped
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        return self.fs.getxattr(path, name)
 
     @_errors_mapped
     def statfs(self, path: str) -> dict:

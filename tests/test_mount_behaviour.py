@@ -196,3 +196,19 @@ def test_one_mmapped_image_does_not_start_readahead(demo_server, demo_dir, fresh
     # the chunk holding event 1000; the first chunks, which the kernel reads ahead (about
     # 1 MiB) when numpy reads the header; and metadata: no readahead window of our own
     assert seen["store_bytes_resource"] < 4 * max(sizes) + 1024 * 1024, seen
+
+
+def test_status_readable_from_inside_the_mount(server, fresh_mount):
+    mnt = fresh_mount(server.url)
+    before = json.loads(os.getxattr(mnt.path, "user.dcorfs.status"))
+    assert before["host"] == server.url and before["resources"] == []
+    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    np.load(mnt.path / rid / "deform.npy")
+    after = json.loads(os.getxattr(mnt.path, "user.dcorfs.status"))
+    assert after["resources"] == [rid]
+    assert after["network"]["range_bytes"] > 0 and after["cache"]["bytes"] > 0
+    assert after["token"] is False
+    assert "user.dcorfs.status" in os.listxattr(mnt.path)
+    with pytest.raises(OSError) as info:
+        os.getxattr(mnt.path / rid / "deform.npy", "user.other")
+    assert info.value.errno == errno.ENODATA
