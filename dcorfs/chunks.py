@@ -39,10 +39,15 @@ class ChunkDecodeError(OSError):
     whose parameters depend on the original dataset); the caller may try h5py."""
 
 
+class _DecoderClosed(Exception):
+    pass
+
+
 class ChunkDecoder:
     """Runs a dataset's filter pipeline on raw chunk bytes, in memory."""
 
     def __init__(self, dataset: h5py.Dataset) -> None:
+        self._closed = False
         self.chunk_shape = tuple(dataset.chunks)
         self.dtype = dataset.dtype
         self._file = h5py.File(f"dcorfs-decoder-{next(_memfile_ids)}", "w", driver="core",
@@ -55,12 +60,53 @@ class ChunkDecoder:
     def decode(self, raw: bytes, filter_mask: int) -> np.ndarray:
         out = np.empty(self.chunk_shape, dtype=self.dtype)
         with self._lock:
+            if self._closed:
+                raise _DecoderClosed()
             self._dsid.write_direct_chunk((0,) * len(self.chunk_shape), raw, filter_mask)
             self._dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
         return out
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            self._closed = True
+            self._file.close()
+
+
+class DecoderCache:
+    """A few decoders, shared by all datasets, least recently used closed first.
+
+    Each decoder is an in-memory HDF5 file holding the last chunk it decoded; one per
+    dataset ever read would grow without bound over a long batch of resources.
+    """
+
+    def __init__(self, max_decoders: int = 16) -> None:
+        self.max_decoders = max_decoders
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def decode(self, key, dataset: h5py.Dataset, raw: bytes, filter_mask: int) -> np.ndarray:
+        while True:
+            evicted = []
+            with self._lock:
+                decoder = self._items.get(key)
+                if decoder is None:
+                    decoder = self._items[key] = ChunkDecoder(dataset)
+                    while len(self._items) > self.max_decoders:
+                        evicted.append(self._items.popitem(last=False)[1])
+                else:
+                    self._items.move_to_end(key)
+            for old in evicted:
+                old.close()
+            try:
+                return decoder.decode(raw, filter_mask)
+            except _DecoderClosed:  # evicted between lookup and use: make a new one
+                continue
+
+    def close(self) -> None:
+        with self._lock:
+            items, self._items = list(self._items.values()), OrderedDict()
+        for decoder in items:
+            decoder.close()
 
 
 class DecodedCache:
@@ -100,7 +146,7 @@ class ChunkedRows:
     MAX_WINDOW = 16
 
     def __init__(self, obj, dataset: h5py.Dataset, pool: concurrent.futures.Executor,
-                 decoded: DecodedCache) -> None:
+                 decoded: DecodedCache, decoders: DecoderCache) -> None:
         self.obj = obj  # the RemoteObject holding the file
         self.key = (obj.key, dataset.name)
         self.shape = dataset.shape
@@ -108,7 +154,7 @@ class ChunkedRows:
         self.rows_per_chunk = dataset.chunks[0]
         self.pool = pool
         self.decoded = decoded
-        self.decoder = ChunkDecoder(dataset)
+        self.decoders = decoders
         self.dataset = dataset
         self._index: dict[int, tuple[int, int, int]] | None = None
         self.nchunks = -(-self.shape[0] // self.rows_per_chunk) if self.shape[0] else 0
@@ -183,7 +229,7 @@ class ChunkedRows:
         if raw is None:
             return np.zeros((self.rows_per_chunk,) + self.shape[1:], dtype=self.dtype)
         try:
-            return self.decoder.decode(*raw)
+            return self.decoders.decode(self.key, self.dataset, *raw)
         except (OSError, ValueError, RuntimeError) as exc:  # raw bytes are fetched above
             raise ChunkDecodeError(errno.EIO, f"chunk {chunk} of {self.key[1]} did not "
                                               f"decode: {exc}") from None
@@ -255,9 +301,6 @@ class ChunkedRows:
             hi = min(r1 - chunk * rpc, rpc)
             parts.append(array[lo:hi])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def close(self) -> None:
-        self.decoder.close()
 
 
 class ContiguousRows:

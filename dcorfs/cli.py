@@ -126,7 +126,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     config = FsConfig(host=host, token=token, cache_bytes=args.cache_size,
                       allow_http=args.allow_insecure_http, timeout=args.timeout,
-                      op_timeout=args.op_timeout)
+                      op_timeout=args.op_timeout, max_resources=max(1, args.max_open_resources))
     return run_mount(mountpoint, config, fuse_options=args.fuse_options)
 
 
@@ -139,8 +139,8 @@ def _mount_in_background(args: argparse.Namespace, mountpoint: pathlib.Path) -> 
     log_file = args.log_file or str(_default_log_path(mountpoint))
     argv = [sys.executable, "-m", "dcorfs", "mount", str(mountpoint), "--foreground",
             "--host", args.host, "--cache-size", str(args.cache_size), "--log-file", log_file,
-            "--timeout", str(args.timeout), "--op-timeout", str(args.op_timeout)
-            ] + ["-v"] * args.verbose
+            "--timeout", str(args.timeout), "--op-timeout", str(args.op_timeout),
+            "--max-open-resources", str(args.max_open_resources)] + ["-v"] * args.verbose
     if args.token_file:
         argv += ["--token-file", args.token_file]
     if args.allow_insecure_http:
@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--op-timeout", type=float, default=60.0,
                        help="longest any file operation may take before it fails with EIO, "
                             "retries included (default: %(default)s)")
+    mount.add_argument("--max-open-resources", type=int, default=32,
+                       help="resources kept open (HDF5 metadata in memory); older ones without "
+                            "open files are closed and reopened on demand (default: %(default)s)")
     mount.add_argument("--foreground", "-f", action="store_true",
                        help="stay in the foreground and log to stderr")
     mount.add_argument("-o", dest="fuse_options", action="append", default=[],

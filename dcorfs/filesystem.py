@@ -7,6 +7,7 @@ a short while, other errors never (the next try may succeed).
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import errno
@@ -20,7 +21,7 @@ import time
 
 from . import __version__
 from .block_cache import BlockCache
-from .chunks import DecodedCache
+from .chunks import DecodedCache, DecoderCache
 from .dcor_api import DcorApi, is_resource_id
 from .http_fetch import RangeFetcher
 from .resource import Dir, File, Node, Resource
@@ -40,6 +41,7 @@ class FsConfig:
     block_size: int = 64 * 1024
     timeout: float = 30.0
     op_timeout: float = 60.0
+    max_resources: int = 32
     allow_http: bool = False
 
     def __repr__(self) -> str:  # never show the token
@@ -58,11 +60,14 @@ class Filesystem:
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=16,
                                                           thread_name_prefix="fetch")
         self.decoded = DecodedCache(max_bytes=min(64 << 20, max(config.cache_bytes // 4, 1 << 20)))
-        self.resources: dict[str, Resource] = {}
+        self.decoders = DecoderCache()
+        # resources kept open, least recently used first; evicted when not in use
+        self.resources: collections.OrderedDict[str, Resource] = collections.OrderedDict()
+        self._in_use: collections.Counter[str] = collections.Counter()
         self._not_found: dict[str, float] = {}
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
-        self._handles: dict[int, File] = {}
+        self._handles: dict[int, tuple[str, File]] = {}
         self._next_fh = itertools.count(1)
         self.mounted_at = time.time()
         self.uid = os.getuid()
@@ -75,6 +80,7 @@ class Filesystem:
         with self._lock:
             res = self.resources.get(rid)
             if res is not None:
+                self.resources.move_to_end(rid)
                 return res
             if self._not_found.get(rid, 0.0) > time.monotonic():
                 raise OSError(errno.ENOENT, f"resource {rid} not found (cached)")
@@ -83,7 +89,8 @@ class Filesystem:
             with self._lock:
                 if rid in self.resources:
                     return self.resources[rid]
-            res = Resource(rid, self.api, self.cache, self.fetcher, self.pool, self.decoded)
+            res = Resource(rid, self.api, self.cache, self.fetcher, self.pool, self.decoded,
+                           self.decoders)
             try:
                 res.load()
             except OSError as exc:
@@ -94,8 +101,26 @@ class Filesystem:
                 raise
             with self._lock:
                 self.resources[rid] = res
+                evicted = self._evictable()
             log.info("DCF102 resource %s resolved (%d basins)", rid, len(res.basins))
+            for old in evicted:
+                old.close()
+                log.info("DCF103 closed resource %s (least recently used)", old.rid)
             return res
+
+    def _evictable(self) -> list[Resource]:
+        """Take resources beyond ``max_resources`` out, oldest first, skipping open ones.
+
+        Each open resource holds HDF5 files and their metadata caches; a batch over
+        thousands of resources must not keep them all.  Called with the lock held.
+        """
+        evicted = []
+        for rid in list(self.resources):
+            if len(self.resources) <= self.config.max_resources:
+                break
+            if self._in_use[rid] == 0:
+                evicted.append(self.resources.pop(rid))
+        return evicted
 
     # -- paths -------------------------------------------------------------------------
     def lookup(self, path: str) -> Node | None:
@@ -134,7 +159,7 @@ class Filesystem:
             raise OSError(errno.ENOTDIR, f"{path} is not a folder")
         parts = [p for p in path.split("/") if p]
         if len(parts) == 1:  # a resource folder: its entries are about to be stat'ed
-            self.resources[parts[0]].prepare_listing()
+            self.resource(parts[0]).prepare_listing()
         return list(node.entries)
 
     def open(self, path: str, flags: int) -> int:
@@ -144,23 +169,30 @@ class Filesystem:
         if not isinstance(node, File):
             raise OSError(errno.EISDIR, f"{path} is a folder")
         node.view  # make sizes and sources ready before the first read
+        rid = path.strip("/").split("/", 1)[0]
         fh = next(self._next_fh)
         with self._lock:
-            self._handles[fh] = node
+            self._handles[fh] = (rid, node)
+            self._in_use[rid] += 1
         return fh
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
         with self._lock:
-            node = self._handles.get(fh)
-        if node is None:
+            handle = self._handles.get(fh)
+        if handle is None:
             raise OSError(errno.EBADF, f"no open file {fh}")
+        node = handle[1]
         if offset < 0 or size < 0:
             raise OSError(errno.EINVAL, "negative offset or size")
         return node.view.read(offset, size)
 
     def release(self, fh: int) -> None:
         with self._lock:
-            self._handles.pop(fh, None)
+            handle = self._handles.pop(fh, None)
+            if handle is not None:
+                self._in_use[handle[0]] -= 1
+                if self._in_use[handle[0]] <= 0:
+                    del self._in_use[handle[0]]
 
     def status(self) -> dict:
         """What the mount is doing, for ``getfattr -n user.dcorfs.status MOUNT``."""
@@ -196,5 +228,6 @@ class Filesystem:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.decoders.close()
         for res in list(self.resources.values()):
             res.close()

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import deadline
 from .block_cache import BlockCache
-from .chunks import ChunkDecodeError, ChunkedRows, ContiguousRows, DecodedCache
+from .chunks import ChunkDecodeError, ChunkedRows, ContiguousRows, DecodedCache, DecoderCache
 from .dcor_api import DcorApi
 from .hdf5_hints import group_table_addresses
 from .http_fetch import RangeFetcher
@@ -105,10 +105,10 @@ class Basin:
     """A remote basin of a resource: its object and, opened on demand, its HDF5 file."""
 
     def __init__(self, spec: dict, obj: RemoteObject, pool: concurrent.futures.Executor,
-                 decoded: DecodedCache) -> None:
+                 decoded: DecodedCache, decoders: DecoderCache) -> None:
         self.pool = pool
         self.decoded = decoded
-        self._readers: list[ChunkedRows] = []
+        self.decoders = decoders
         self.name = spec.get("name", "")
         self.declared: list[str] | None = spec.get("features")
         self.obj = obj
@@ -209,9 +209,8 @@ class Basin:
         """A rows(r0, r1) function that keeps the network outside h5py's lock, or None."""
         try:
             if ChunkedRows.suitable(dataset):
-                reader = ChunkedRows(self.obj, dataset, self.pool, self.decoded)
-                self._readers.append(reader)
-                return reader.rows
+                return ChunkedRows(self.obj, dataset, self.pool, self.decoded,
+                                   self.decoders).rows
             if ContiguousRows.suitable(dataset):
                 return ContiguousRows(self.obj, dataset).rows
         except Exception as exc:  # h5py reports our OSErrors as generic ones
@@ -219,8 +218,6 @@ class Basin:
         return None  # compact or unusual layouts: h5py reads them
 
     def close(self) -> None:
-        for reader in self._readers:
-            reader.close()
         if self._h5 is not None:
             self._h5.close()
 
@@ -243,10 +240,12 @@ class Resource:
     """Everything under ``MOUNT/<rid>/``."""
 
     def __init__(self, rid: str, api: DcorApi, cache: BlockCache, fetcher: RangeFetcher,
-                 pool: concurrent.futures.Executor, decoded: DecodedCache) -> None:
+                 pool: concurrent.futures.Executor, decoded: DecodedCache,
+                 decoders: DecoderCache) -> None:
         self.rid = rid
         self.pool = pool
         self.decoded = decoded
+        self.decoders = decoders
         self.api = api
         self.cache = cache
         self.fetcher = fetcher
@@ -277,7 +276,7 @@ class Resource:
             obj = RemoteObject(key=key, url=urls[0], expires_at=_local_expiry(spec),
                                cache=self.cache, fetcher=self.fetcher,
                                refresh=self.refresh_basins if spec.get("perishable") else None)
-            self.basins.append(Basin(spec, obj, self.pool, self.decoded))
+            self.basins.append(Basin(spec, obj, self.pool, self.decoded, self.decoders))
         if not self.basins:
             raise OSError(errno.EIO, f"DCOR lists no readable basin for {self.rid}")
 

@@ -212,3 +212,22 @@ def test_status_readable_from_inside_the_mount(server, fresh_mount):
     with pytest.raises(OSError) as info:
         os.getxattr(mnt.path / rid / "deform.npy", "user.other")
     assert info.value.errno == errno.ENODATA
+
+
+def test_resources_beyond_the_limit_are_closed_and_reopened(server, fresh_mount):
+    mnt = fresh_mount(server.url, extra=["--max-open-resources", "3"])
+    rids = [rid for rel, rid in sorted(server.ids.items()) if not rel.startswith("DCOR-Aid")]
+    first = mnt.path / rids[0] / "deform.npy"
+    reference = first.read_bytes()
+    fd = os.open(first, os.O_RDONLY)  # an open file keeps its resource open
+    try:
+        for rid in rids[1:9]:
+            np.load(mnt.path / rid / "deform.npy")
+        status = json.loads(os.getxattr(mnt.path, "user.dcorfs.status"))
+        assert len(status["resources"]) <= 4 and rids[0] in status["resources"]
+        assert os.pread(fd, len(reference) + 10, 0) == reference
+    finally:
+        os.close(fd)
+    for rid in rids[1:9]:  # closed ones come back on demand
+        assert np.load(mnt.path / rid / "deform.npy").ndim == 1
+    assert "DCF103" in mnt.log_text()
