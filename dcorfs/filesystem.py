@@ -55,8 +55,7 @@ class Filesystem:
         self.api = DcorApi(config.host, config.token, timeout=config.timeout,
                            allow_http=config.allow_http)
         self.cache = BlockCache(config.cache_bytes, config.block_size)
-        self.fetcher = RangeFetcher(timeout=config.timeout,
-                                    verify=True)
+        self.fetcher = RangeFetcher(timeout=config.timeout)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=16,
                                                           thread_name_prefix="fetch")
         self.decoded = DecodedCache(max_bytes=min(64 << 20, max(config.cache_bytes // 4, 1 << 20)))

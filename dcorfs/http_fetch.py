@@ -55,12 +55,10 @@ def redact(url: str) -> str:
 class RangeFetcher:
     """GETs byte ranges with a timeout, bounded retries and full response checks."""
 
-    def __init__(self, timeout: float = 30.0, retries: int = 3, backoff: float = 0.25,
-                 verify: bool = True) -> None:
+    def __init__(self, timeout: float = 30.0, retries: int = 3, backoff: float = 0.25) -> None:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self.verify = verify
         self._local = threading.local()
         self.requests = 0
         self.bytes = 0
@@ -105,7 +103,7 @@ class RangeFetcher:
         left = deadline.remaining(self.timeout)
         try:
             resp = self.session.get(url, headers=headers, timeout=(min(10.0, left), left),
-                                    stream=True, allow_redirects=False, verify=self.verify)
+                                    stream=True, allow_redirects=False)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Retryable(f"{type(exc).__name__}") from None
         with resp:

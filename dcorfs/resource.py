@@ -253,6 +253,7 @@ class Resource:
         self._refresh_lock = threading.Lock()
         self._last_refresh = 0.0
         self._metadata: concurrent.futures.Future | None = None
+        self._listing_prepared = False
         self.root = Dir(self._root_entries)
 
     # -- basins --------------------------------------------------------------------
@@ -297,14 +298,20 @@ class Resource:
 
     def prepare_listing(self) -> None:
         """Before a folder listing is stat'ed entry by entry: open every basin and fetch
-        all headers in parallel, a few round trips instead of one per entry."""
+        all headers in parallel, a few round trips instead of one per entry.  Once it
+        has worked, later listings find everything cached and skip it."""
+        if self._listing_prepared:
+            return
         futures = [self.pool.submit(deadline.bind(basin.prefetch_headers))
                    for basin in self.basins]
+        failed = False
         for future in futures:
             try:
                 future.result(timeout=deadline.remaining(3600.0))
             except (OSError, concurrent.futures.TimeoutError) as exc:  # the stat of the entry will report it
+                failed = True
                 log.debug("prefetch for listing %s failed: %s", self.rid, exc)
+        self._listing_prepared = not failed
 
     def declared_features(self) -> list[str]:
         """Every feature some basin declares, in first-declared order."""
