@@ -161,6 +161,7 @@ class Bench:
         return {"requests": stats.get("api_requests", 0) + stats.get("store_requests", 0),
                 "api_requests": stats.get("api_requests", 0),
                 "store_requests": stats.get("store_requests", 0),
+                "round_trips": stats.get("round_trips", 0),
                 "bytes": stats.get("store_bytes", 0)}
 
     # -- the three contenders ------------------------------------------------------------
@@ -208,7 +209,8 @@ class Bench:
             d = dcorfs["seconds"]
             print(f"{name}: dcorfs {d:.3f} s, dclab "
                   f"{dclab['seconds']:.3f} s, local {local['seconds']:.3f} s, "
-                  f"limit {limit:.3f} s; dcorfs {dcorfs.get('requests', '-')} requests "
+                  f"limit {limit:.3f} s; dcorfs {dcorfs.get('requests', '-')} requests in "
+                  f"{dcorfs.get('round_trips', '-')} round trips, "
                   f"{dcorfs.get('bytes', 0):,d} B", flush=True)
 
         sca, img = "scalars", "images"
@@ -299,8 +301,9 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
              f"link {meta['latency_ms']:g} ms, {meta['bandwidth_mbs']:g} MB/s; "
              f"{meta['date']} on {meta['machine']}.", "",
              "| scenario | dcorfs s | dclab s | local h5py s | dclab / dcorfs | dcorfs / limit "
-             "| dcorfs requests | dcorfs MB | dclab requests | dclab MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| dcorfs requests | dcorfs round trips | dcorfs MB | dclab requests "
+             "| dclab round trips | dclab MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         d, c, loc = r["dcorfs"], r["dclab"], r["local"]
         ratio_limit = d["seconds"] / r["limit_seconds"] if r["limit_seconds"] else float("nan")
@@ -308,8 +311,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
             f"| {r['scenario']} | {d['seconds']:.3f} | {c['seconds']:.3f} | {loc['seconds']:.3f} "
             f"| {c['seconds'] / d['seconds']:.1f}x | "
             f"{'-' if r['limit_seconds'] == 0 else f'{ratio_limit:.2f}x'} "
-            f"| {d.get('requests', '-')} | {d.get('bytes', 0) / 1e6:.2f} "
-            f"| {c.get('requests', '-')} | {c.get('bytes', 0) / 1e6:.2f} |")
+            f"| {d.get('requests', '-')} | {d.get('round_trips', '-')} | {d.get('bytes', 0) / 1e6:.2f} "
+            f"| {c.get('requests', '-')} | {c.get('round_trips', '-')} | {c.get('bytes', 0) / 1e6:.2f} |")
     notes = []
     for r in rows:
         if "feature_compressed_bytes" in r:
@@ -328,7 +331,11 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
             notes.append(f"- (e2): warm re-read at {r['mb_per_s']:.0f} MB/s through the mount.")
         if r["scenario"].startswith("(f)"):
             notes.append(f"- (f): {r['dcorfs']['requests']} requests "
-                         f"({r['dcorfs']['api_requests']} API, {r['dcorfs']['store_requests']} object store).")
+                         f"({r['dcorfs']['api_requests']} API, {r['dcorfs']['store_requests']} object store) "
+                         f"in {r['dcorfs']['round_trips']} round trips.")
+    notes.append("- Round trips: the longest chain of requests that each reached the server after "
+                 "the one before was answered (the server's count), i.e. the latencies a "
+                 "contender waited for one after another.")
     return "\n".join(lines + [""] + notes) + "\n"
 
 

@@ -111,6 +111,9 @@ class BlockCache:
                     self.hits += 1
             parts.append(block)
         self.misses += len(fetched)
-        data = b"".join(parts)
-        offset = start - first * bs
-        return data[offset:offset + (stop - start)]
+        # trim the first and last block before joining: h5py reads metadata a few
+        # hundred bytes at a time, and copying whole blocks for each would dominate
+        head = start - first * bs
+        parts[-1] = parts[-1][:stop - last * bs]
+        parts[0] = parts[0][head:]
+        return parts[0] if len(parts) == 1 else b"".join(parts)

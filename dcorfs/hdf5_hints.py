@@ -9,10 +9,8 @@ is parsed here decides what to prefetch, never what is served.
 """
 from __future__ import annotations
 
-import re
 import struct
 
-_SIGNATURES = re.compile(rb"TREE|HEAP")
 _UNDEFINED = 0xFFFFFFFFFFFFFFFF
 
 
@@ -20,17 +18,15 @@ def group_table_addresses(data: bytes, file_size: int, max_children: int = 64) -
     """Addresses of symbol-table nodes and heap data named by version-1 group B-tree
     nodes and local heaps found in ``data`` (8-byte offsets and lengths assumed)."""
     found: set[int] = set()
-    for match in _SIGNATURES.finditer(data):
-        at = match.start()
-        if match.group() == b"HEAP":
-            # version 0, 3 reserved, data size, free-list offset, data segment address
-            if at + 32 > len(data) or data[at + 4] != 0:
-                continue
-            address = struct.unpack_from("<Q", data, at + 24)[0]
-            if 0 < address < file_size:
-                found.add(address)
+    for at in _find_all(data, b"HEAP"):
+        # version 0, 3 reserved, data size, free-list offset, data segment address
+        if at + 32 > len(data) or data[at + 4] != 0:
             continue
-        # TREE: node type 0 (group), level, entries, two siblings, then key/child pairs
+        address = struct.unpack_from("<Q", data, at + 24)[0]
+        if 0 < address < file_size:
+            found.add(address)
+    for at in _find_all(data, b"TREE"):
+        # node type 0 (group), level, entries, two siblings, then key/child pairs
         if at + 24 > len(data) or data[at + 4] != 0:
             continue
         entries = struct.unpack_from("<H", data, at + 6)[0]
@@ -44,3 +40,12 @@ def group_table_addresses(data: bytes, file_size: int, max_children: int = 64) -
             if 0 < child < file_size and child != _UNDEFINED:
                 found.add(child)
     return found
+
+
+def _find_all(data: bytes, signature: bytes):
+    """Offsets of ``signature`` in ``data``: ``bytes.find`` is memchr-fast, a regex
+    alternation over a MiB of compressed data is not."""
+    at = data.find(signature)
+    while at >= 0:
+        yield at
+        at = data.find(signature, at + 1)

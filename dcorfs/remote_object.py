@@ -19,7 +19,13 @@ from .http_fetch import RangeFetcher, RangeResult, redact
 
 log = logging.getLogger(__name__)
 
-PROBE_BYTES = 256 * 1024
+# The first read of a file.  The head holds the superblock and the root group; in
+# files written event by event (dclab's RTDCWriter) also the /events group tables
+# and the first object headers, often all of them within the first MiB.  Copied and
+# condensed files keep some group tables at the very end.  A MiB costs ~20 ms at
+# 50 MB/s, a round trip 20-100 ms: a head that saves one dependent round trip pays.
+PROBE_HEAD = 1024 * 1024
+PROBE_TAIL = 64 * 1024
 
 
 class RemoteObject:
@@ -69,9 +75,8 @@ class RemoteObject:
     def probe(self) -> None:
         """Learn the size with a first read (HEAD does not work on presigned URLs).
 
-        Head and tail are read at once: the superblock and root group sit at the
-        start of an HDF5 file, and files that were copied or condensed keep their
-        group tables at the end, so opening the file costs one round trip.
+        Head and tail are read at once (see ``PROBE_HEAD``), so opening the file
+        usually costs one round trip.
         """
         with self._probe_lock:
             if self.size >= 0:
@@ -80,13 +85,13 @@ class RemoteObject:
 
             def read_tail() -> None:
                 try:
-                    tail.append(self._fetch_result(-PROBE_BYTES, 0))
+                    tail.append(self._fetch_result(-PROBE_TAIL, 0))
                 except OSError as exc:  # the head read reports errors; the tail is a bonus
                     log.debug("tail probe of %s failed: %s", self.key, exc)
 
             thread = threading.Thread(target=read_tail, daemon=True)
             thread.start()
-            head = self._fetch(0, PROBE_BYTES)
+            head = self._fetch(0, PROBE_HEAD)
             thread.join()
             bs = self.cache.block_size
             self.cache.store(self.key, 0, head)

@@ -105,6 +105,16 @@ def test_object_store_ranges(server, shared_data):
     assert past.headers["Content-Range"] == f"bytes */{len(original)}"
 
 
+def test_stats_count_round_trips(server):
+    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    url = action(server, "dcserv", id=rid, query="basins").json()["result"][1]["urls"][0]
+    server.reset_stats()
+    for start in (0, 100, 200):  # one after another: three round trips
+        requests.get(url, headers={"Range": f"bytes={start}-{start + 99}"}, timeout=10)
+    seen = server.stats()
+    assert seen["store_requests"] == 3 and seen["round_trips"] == 3
+
+
 def test_routes_and_catalog(server):
     rid = server.ids["DCscope/calibration_beads_47.rtdc"]
     res = action(server, "resource_show", id=rid).json()["result"]

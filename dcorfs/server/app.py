@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import heapq
 import hmac
 import http.server
 import json
@@ -67,19 +68,43 @@ class Stats:
 
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    spans: list[tuple[float, float]] = dataclasses.field(default_factory=list)
 
     def add(self, **kwargs: int) -> None:
         with self.lock:
             for key, value in kwargs.items():
                 self.counts[key] = self.counts.get(key, 0) + value
 
+    def request_done(self, arrived: float, answered: float) -> None:
+        with self.lock:
+            if len(self.spans) < 100_000:
+                self.spans.append((arrived, answered))
+
     def snapshot(self) -> dict[str, int]:
         with self.lock:
-            return dict(self.counts)
+            counts = dict(self.counts)
+            spans = list(self.spans)
+        counts["round_trips"] = round_trips(spans)
+        return counts
 
     def reset(self) -> None:
         with self.lock:
             self.counts.clear()
+            self.spans.clear()
+
+
+def round_trips(spans: list[tuple[float, float]]) -> int:
+    """The longest chain of requests each of which arrived after the one before it
+    was answered: the round trips a client waited for one after another, however
+    many requests it had in flight at a time."""
+    answered_heap: list[tuple[float, int]] = []
+    best_done = deepest = 0
+    for arrived, answered in sorted(spans):
+        while answered_heap and answered_heap[0][0] <= arrived:
+            best_done = max(best_done, heapq.heappop(answered_heap)[1])
+        heapq.heappush(answered_heap, (answered, best_done + 1))
+        deepest = max(deepest, best_done + 1)
+    return deepest
 
 
 @dataclasses.dataclass
@@ -179,6 +204,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.connection.close()
 
     def do_POST(self) -> None:  # noqa: N802
+        self._timed(self._post)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._timed(self._get)
+
+    def _timed(self, handle) -> None:
+        """Handle one request, keeping when it arrived and when it was answered."""
+        arrived = time.monotonic()
+        try:
+            handle()
+        finally:
+            if not self.path.startswith("/_dcorfs/"):
+                self.config.stats.request_done(arrived, time.monotonic())
+
+    def _post(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -206,7 +246,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self._api(url.path, params)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def _get(self) -> None:
         if not self._arrive():
             return
         url = urllib.parse.urlsplit(self.path)

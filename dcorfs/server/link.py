@@ -11,6 +11,9 @@ import threading
 import time
 
 
+_CONTINUOUS = 0.005  # seconds
+
+
 class Link:
     def __init__(self, latency_ms: float = 0.0, bandwidth_mbs: float = 0.0) -> None:
         if latency_ms < 0 or bandwidth_mbs < 0:
@@ -29,7 +32,10 @@ class Link:
         if not self.bytes_per_s or nbytes <= 0:
             return
         with self._lock:
-            start = max(time.monotonic(), self._free_at)
+            now = time.monotonic()
+            # a link that was busy a moment ago stays a continuous pipe: the time this
+            # process spends writing a piece must not open a gap on the wire
+            start = self._free_at if self._free_at >= now - _CONTINUOUS else now
             self._free_at = start + nbytes / self.bytes_per_s
             done = self._free_at
         delay = done - time.monotonic()
