@@ -3,8 +3,10 @@
 h5py holds one global lock, also while it calls our file object, so latency inside
 it serialises every reader.  Here h5py is used only for metadata (the chunk index)
 and for decoding: raw chunk bytes are fetched in parallel by a thread pool through
-the block cache, then decoded by writing them into a one-chunk dataset in an
-in-memory HDF5 file with the same filter pipeline and reading it back.  HDF5 runs
+the block cache, then decoded: dclab's Zstandard + fletcher32 by the same C code
+outside the GIL (``native_filters``), anything else by writing the chunk into a
+one-chunk dataset in an in-memory HDF5 file with the same filter pipeline and
+reading it back.  HDF5 runs
 its own filters (Zstandard via hdf5plugin, deflate, shuffle, szip) and verifies
 fletcher32, so a corrupted chunk fails instead of being served.
 
@@ -23,7 +25,7 @@ from collections import OrderedDict
 import h5py
 import numpy as np
 
-from . import deadline
+from . import deadline, native_filters
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +169,7 @@ class ChunkedRows:
         self._streak_start = 0
         self._lock = threading.Lock()
         self._decoding: dict[int, threading.Event] = {}
+        self._native = native_filters.decoder_for(dataset)
         self._total = 0
 
     @property
@@ -229,6 +232,10 @@ class ChunkedRows:
         if raw is None:
             return np.zeros((self.rows_per_chunk,) + self.shape[1:], dtype=self.dtype)
         try:
+            if self._native is not None:
+                array = self._native(*raw)
+                if array is not None:
+                    return array
             return self.decoders.decode(self.key, self.dataset, *raw)
         except (OSError, ValueError, RuntimeError) as exc:  # raw bytes are fetched above
             raise ChunkDecodeError(errno.EIO, f"chunk {chunk} of {self.key[1]} did not "

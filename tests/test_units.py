@@ -79,3 +79,36 @@ def test_round_trips_count_waits_not_requests():
     assert round_trips(parallel + [(1.3, 2.0), (1.3, 2.5), (2.6, 3.0)]) == 3
     # a request sent while another is still open does not wait for it
     assert round_trips([(0.0, 2.0), (1.0, 1.5), (1.6, 1.8)]) == 2
+
+
+@pytest.mark.parametrize("relpath", ["generated/calibration_beads_47_condensed.rtdc",
+                                     "DCscope/naiad-capture_blood_pipeline.rtdc",
+                                     "dcnum/fmt-hdf5_shapein_raw-with-variable-length-logs/"
+                                     "file_with_variable_length_logs.rtdc"])
+def test_native_filters_decode_like_hdf5_and_reject_corruption(relpath):
+    import h5py
+    import hdf5plugin  # noqa: F401
+
+    from dcorfs.chunks import ChunkDecoder
+    from dcorfs.native_filters import FLETCHER32, decoder_for
+
+    compared = 0
+    with h5py.File(SHARED_DATA / relpath, "r") as h5:
+        for name in h5["events"]:
+            ds = h5["events"][name]
+            decode = decoder_for(ds) if ds.chunks else None
+            if decode is None or ds.id.get_num_chunks() == 0:
+                continue
+            mask, raw = ds.id.read_direct_chunk(ds.id.get_chunk_info(0).chunk_offset)
+            ours = decode(raw, mask)
+            reference = ChunkDecoder(ds).decode(raw, mask)
+            assert ours.dtype == reference.dtype and ours.tobytes() == reference.tobytes()
+            compared += 1
+            dcpl = ds.id.get_create_plist()
+            if FLETCHER32 in [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]:
+                bad = bytearray(raw)
+                bad[len(bad) // 2] ^= 0x10
+                with pytest.raises(OSError) as info:
+                    decode(bytes(bad), mask)
+                assert info.value.errno == errno.EIO
+    assert compared > 0
