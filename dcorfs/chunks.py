@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 _memfile_ids = itertools.count()
 SMALL_DATASET = 8 * 1024 ** 2  # compressed bytes
+# what the kernel reads at once after a read at offset 0 (seen: 1.15 MiB)
+KERNEL_FIRST_READAHEAD = 1152 * 1024
 # sequential bytes before our readahead starts: more than the kernel's own readahead
 # reads around a page fault or after a small read at offset 0 (seen: 1.1 MiB)
 STREAK_BYTES = 2 * 1024 ** 2
@@ -164,6 +166,7 @@ class ChunkedRows:
         row_bytes = max(1, int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize)
         self._sequential_slack = max(1, STREAK_BYTES // row_bytes)
         self._streak_rows = max(1, STREAK_BYTES // row_bytes)
+        self._first_readahead_rows = max(1, KERNEL_FIRST_READAHEAD // row_bytes)
         self._window = 0
         self._ahead_until = 0
         self._streak_start = 0
@@ -268,6 +271,14 @@ class ChunkedRows:
                 self._next_row = r1
                 self._ahead_until = self.nchunks
                 return [c for c in range(self.nchunks) if c != last_chunk]
+            if self._next_row == -1 and r0 == 0:
+                # after a read at the start the kernel reads about a MiB ahead, at once
+                # (np.load, or numpy reading the header before it maps the file): its
+                # chunks are needed now, in the same round trip
+                self._next_row = r1
+                self._streak_start = 0
+                upto = min(self.nchunks, -(-self._first_readahead_rows // self.rows_per_chunk))
+                return [c for c in range(upto) if c != last_chunk]
             # the kernel's parallel readahead may deliver reads slightly out of order
             # a run is the span [streak start, next row); the kernel reads its window
             # in parallel, so reads may land anywhere in it or a little beyond
