@@ -79,6 +79,26 @@ class BlockCache:
                     self._lru[(key, index)] = block
         return blocks
 
+    def claim(self, key: str, start: int, stop: int) -> list[tuple[int, int]]:
+        """Claim the missing blocks of ``[start, stop)`` for a later ``fill``: readers
+        that need them meanwhile wait for that fetch instead of making their own."""
+        bs = self.block_size
+        return self._claim(key, start // bs, (stop - 1) // bs)[0]
+
+    def fill(self, key: str, runs: list[tuple[int, int]], fetch: Fetch) -> None:
+        """Fetch claimed runs (the end of the object may cut them short) and release
+        them, also on failure: waiters then fetch for themselves."""
+        bs = self.block_size
+        try:
+            for b0, b1 in runs:
+                data = fetch(b0 * bs, b1 * bs)
+                if data:
+                    self.store(key, b0, data)
+                self._release(key, b0, b1)
+        finally:
+            for b0, b1 in runs:
+                self._release(key, b0, b1)
+
     def read(self, key: str, start: int, stop: int, size: int, fetch: Fetch) -> bytes:
         """Bytes ``[start, stop)`` of an object of ``size`` bytes, fetching what is missing."""
         stop = min(stop, size)

@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 # and the first object headers, often all of them within the first MiB.  Copied and
 # condensed files keep some group tables at the very end.  A MiB costs ~20 ms at
 # 50 MB/s, a round trip 20-100 ms: a head that saves one dependent round trip pays.
+# Opening waits only for the first PROBE_FIRST bytes and the tail; the rest of the
+# head arrives in the background, and readers that need it wait for it.
 PROBE_HEAD = 1024 * 1024
+PROBE_FIRST = 256 * 1024
 PROBE_TAIL = 64 * 1024
 
 
@@ -42,6 +45,7 @@ class RemoteObject:
         self._lock = threading.Lock()
         self._probe_lock = threading.Lock()
         self.probed: list[bytes] = []  # head (and tail) of the file, for metadata hints
+        self._probed = False
 
     def set_url(self, url: str, expires_at: float | None) -> None:
         with self._lock:
@@ -79,7 +83,7 @@ class RemoteObject:
         usually costs one round trip.
         """
         with self._probe_lock:
-            if self.size >= 0:
+            if self._probed:
                 return
             tail: list = []
 
@@ -91,7 +95,9 @@ class RemoteObject:
 
             thread = threading.Thread(target=read_tail, daemon=True)
             thread.start()
-            head = self._fetch(0, PROBE_HEAD)
+            rest = self.cache.claim(self.key, PROBE_FIRST, PROBE_HEAD)
+            threading.Thread(target=self._fill_quietly, args=(rest,), daemon=True).start()
+            head = self._fetch(0, PROBE_FIRST)
             thread.join()
             bs = self.cache.block_size
             self.cache.store(self.key, 0, head)
@@ -100,6 +106,13 @@ class RemoteObject:
                 first = -(-tail[0].start // bs)  # whole blocks only
                 self.cache.store(self.key, first, tail[0].data[first * bs - tail[0].start:])
                 self.probed.append(tail[0].data)
+            self._probed = True
+
+    def _fill_quietly(self, runs: list[tuple[int, int]]) -> None:
+        try:
+            self.cache.fill(self.key, runs, self._fetch)
+        except OSError as exc:  # past the end of a small file (416), or a failure that
+            log.debug("head of %s beyond the probe: %s", self.key, exc)  # readers retry
 
     def read(self, start: int, stop: int) -> bytes:
         self.probe()

@@ -39,6 +39,32 @@ def test_block_cache_coalesces_and_never_fetches_twice():
     assert cache.read("k", len(data) - 10, len(data) + 100, len(data), fetch) == data[-10:]
 
 
+def test_claimed_blocks_are_waited_for_not_fetched_again():
+    data = bytes(range(256)) * 4096
+    calls: list[tuple[int, int]] = []
+
+    def fetch(start: int, stop: int) -> bytes:
+        calls.append((start, stop))
+        time.sleep(0.05)
+        return data[start:stop]
+
+    cache = BlockCache(max_bytes=4 << 20, block_size=64 * 1024)
+    runs = cache.claim("k", 65536, 4 * 65536)  # as the probe claims the rest of a file's head
+    filler = threading.Thread(target=cache.fill, args=("k", runs, fetch))
+    filler.start()
+    assert cache.read("k", 70_000, 200_000, len(data), fetch) == data[70_000:200_000]
+    filler.join()
+    assert calls == [(65536, 4 * 65536)]
+
+    def broken(start: int, stop: int) -> bytes:
+        raise OSError(errno.EIO, "store unreachable")
+
+    runs = cache.claim("k2", 0, 65536)
+    with pytest.raises(OSError):
+        cache.fill("k2", runs, broken)
+    assert cache.read("k2", 0, 10, len(data), fetch) == data[:10]  # the claim was released
+
+
 def test_block_cache_is_bounded():
     cache = BlockCache(max_bytes=256 * 1024, block_size=64 * 1024)
     blob = b"x" * (1 << 20)
