@@ -68,7 +68,7 @@ def _loaded_library(stem: str) -> str | None:
             for line in maps:
                 path = line.split(maxsplit=5)[-1].strip()
                 name = os.path.basename(path)
-                if name.startswith(stem + "-") or name.startswith(stem + ".so"):
+                if name.startswith((stem + "-", stem + ".so")):
                     return path
     except OSError:
         pass

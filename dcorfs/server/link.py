@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 
-
 _CONTINUOUS = 0.005  # seconds
 
 
