@@ -4,7 +4,9 @@ One run, one machine, one emulated link (``dcorfs serve --latency-ms 20
 --bandwidth-mbs 50``): every figure is a ratio measured in the same run, so a
 noisy shared machine shifts all columns alike.  Each timed read runs in a fresh
 Python process (imports excluded from the timing); dcorfs gets a fresh mount for
-every cold scenario.  The server counts the requests and bytes each tool caused.
+every cold run.  Every cold figure is the median of ``--repeats`` runs (3), warm
+ones the best of 3.  The server counts the requests, bytes and round trips each
+tool caused.
 
 The physical limit of a scenario is ``round trips x latency + compressed bytes
 needed / bandwidth``: 3 round trips (basins, HDF5 metadata, data) for a cold read,
@@ -72,6 +74,7 @@ class Bench:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server: subprocess.Popen | None = None
+        self.repeats = 3
         self.mounts: list[tuple[subprocess.Popen, pathlib.Path]] = []
 
     # -- setup --------------------------------------------------------------------
@@ -153,6 +156,26 @@ class Bench:
                 mnt.rmdir()
         self.mounts.clear()
 
+    def median(self, run) -> dict:
+        """The run with the median time of ``self.repeats`` (all times kept): one slow
+        moment of a shared machine should not decide a ratio."""
+        results = sorted((run() for _ in range(self.repeats)), key=lambda r: r["seconds"])
+        chosen = dict(results[len(results) // 2])
+        chosen["runs_seconds"] = [round(r["seconds"], 4) for r in results]
+        if any("peak_rss_mb" in r for r in results):
+            chosen["peak_rss_mb"] = max(r.get("peak_rss_mb", 0.0) for r in results)
+        return chosen
+
+    def cold(self, body: str, kind: str) -> tuple[dict, pathlib.Path]:
+        """dcorfs on a fresh mount per repeat; returns the median and the last mount
+        (which has read the data, for warm re-reads)."""
+        def once() -> dict:
+            self.unmount_all()  # earlier repeats' mounts are done
+            result = self.dcorfs(body, self.mount(), kind)
+            result["peak_rss_mb"] = self.mount_rss_mb()
+            return result
+        return self.median(once), self.mounts[-1][1]
+
     def reset(self) -> None:
         requests.post(f"{self.url}/_dcorfs/stats/reset", timeout=10).raise_for_status()
 
@@ -216,26 +239,27 @@ class Bench:
         sca, img = "scalars", "images"
         src = self.condensed[sca]  # scalar features come from the condensed basin
         one, _ = self.chunk_bytes(src, "deform")
-        mnt_a = self.mount()
-        a = self.dcorfs("np.load(os.path.join(folder, 'deform.npy'))", mnt_a, sca)
+        a, mnt_a = self.cold("np.load(os.path.join(folder, 'deform.npy'))", sca)
+        warm_mounts = [self.mounts.pop()]  # kept out of the next scenarios' unmounting for (e)
         row("(a) one scalar feature, cold", a,
-            self.dclab("ds['deform'][:]", sca), self.local("ev['deform'][:]", sca), 3, one,
+            self.median(lambda: self.dclab("ds['deform'][:]", sca)),
+            self.median(lambda: self.local("ev['deform'][:]", sca)), 3, one,
             feature_compressed_bytes=one)
 
         three = sum(self.chunk_bytes(src, f)[0] for f in SCALARS[:3])
         row("(b) three scalar features, cold",
-            self.dcorfs("\n".join(f"np.load(os.path.join(folder, '{f}.npy'))" for f in SCALARS[:3]),
-                        self.mount(), sca),
-            self.dclab("\n".join(f"ds['{f}'][:]" for f in SCALARS[:3]), sca),
-            self.local("\n".join(f"ev['{f}'][:]" for f in SCALARS[:3]), sca), 3, three)
+            self.cold("\n".join(f"np.load(os.path.join(folder, '{f}.npy'))" for f in SCALARS[:3]),
+                      sca)[0],
+            self.median(lambda: self.dclab("\n".join(f"ds['{f}'][:]" for f in SCALARS[:3]), sca)),
+            self.median(lambda: self.local("\n".join(f"ev['{f}'][:]" for f in SCALARS[:3]), sca)),
+            3, three)
 
         images, nchunks = self.chunk_bytes(self.files[img], "image")
-        mnt_c = self.mount()
-        c = self.dcorfs("np.load(os.path.join(folder, 'image.npy'))", mnt_c, img)
-        rss = self.mount_rss_mb()
-        row("(c) all images, sequentially", c, self.dclab("ds['image'][:]", img),
-            self.local("ev['image'][:]", img), 3, images, image_compressed_bytes=images,
-            mount_peak_rss_mb=rss)
+        c, mnt_c = self.cold("np.load(os.path.join(folder, 'image.npy'))", img)
+        warm_mounts.append(self.mounts.pop())
+        row("(c) all images, sequentially", c, self.median(lambda: self.dclab("ds['image'][:]", img)),
+            self.median(lambda: self.local("ev['image'][:]", img)), 3, images,
+            image_compressed_bytes=images, mount_peak_rss_mb=c["peak_rss_mb"])
 
         pick_bytes, touched = self.chunk_bytes(self.files[img], "image", picks)
         body_d = f"""
@@ -243,10 +267,11 @@ class Bench:
             for i in {picks!r}:
                 np.array(images[i])
         """
-        row("(d) 200 random single images (mmap)", self.dcorfs(body_d, self.mount(), img),
-            self.dclab(f"for i in {picks!r}:\n    ds['image'][i]", img),
-            self.local(f"for i in {picks!r}:\n    ev['image'][i]", img), 3 + touched, pick_bytes,
-            chunks_touched=touched)
+        row("(d) 200 random single images (mmap)", self.cold(body_d, img)[0],
+            self.median(lambda: self.dclab(f"for i in {picks!r}:\n    ds['image'][i]", img)),
+            self.median(lambda: self.local(f"for i in {picks!r}:\n    ev['image'][i]", img)),
+            3 + touched, pick_bytes, chunks_touched=touched)
+        self.mounts.extend(warm_mounts)
 
         # warm reads are bound by the machine's page-fault speed, which varies a lot on
         # shared machines: best of three for every contender
@@ -266,8 +291,9 @@ class Bench:
             import subprocess
             subprocess.run(["ls", "-l", folder], check=True, capture_output=True)
         """
-        row("(f) ls -l of a resource folder, cold", self.dcorfs(body_f, self.mount(), img),
-            self.dclab("sorted(ds.features)", img), self.local("[ev[k].shape for k in ev]", img), 3, 0)
+        row("(f) ls -l of a resource folder, cold", self.cold(body_f, img)[0],
+            self.median(lambda: self.dclab("sorted(ds.features)", img)),
+            self.median(lambda: self.local("[ev[k].shape for k in ev]", img)), 3, 0)
 
         body_g = f"""
             import subprocess, sys
@@ -291,15 +317,17 @@ class Bench:
             assert all(p.wait() == 0 for p in procs)
         """
         four = sum(self.chunk_bytes(src, f)[0] for f in SCALARS)
-        row("(g) four processes, four features, cold", self.dcorfs(body_g, self.mount(), sca),
-            self.dclab(body_g_dclab, sca), self.local(body_g_local, sca), 3, four)
+        row("(g) four processes, four features, cold", self.cold(body_g, sca)[0],
+            self.median(lambda: self.dclab(body_g_dclab, sca)),
+            self.median(lambda: self.local(body_g_local, sca)), 3, four)
         return rows
 
 
 def to_markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"Benchmark: {meta['events']:,d} events, {meta['images']:,d} images 80x250; "
              f"link {meta['latency_ms']:g} ms, {meta['bandwidth_mbs']:g} MB/s; "
-             f"{meta['date']} on {meta['machine']}.", "",
+             f"{meta['date']} on {meta['machine']}; cold figures are the median of "
+             f"{meta['repeats']} runs, warm ones the best of 3.", "",
              "| scenario | dcorfs s | dclab s | local h5py s | dclab / dcorfs | dcorfs / limit "
              "| dcorfs requests | dcorfs round trips | dcorfs MB | dclab requests "
              "| dclab round trips | dclab MB |",
@@ -344,12 +372,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default=os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dcorfs", "bench"))
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs per cold scenario and contender; the median is reported "
+                             "(default: %(default)s)")
     parser.add_argument("--out", default="bench-results",
                         help="folder for results.md and results.json (default: %(default)s)")
     args = parser.parse_args(argv)
     workdir = pathlib.Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     bench = Bench(workdir)
+    bench.repeats = max(1, args.repeats)
     try:
         bench.prepare()
         rows = bench.run()
@@ -358,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         if bench.server is not None:
             bench.server.terminate()
             bench.server.wait(timeout=30)
-    meta = {"events": EVENTS, "images": IMAGES, "latency_ms": LATENCY_MS,
+    meta = {"events": EVENTS, "images": IMAGES, "latency_ms": LATENCY_MS, "repeats": bench.repeats,
             "bandwidth_mbs": BANDWIDTH_MBS, "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
     out = pathlib.Path(args.out)
