@@ -6,9 +6,9 @@ and for decoding: raw chunk bytes are fetched in parallel by a thread pool throu
 the block cache, then decoded: dclab's Zstandard + fletcher32 by the same C code
 outside the GIL (``native_filters``), anything else by writing the chunk into a
 one-chunk dataset in an in-memory HDF5 file with the same filter pipeline and
-reading it back.  HDF5 runs
-its own filters (Zstandard via hdf5plugin, deflate, shuffle, szip) and verifies
-fletcher32, so a corrupted chunk fails instead of being served.
+reading it back (HDF5 runs its own filters: Zstandard via hdf5plugin, deflate,
+shuffle, szip).  fletcher32 is verified either way, so a corrupted chunk fails
+instead of being served.
 
 A reader that moves forward is given a growing readahead window of chunks
 fetched in the background; random access fetches exactly the chunks it touches.
