@@ -185,6 +185,7 @@ class Bench:
                 "api_requests": stats.get("api_requests", 0),
                 "store_requests": stats.get("store_requests", 0),
                 "round_trips": stats.get("round_trips", 0),
+                "connections": stats.get("connections", 0),
                 "bytes": stats.get("store_bytes", 0)}
 
     # -- the three contenders ------------------------------------------------------------
@@ -345,7 +346,9 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
     for r in rows:
         if "feature_compressed_bytes" in r:
             notes.append(f"- (a): feature compressed {r['feature_compressed_bytes'] / 1e6:.2f} MB; "
-                         f"dcorfs transferred {r['dcorfs']['bytes'] / r['feature_compressed_bytes']:.2f}x that.")
+                         f"dcorfs transferred {r['dcorfs']['bytes'] / r['feature_compressed_bytes']:.2f}x that. "
+                         f"New connections (each costs a round trip): dcorfs "
+                         f"{r['dcorfs']['connections']}, dclab {r['dclab']['connections']}.")
         if "image_compressed_bytes" in r:
             notes.append(f"- (c): {r['image_compressed_bytes'] / 1e6:.1f} MB of compressed images, "
                          f"{r['image_compressed_bytes'] / 1e6 / r['dcorfs']['seconds']:.1f} MB/s through "

@@ -20,7 +20,7 @@ from typing import Any
 import requests
 
 from . import deadline
-from .http_fetch import new_session, retry_after
+from .http_fetch import new_session, retry_after, shared_adapter
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class DcorApi:
         self.timeout = timeout
         self.retries = retries
         self._local = threading.local()
+        self._adapter = shared_adapter(pool_size=8)
         self.requests = 0
 
     @property
@@ -64,7 +65,7 @@ class DcorApi:
     def session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = new_session(pool_size=8)
+            session = self._local.session = new_session(self._adapter)
             if self._token:
                 session.headers["Authorization"] = self._token
         return session

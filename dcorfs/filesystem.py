@@ -72,6 +72,20 @@ class Filesystem:
         self.uid = os.getuid()
         self.gid = os.getgid()
 
+    def warm_up(self) -> None:
+        """Open the API connections the first lookup needs (it sends two queries at once)
+        while nobody waits: a TCP handshake costs a round trip, TLS one or two more.
+        Only logged if it fails; the first lookup reports errors to its caller."""
+        def ping() -> None:
+            try:
+                self.api.call("status_show")
+            except OSError as exc:
+                log.warning("DCF104 %s did not answer at mount time: %s", self.config.host,
+                            exc.strerror or exc)
+
+        for _ in range(2):
+            self.pool.submit(ping)
+
     # -- resources ---------------------------------------------------------------------
     def resource(self, rid: str) -> Resource:
         if not is_resource_id(rid):

@@ -104,6 +104,7 @@ class DcorOperations(mfusepy.Operations):
 def run_mount(mountpoint: pathlib.Path, config: FsConfig, fuse_options: list[str]) -> int:
     """Mount and serve until unmounted; returns the exit code."""
     fs = Filesystem(config)
+    fs.warm_up()
     options: dict[str, Any] = {
         "fsname": "dcorfs", "subtype": "dcorfs", "ro": True, "default_permissions": True,
         "kernel_cache": True, "attr_timeout": 3600, "entry_timeout": 3600,

@@ -37,10 +37,18 @@ class RangeResult:
         self.etag = etag
 
 
-def new_session(pool_size: int = 32) -> requests.Session:
+def shared_adapter(pool_size: int = 32) -> requests.adapters.HTTPAdapter:
+    """One connection pool for all threads: a connection one thread opened is reused
+    by the next, so a cold read pays the TCP (and TLS) handshake once per host and
+    request in flight, not once per worker thread."""
+    return requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=pool_size,
+                                         max_retries=0)
+
+
+def new_session(adapter: requests.adapters.HTTPAdapter) -> requests.Session:
+    """A session for one thread (requests does not promise that sessions are
+    thread-safe) over a shared, thread-safe urllib3 pool."""
     session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=pool_size,
-                                            max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.trust_env = False  # no netrc credentials, no proxies from the environment
@@ -60,6 +68,7 @@ class RangeFetcher:
         self.retries = retries
         self.backoff = backoff
         self._local = threading.local()
+        self._adapter = shared_adapter()
         self.requests = 0
         self.bytes = 0
 
@@ -68,7 +77,7 @@ class RangeFetcher:
         # requests' Session is not documented thread-safe; one per thread, pooled inside
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = new_session()
+            session = self._local.session = new_session(self._adapter)
         return session
 
     def fetch(self, url: str, start: int, stop: int) -> RangeResult:

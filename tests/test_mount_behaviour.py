@@ -135,6 +135,24 @@ def test_cold_read_fetches_no_block_twice(demo_server, fresh_mount):
     assert demo_server.stats().get("store_bytes", 0) == 0  # warm: all from cache
 
 
+def test_connections_are_shared_between_threads(demo_server, fresh_mount):
+    rid = demo_server.ids["blood-cells/M001_data.rtdc"]
+    mnt = fresh_mount(demo_server.url)
+    path = mnt.path / rid / "data.rtdc"
+    size = path.stat().st_size  # the probe has opened connections to the store
+    demo_server.reset_stats()
+    # reads one after another, each served by whichever daemon thread the kernel picks,
+    # over the connections already open: no new TCP (on DCOR also TLS) handshake
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for i in range(1, 9):
+            assert len(os.pread(fd, 10, size * i // 10)) == 10
+    finally:
+        os.close(fd)
+    seen = demo_server.stats()
+    assert seen["store_requests"] >= 8 and seen.get("connections", 0) == 0, sorted(seen.items())
+
+
 # -- edge cases from ../shared/data/README.md -------------------------------------------
 def test_zero_events(server, mount):
     folder = mount.path / server.ids["DCscope/empty_recording.rtdc"]

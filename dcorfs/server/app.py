@@ -162,6 +162,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return USER
         return None
 
+    def setup(self) -> None:
+        super().setup()
+        # a new TCP connection costs a round trip (SYN, SYN-ACK) before its first request
+        self.config.link.round_trip()
+        self._new_connection = True
+
     def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
         self.do_GET()
 
@@ -212,10 +218,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _timed(self, handle) -> None:
         """Handle one request, keeping when it arrived and when it was answered."""
         arrived = time.monotonic()
+        counted = not self.path.startswith("/_dcorfs/")  # the harness's own calls are not
+        if counted and self._new_connection:
+            self.config.stats.add(connections=1, **{"store_connections" if self.is_store
+                                                    else "api_connections": 1})
+        self._new_connection = False
         try:
             handle()
         finally:
-            if not self.path.startswith("/_dcorfs/"):
+            if counted:
                 self.config.stats.request_done(arrived, time.monotonic())
 
     def _post(self) -> None:

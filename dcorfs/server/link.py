@@ -2,8 +2,9 @@
 
 A laptop talking to itself over loopback hides everything that makes DCOR slow
 (20-100 ms round trips, tens of MB/s).  The server charges every request one
-latency and every body byte to one shared link clock, so several parallel
-connections share the bandwidth as they would on a real uplink.
+latency, every new connection one more (the TCP handshake; TLS, which real DCOR
+uses, would add one or two), and every body byte to one shared link clock, so
+several parallel connections share the bandwidth as they would on a real uplink.
 """
 from __future__ import annotations
 
