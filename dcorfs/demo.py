@@ -107,20 +107,21 @@ def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: fl
              f"{stats.get('store_bytes', 0):,d} bytes)")
 
         file_size = (folder / "data.rtdc").stat().st_size
-        for title, code in (
+        for letter, (title, code) in zip("abc", (
                 ("one scalar feature", lambda: np.load(folder / "deform.npy")),
                 ("one image out of thousands, memory-mapped",
                  lambda: np.load(folder / "image.npy", mmap_mode="r")[events // 2].copy()),
-                ("a fluorescence trace", lambda: np.load(folder / "trace" / "fl1_raw.npy"))):
+                ("a fluorescence trace", lambda: np.load(folder / "trace" / "fl1_raw.npy")))):
             requests.post(f"{url}/_dcorfs/stats/reset", timeout=10)
             started = time.monotonic()
             array = code()
             took = time.monotonic() - started
             stats = requests.get(f"{url}/_dcorfs/stats", timeout=10).json()
-            _say(f"\n5. {title}: shape {array.shape}, dtype {array.dtype}, "
+            _say(f"\n5{letter}. {title}: shape {array.shape}, dtype {array.dtype}, "
                  f"{took * 1000:.0f} ms")
             _say(f"   fetched {stats.get('store_bytes', 0):,d} bytes in "
                  f"{stats.get('store_requests', 0)} requests "
+                 f"{'(the listing had fetched it already) ' if not stats.get('store_requests') else ''}"
                  f"({100 * stats.get('store_bytes', 0) / file_size:.1f}% of the "
                  f"{file_size:,d}-byte file)")
         deform = np.load(folder / "deform.npy")
