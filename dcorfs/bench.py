@@ -21,7 +21,6 @@ import os
 import pathlib
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,18 +32,14 @@ import hdf5plugin  # noqa: F401
 import numpy as np
 import requests
 
+from .server.ports import free_port
+
 EVENTS = 300_000
 IMAGES = 5_000
 LATENCY_MS = 20.0
 BANDWIDTH_MBS = 50.0
 SCALARS = ["deform", "area_um", "bright_avg", "circ"]
 RANDOM_IMAGES = 200
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _script(prelude: str, body: str) -> str:
@@ -71,7 +66,7 @@ class Bench:
         # only, and one with images (a 300,000-image file would be 6 GB raw)
         self.files = {"scalars": self.data / "scalars" / "M001_scalars.rtdc",
                       "images": self.data / "images" / "M002_images.rtdc"}
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server: subprocess.Popen | None = None
         self.repeats = 3

@@ -276,7 +276,6 @@ class ChunkedRows:
                 # (np.load, or numpy reading the header before it maps the file): its
                 # chunks are needed now, in the same round trip
                 self._next_row = r1
-                self._streak_start = 0
                 upto = min(self.nchunks, -(-self._first_readahead_rows // self.rows_per_chunk))
                 return [c for c in range(upto) if c != last_chunk]
             # the kernel's parallel readahead may deliver reads slightly out of order

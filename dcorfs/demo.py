@@ -11,7 +11,6 @@ import contextlib
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,12 +20,7 @@ import numpy as np
 import requests
 
 from .cli import fuse_problem
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from .server.ports import free_port
 
 
 def _say(text: str) -> None:
@@ -63,7 +57,7 @@ def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: fl
     else:
         _say(f"1. demo measurements already in {data}")
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve_log = workdir / "serve.log"
     _say(f"2. starting the local DCOR at {url} (latency {latency_ms:g} ms, "

@@ -13,11 +13,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .block_cache import BlockCache
 from .http_fetch import RangeFetcher, RangeResult, redact
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The first read of a file.  The head holds the superblock and the root group; in
 # files written event by event (dclab's RTDCWriter) also the /events group tables
@@ -85,51 +87,32 @@ class RemoteObject:
         with self._probe_lock:
             if self._probed:
                 return
-            tail: list = []
-
-            def read_tail() -> None:
-                try:
-                    tail.append(self._fetch_result(-PROBE_TAIL, 0))
-                except OSError as exc:  # the head read reports errors; the tail is a bonus
-                    log.debug("tail probe of %s failed: %s", self.key, exc)
-
-            thread = threading.Thread(target=read_tail, daemon=True)
-            thread.start()
-            rest = self.cache.claim(self.key, PROBE_FIRST, PROBE_HEAD)
-            threading.Thread(target=self._fill_quietly, args=(rest,), daemon=True).start()
-            head = self._read_first()
-            thread.join()
+            # four connections at once: the first 256 KiB in two halves, the tail, the
+            # rest of the head.  The group-table wave after the probe then finds enough
+            # idle connections and pays no TCP (on DCOR also TLS) handshake.
+            half = PROBE_FIRST // 2
+            tail = _in_background(self._fetch_result, -PROBE_TAIL, 0)
+            second = _in_background(self._fetch, half, PROBE_FIRST)
+            _in_background(self._fill_quietly, self.cache.claim(self.key, PROBE_FIRST, PROBE_HEAD))
+            head = self._fetch(0, half)
+            try:
+                head += second()
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # EINVAL (416): the file ends in the first half
+                    raise
+            try:
+                tail_result: RangeResult | None = tail()
+            except OSError as exc:  # the head read reports errors; the tail is a bonus
+                log.debug("tail probe of %s failed: %s", self.key, exc)
+                tail_result = None
             bs = self.cache.block_size
             self.cache.store(self.key, 0, head)
             self.probed = [head]
-            if tail and tail[0].start > len(head):
-                first = -(-tail[0].start // bs)  # whole blocks only
-                self.cache.store(self.key, first, tail[0].data[first * bs - tail[0].start:])
-                self.probed.append(tail[0].data)
+            if tail_result is not None and tail_result.start > len(head):
+                first = -(-tail_result.start // bs)  # whole blocks only
+                self.cache.store(self.key, first, tail_result.data[first * bs - tail_result.start:])
+                self.probed.append(tail_result.data)
             self._probed = True
-
-    def _read_first(self) -> bytes:
-        """The first PROBE_FIRST bytes, in two parallel halves: the probe then leaves
-        four idle connections (with the tail's), as many as the group-table wave
-        after it needs, so that wave pays no TCP or TLS handshake."""
-        half = PROBE_FIRST // 2
-        second: list = []
-
-        def read_second() -> None:
-            try:
-                second.append(self._fetch(half, PROBE_FIRST))
-            except OSError as exc:
-                second.append(exc)
-
-        thread = threading.Thread(target=read_second, daemon=True)
-        thread.start()
-        first = self._fetch(0, half)
-        thread.join()
-        if isinstance(second[0], OSError):
-            if second[0].errno != errno.EINVAL:  # EINVAL: the file ends within the first half
-                raise second[0]
-            return first
-        return first + second[0]
 
     def _fill_quietly(self, runs: list[tuple[int, int]]) -> None:
         try:
@@ -140,6 +123,29 @@ class RemoteObject:
     def read(self, start: int, stop: int) -> bytes:
         self.probe()
         return self.cache.read(self.key, start, stop, self.size, self._fetch)
+
+
+def _in_background(func: Callable[..., T], *args: Any) -> Callable[[], T]:
+    """Start ``func(*args)`` in a thread; the returned function waits for it and
+    returns its result or raises its exception."""
+    box: list = []
+
+    def run() -> None:
+        try:
+            box.append((True, func(*args)))
+        except Exception as exc:  # noqa: BLE001 - raised again in the waiting thread
+            box.append((False, exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def result() -> T:
+        thread.join()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+    return result
 
 
 class RemoteFile(io.RawIOBase):

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,26 +19,11 @@ import pytest
 import requests
 
 from dcorfs.cli import fuse_problem
+from dcorfs.server.ports import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = pathlib.Path(os.environ.get("DCORFS_TEST_DATA") or ROOT.parent / "shared" / "data")
 PRIVATE_GLOB = "DCOR-Aid/*"
-
-
-def free_port() -> int:
-    """A free port below Linux's ephemeral range (32768-60999): a port the kernel hands
-    out for binding to 0 may meanwhile become the local port of some client connection,
-    and a server started on it later fails with EADDRINUSE."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32768)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 32767")
 
 
 def require_fuse() -> None:
