@@ -15,6 +15,8 @@ import cachetools
 from . import deadline
 
 Fetch = Callable[[int, int], bytes]
+# fetch_into(start, stop, sink): hand the bytes of [start, stop) to sink in order
+FetchInto = Callable[[int, int, Callable[[bytes], None]], None]
 
 
 class BlockCache:
@@ -85,19 +87,40 @@ class BlockCache:
         bs = self.block_size
         return self._claim(key, start // bs, (stop - 1) // bs)[0]
 
-    def fill(self, key: str, runs: list[tuple[int, int]], fetch: Fetch) -> None:
-        """Fetch claimed runs (the end of the object may cut them short) and release
-        them, also on failure: waiters then fetch for themselves."""
-        bs = self.block_size
+    def fill(self, key: str, runs: list[tuple[int, int]], fetch_into: FetchInto) -> None:
+        """Fetch claimed runs, one request each, and release every block as soon as its
+        bytes have arrived: a reader waiting for the first block of a long run goes on
+        while the rest is still on the way.  The end of the object may cut a run
+        short.  On failure the remaining blocks are released too: their waiters then
+        fetch for themselves."""
         try:
             for b0, b1 in runs:
-                data = fetch(b0 * bs, b1 * bs)
-                if data:
-                    self.store(key, b0, data)
-                self._release(key, b0, b1)
+                self._fill_run(key, b0, b1, fetch_into)
         finally:
             for b0, b1 in runs:
                 self._release(key, b0, b1)
+
+    def _fill_run(self, key: str, b0: int, b1: int, fetch_into: FetchInto) -> None:
+        bs = self.block_size
+        pending = bytearray()
+        next_block = b0
+
+        def sink(piece: bytes) -> None:
+            nonlocal next_block
+            pending.extend(piece)
+            whole = len(pending) // bs
+            if whole:
+                self.store(key, next_block, bytes(pending[:whole * bs]))
+                del pending[:whole * bs]
+                self._release(key, next_block, next_block + whole)
+                next_block += whole
+                self.misses += whole
+
+        fetch_into(b0 * bs, b1 * bs, sink)
+        if pending:
+            self.store(key, next_block, bytes(pending))
+            self.misses += 1
+        self._release(key, b0, b1)
 
     def read(self, key: str, start: int, stop: int, size: int, fetch: Fetch) -> bytes:
         """Bytes ``[start, stop)`` of an object of ``size`` bytes, fetching what is missing."""

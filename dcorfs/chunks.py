@@ -12,6 +12,8 @@ instead of being served.
 
 A reader that moves forward is given a growing readahead window of chunks
 fetched in the background; random access fetches exactly the chunks it touches.
+Chunks wanted at once that lie back to back in the file (dclab writes them so)
+are fetched in one request.
 """
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ KERNEL_FIRST_READAHEAD = 1152 * 1024
 # sequential bytes before our readahead starts: more than the kernel's own readahead
 # reads around a page fault or after a small read at offset 0 (seen: 1.1 MiB)
 STREAK_BYTES = 2 * 1024 ** 2
+# chunks stored back to back are fetched in one request up to this many bytes: fewer
+# requests, and one stream's latency, without holding a reader back for a long run
+MAX_RUN_BYTES = 4 * 1024 ** 2
 
 
 class ChunkDecodeError(OSError):
@@ -250,14 +255,40 @@ class ChunkedRows:
             if chunk in self.index:
                 self.pool.submit(self._quiet_chunk, chunk)
 
+    def _fetch_runs(self, chunks: list[int]) -> None:
+        """Start fetching each run of back-to-back chunks in one request.
+
+        The run's bytes are claimed in the block cache before this returns, so the
+        readers and decoders of those chunks wait for that request instead of making
+        their own.  Single chunks are left to their readers.
+        """
+        index = self.index
+        wanted = sorted(c for c in set(chunks) if c in index
+                        and self.decoded.get(self.key + (c,)) is None)
+        runs: list[list[int]] = []
+        for chunk in wanted:
+            offset, size, _ = index[chunk]
+            if runs:
+                run = runs[-1]
+                end = index[run[-1]][0] + index[run[-1]][1]
+                if end == offset and offset + size - index[run[0]][0] <= MAX_RUN_BYTES:
+                    run.append(chunk)
+                    continue
+            runs.append([chunk])
+        for run in runs:
+            if len(run) > 1:
+                last = index[run[-1]]
+                self.obj.prefetch(index[run[0]][0], last[0] + last[1], self.pool)
+
     def _quiet_chunk(self, chunk: int) -> None:
         try:
             self._chunk(chunk)
         except OSError as exc:  # readahead is a guess; the real read will report errors
             log.debug("readahead of chunk %d of %s failed: %s", chunk, self.key, exc)
 
-    def _plan_readahead(self, r0: int, r1: int, last_chunk: int) -> list[int]:
-        """Chunks to fetch ahead: a window that doubles while reads stay sequential.
+    def _plan_readahead(self, r0: int, r1: int, last_chunk: int) -> tuple[list[int], bool]:
+        """Chunks to fetch ahead: a window that doubles while reads stay sequential;
+        and whether they are needed now (fetched with the read's own chunks) or later.
 
         A run of reads counts as sequential only once it has covered ``STREAK_BYTES``:
         the kernel turns one page fault of a memory-mapped reader into several
@@ -270,14 +301,14 @@ class ChunkedRows:
             if self._next_row == -1 and self._total <= SMALL_DATASET:
                 self._next_row = r1
                 self._ahead_until = self.nchunks
-                return [c for c in range(self.nchunks) if c != last_chunk]
+                return [c for c in range(self.nchunks) if c != last_chunk], True
             if self._next_row == -1 and r0 == 0:
                 # after a read at the start the kernel reads about a MiB ahead, at once
                 # (np.load, or numpy reading the header before it maps the file): its
                 # chunks are needed now, in the same round trip
                 self._next_row = r1
                 upto = min(self.nchunks, -(-self._first_readahead_rows // self.rows_per_chunk))
-                return [c for c in range(upto) if c != last_chunk]
+                return [c for c in range(upto) if c != last_chunk], True
             # the kernel's parallel readahead may deliver reads slightly out of order
             # a run is the span [streak start, next row); the kernel reads its window
             # in parallel, so reads may land anywhere in it or a little beyond
@@ -289,14 +320,14 @@ class ChunkedRows:
                 self._window = 0
                 self._ahead_until = 0
                 self._streak_start = r0
-                return []
+                return [], False
             if r1 - self._streak_start < self._streak_rows:
-                return []
+                return [], False
             self._window = min(max(4, self._window * 2), self.MAX_WINDOW)
             start = max(last_chunk + 1, self._ahead_until)
             stop = min(self.nchunks, last_chunk + 1 + self._window)
             self._ahead_until = max(self._ahead_until, stop)
-            return list(range(start, stop))
+            return list(range(start, stop)), False
 
     # -- rows ---------------------------------------------------------------------
     def rows(self, r0: int, r1: int) -> np.ndarray:
@@ -305,8 +336,14 @@ class ChunkedRows:
             return np.empty((0,) + self.shape[1:], dtype=self.dtype)
         rpc = self.rows_per_chunk
         first, last = r0 // rpc, (r1 - 1) // rpc
-        self._prefetch(self._plan_readahead(r0, r1, last))
         needed = list(range(first, last + 1))
+        ahead, urgent = self._plan_readahead(r0, r1, last)
+        if urgent:
+            self._fetch_runs(needed + ahead)
+        else:
+            self._fetch_runs(needed)
+            self._fetch_runs(ahead)
+        self._prefetch(ahead)
         if len(needed) == 1:
             arrays = [self._chunk(first)]
         else:

@@ -21,6 +21,7 @@ import requests
 
 from .cli import fuse_problem
 from .server.ports import free_port
+from .status import wait_until_warm
 
 
 def _say(text: str) -> None:
@@ -87,6 +88,9 @@ def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: fl
             [sys.executable, "-m", "dcorfs", "mount", str(mountpoint), "--host", url,
              "--foreground", "--log-file", str(mount_log)], stdin=subprocess.DEVNULL)
         _wait_for(lambda: os.path.ismount(mountpoint), mount, "dcorfs mount", mount_log, 30)
+        warm = wait_until_warm(mountpoint)["warm_up"]
+        _say(f"   mounted; connections to the API and the object store ({warm['store']}) "
+             f"opened in the background in {warm['seconds']:.2f} s ({warm['state']})")
 
         folder = mountpoint / rid
         requests.post(f"{url}/_dcorfs/stats/reset", timeout=10)

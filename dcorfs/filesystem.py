@@ -23,14 +23,15 @@ from . import __version__
 from .block_cache import BlockCache
 from .chunks import DecodedCache, DecoderCache
 from .dcor_api import DcorApi, is_resource_id
-from .http_fetch import RangeFetcher
+from .http_fetch import RangeFetcher, redact
 from .resource import Dir, File, Node, Resource
+from .status import STATUS_XATTR
 
 log = logging.getLogger(__name__)
 
 NEGATIVE_TTL = 30.0
+STORE_CONNECTIONS = 4
 BLKSIZE = 1024 * 1024
-STATUS_XATTR = "user.dcorfs.status"
 
 
 @dataclasses.dataclass
@@ -68,23 +69,70 @@ class Filesystem:
         self._lock = threading.Lock()
         self._handles: dict[int, tuple[str, File]] = {}
         self._next_fh = itertools.count(1)
+        self._warm_up: dict = {"state": "not started", "store": None}
         self.mounted_at = time.time()
         self.uid = os.getuid()
         self.gid = os.getgid()
 
     def warm_up(self) -> None:
-        """Open the API connections the first lookup needs (it sends two queries at once)
-        while nobody waits: a TCP handshake costs a round trip, TLS one or two more.
-        Only logged if it fails; the first lookup reports errors to its caller."""
-        def ping() -> None:
-            try:
-                self.api.call("status_show")
-            except OSError as exc:
-                log.warning("DCF104 %s did not answer at mount time: %s", self.config.host,
-                            exc.strerror or exc)
+        """Open the connections the first read needs while nobody waits for it.
 
-        for _ in range(2):
-            self.pool.submit(ping)
+        A new connection costs a round trip for TCP, on DCOR one or two more for TLS.
+        The first lookup sends two API queries at once, the first read of a file
+        three or more store requests at once, so two API connections and
+        ``STORE_CONNECTIONS`` store connections are opened at mount.  The object
+        store's host is learned from any public resource's basins (DCOR keeps all
+        its objects on one store).  Runs in the background; the outcome is in the
+        status (``warm_up``) and the log (DCF105, DCF104 if it failed); the first
+        lookup reports errors to its caller.
+        """
+        with self._lock:
+            self._warm_up = {"state": "running", "store": None}
+        started = time.monotonic()
+        pings = [self.pool.submit(self._ping) for _ in range(2)]
+        self.pool.submit(self._warm_up_store, pings, started)
+
+    def _ping(self) -> None:
+        self.api.call("status_show")
+
+    def _warm_up_store(self, pings: list[concurrent.futures.Future], started: float) -> None:
+        state, store = "failed", None
+        try:
+            for ping in pings:
+                ping.result()
+            url = self._any_store_url()
+            if url is not None:
+                store = redact(url).split("/", 3)[2]
+                opens = [self.pool.submit(self.fetcher.fetch, url, 0, 1)
+                         for _ in range(STORE_CONNECTIONS)]
+                for future in opens:
+                    future.result()
+            state = "done"
+        except OSError as exc:
+            log.warning("DCF104 warm-up at mount time failed (%s): %s", self.config.host,
+                        exc.strerror or exc)
+        finally:  # whatever happened, the status must not say "running" forever
+            seconds = time.monotonic() - started
+            with self._lock:
+                self._warm_up = {"state": state, "store": store, "seconds": round(seconds, 3)}
+        log.info("DCF105 warm-up %s in %.3f s (object store: %s)", state, seconds,
+                 store or "none found")
+
+    def _any_store_url(self) -> str | None:
+        """A URL on the object store, from the basins of the newest public resource."""
+        found = self.api.call("package_search", rows=1)
+        packages = found.get("results") if isinstance(found, dict) else None
+        for package in packages if isinstance(packages, list) else []:
+            for res in package.get("resources", []) if isinstance(package, dict) else []:
+                rid = res.get("id", "") if isinstance(res, dict) else ""
+                if not is_resource_id(rid):
+                    continue
+                specs = self.api.dcserv(rid, "basins")
+                for spec in specs if isinstance(specs, list) else []:
+                    urls = spec.get("urls") if isinstance(spec, dict) else None
+                    if isinstance(urls, list) and urls and isinstance(urls[0], str):
+                        return urls[0]
+        return None
 
     # -- resources ---------------------------------------------------------------------
     def resource(self, rid: str) -> Resource:
@@ -212,6 +260,7 @@ class Filesystem:
         with self._lock:
             resources = sorted(self.resources)
             open_files = len(self._handles)
+            warm_up = dict(self._warm_up)
         return {"version": __version__, "host": self.config.host,
                 "token": bool(self.config.token), "mounted_at": self.mounted_at,
                 "uptime_s": round(time.time() - self.mounted_at, 1),
@@ -222,6 +271,7 @@ class Filesystem:
                 "network": {"api_requests": self.api.requests,
                             "range_requests": self.fetcher.requests,
                             "range_bytes": self.fetcher.bytes},
+                "warm_up": warm_up,
                 "timeouts": {"request_s": self.config.timeout,
                              "operation_s": self.config.op_timeout}}
 

@@ -10,6 +10,7 @@ is parsed here decides what to prefetch, never what is served.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 _UNDEFINED = 0xFFFFFFFFFFFFFFFF
 
@@ -18,14 +19,14 @@ def group_table_addresses(data: bytes, file_size: int, max_children: int = 64) -
     """Addresses of symbol-table nodes and heap data named by version-1 group B-tree
     nodes and local heaps found in ``data`` (8-byte offsets and lengths assumed)."""
     found: set[int] = set()
-    for at in _find_all(data, b"HEAP"):
+    for at in find_all(data, b"HEAP"):
         # version 0, 3 reserved, data size, free-list offset, data segment address
         if at + 32 > len(data) or data[at + 4] != 0:
             continue
         address = struct.unpack_from("<Q", data, at + 24)[0]
         if 0 < address < file_size:
             found.add(address)
-    for at in _find_all(data, b"TREE"):
+    for at in find_all(data, b"TREE"):
         # node type 0 (group), level, entries, two siblings, then key/child pairs
         if at + 24 > len(data) or data[at + 4] != 0:
             continue
@@ -42,7 +43,7 @@ def group_table_addresses(data: bytes, file_size: int, max_children: int = 64) -
     return found
 
 
-def _find_all(data: bytes, signature: bytes):
+def find_all(data: bytes, signature: bytes) -> Iterator[int]:
     """Offsets of ``signature`` in ``data``: ``bytes.find`` is memchr-fast, a regex
     alternation over a MiB of compressed data is not."""
     at = data.find(signature)

@@ -15,6 +15,7 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 
 import requests
 import requests.adapters
@@ -25,6 +26,9 @@ from . import deadline
 log = logging.getLogger(__name__)
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+STREAM_PIECE = 128 * 1024  # bytes handed to a sink at a time
+
+Sink = Callable[[bytes], None]
 
 
 class RangeResult:
@@ -80,14 +84,27 @@ class RangeFetcher:
             session = self._local.session = new_session(self._adapter)
         return session
 
-    def fetch(self, url: str, start: int, stop: int) -> RangeResult:
+    def fetch(self, url: str, start: int, stop: int, sink: Sink | None = None) -> RangeResult:
         """Exactly the bytes ``[start, stop)`` of ``url``, or an OSError with an errno.
 
         ``start < 0`` asks for the last ``-start`` bytes (``stop`` is ignored), for
-        reading a file's tail before its size is known.
+        reading a file's tail before its size is known.  With ``sink``, the body is
+        handed over in order, piece by piece as it arrives, instead of returned in
+        ``data``: the first blocks of a long run are usable before its last ones
+        have crossed the link.  A retry after a broken body then asks only for the
+        bytes not yet handed over.
         """
         if start >= 0 and stop <= start:
             raise OSError(errno.EINVAL, f"empty range {start}-{stop}")
+        if sink is not None and start < 0:
+            raise ValueError("a tail read cannot be streamed")
+        delivered = 0
+
+        def counted(piece: bytes) -> None:
+            nonlocal delivered
+            sink(piece)
+            delivered += len(piece)
+
         last_error: OSError | None = None
         wait_next = 0.0
         for attempt in range(self.retries + 1):
@@ -95,16 +112,21 @@ class RangeFetcher:
                 delay = wait_next or self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
                 time.sleep(min(delay, deadline.remaining(delay)))
             try:
-                return self._fetch_once(url, start, stop)
+                if sink is None:
+                    return self._fetch_once(url, start, stop, None)
+                result = self._fetch_once(url, start + delivered, stop, counted)
+                result.start = start
+                return result
             except _Retryable as exc:
                 last_error = OSError(errno.EIO, str(exc))
                 wait_next = exc.retry_after
                 log.warning("DCF301 range %d-%d of %s failed (%s), attempt %d/%d",
-                            start, stop, redact(url), exc, attempt + 1, self.retries + 1)
+                            start + delivered, stop, redact(url), exc, attempt + 1,
+                            self.retries + 1)
         assert last_error is not None
         raise last_error
 
-    def _fetch_once(self, url: str, start: int, stop: int) -> RangeResult:
+    def _fetch_once(self, url: str, start: int, stop: int, sink: Sink | None) -> RangeResult:
         suffix = start < 0
         headers = {"Range": f"bytes={start}" if suffix else f"bytes={start}-{stop - 1}"}
         self.requests += 1
@@ -138,6 +160,10 @@ class RangeFetcher:
                     or int(match.group(2)) != expected_stop - 1):
                 raise _Retryable(f"Content-Range {resp.headers.get('Content-Range')!r} "
                                  f"does not match {start}-{stop - 1}")
+            etag = resp.headers.get("ETag", "").strip('"')
+            if sink is not None:
+                self._stream_body(resp, expected_stop - start, sink)
+                return RangeResult(b"", start, total, etag)
             try:
                 data = resp.raw.read(expected_stop - start + 1, decode_content=True)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
@@ -145,7 +171,23 @@ class RangeFetcher:
             if len(data) != expected_stop - start:
                 raise _Retryable(f"body has {len(data)} bytes, expected {expected_stop - start}")
             self.bytes += len(data)
-            return RangeResult(data, start, total, resp.headers.get("ETag", "").strip('"'))
+            return RangeResult(data, start, total, etag)
+
+    def _stream_body(self, resp: requests.Response, length: int, sink: Sink) -> None:
+        got = 0
+        while got < length:
+            try:
+                # read1: what has arrived, without waiting for a whole piece (a break
+                # then loses nothing that was already received)
+                piece = resp.raw.read1(min(STREAM_PIECE, length - got), decode_content=True)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                raise _Retryable(f"body read failed after {got} of {length} bytes: "
+                                 f"{type(exc).__name__}") from None
+            if not piece:
+                raise _Retryable(f"body ended after {got} of {length} bytes")
+            self.bytes += len(piece)
+            got += len(piece)
+            sink(piece)
 
 
 class _Retryable(Exception):

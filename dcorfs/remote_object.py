@@ -13,10 +13,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from .block_cache import BlockCache
-from .http_fetch import RangeFetcher, RangeResult, redact
+from .http_fetch import RangeFetcher, RangeResult, Sink, redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,8 +27,8 @@ T = TypeVar("T")
 # and the first object headers, often all of them within the first MiB.  Copied and
 # condensed files keep some group tables at the very end.  A MiB costs ~20 ms at
 # 50 MB/s, a round trip 20-100 ms: a head that saves one dependent round trip pays.
-# Opening waits only for the first PROBE_FIRST bytes and the tail; the rest of the
-# head arrives in the background, and readers that need it wait for it.
+# The head streams in one request; opening waits only for its first PROBE_FIRST bytes
+# and the tail.  The rest arrives behind them, and readers that need it wait for it.
 PROBE_HEAD = 1024 * 1024
 PROBE_FIRST = 256 * 1024
 PROBE_TAIL = 64 * 1024
@@ -57,19 +58,29 @@ class RemoteObject:
     def _fetch(self, start: int, stop: int) -> bytes:
         return self._fetch_result(start, stop).data
 
-    def _fetch_result(self, start: int, stop: int) -> RangeResult:
+    def _fetch_into(self, start: int, stop: int, sink: Sink) -> None:
+        self._fetch_result(start, stop, sink)
+
+    def _fetch_result(self, start: int, stop: int, sink: Sink | None = None) -> RangeResult:
         if self.expires_at is not None and time.time() >= self.expires_at and self.refresh:
             log.info("DCR401 presigned URL for %s is about to expire, refreshing", self.key)
             self.refresh()
-        url = self.url
+        delivered = 0
+
+        def counted(piece: bytes) -> None:
+            nonlocal delivered
+            sink(piece)
+            delivered += len(piece)
+
+        streamed = None if sink is None else counted
         try:
-            result = self.fetcher.fetch(url, start, stop)
+            result = self.fetcher.fetch(self.url, start, stop, streamed)
         except OSError as exc:
             if exc.errno != errno.EACCES or self.refresh is None:
                 raise
-            log.info("DCR402 %s answered 403, refreshing its presigned URL", redact(url))
+            log.info("DCR402 %s answered 403, refreshing its presigned URL", redact(self.url))
             self.refresh()
-            result = self.fetcher.fetch(self.url, start, stop)
+            result = self.fetcher.fetch(self.url, start + delivered, stop, streamed)
         if result.total >= 0:
             if self.size >= 0 and result.total != self.size:
                 raise OSError(errno.EIO, f"{self.key} changed size from {self.size} to "
@@ -81,44 +92,47 @@ class RemoteObject:
     def probe(self) -> None:
         """Learn the size with a first read (HEAD does not work on presigned URLs).
 
-        Head and tail are read at once (see ``PROBE_HEAD``), so opening the file
-        usually costs one round trip.
+        The head (``PROBE_HEAD``) streams in one request while the tail is read
+        beside it; opening waits for the tail and the head's first ``PROBE_FIRST``
+        bytes only.  One round trip, and the rest of the head arrives behind them
+        instead of competing with them for the link.
         """
         with self._probe_lock:
             if self._probed:
                 return
-            # four connections at once: the first 256 KiB in two halves, the tail, the
-            # rest of the head.  The group-table wave after the probe then finds enough
-            # idle connections and pays no TCP (on DCOR also TLS) handshake.
-            half = PROBE_FIRST // 2
-            tail = _in_background(self._fetch_result, -PROBE_TAIL, 0)
-            second = _in_background(self._fetch, half, PROBE_FIRST)
-            _in_background(self._fill_quietly, self.cache.claim(self.key, PROBE_FIRST, PROBE_HEAD))
-            head = self._fetch(0, half)
+            head = _in_background(self._fill_quietly, self.cache.claim(self.key, 0, PROBE_HEAD))
             try:
-                head += second()
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:  # EINVAL (416): the file ends in the first half
-                    raise
-            try:
-                tail_result: RangeResult | None = tail()
-            except OSError as exc:  # the head read reports errors; the tail is a bonus
+                tail: RangeResult | None = self._fetch_result(-PROBE_TAIL, 0)
+            except OSError as exc:  # the head's read reports errors; the tail is a bonus
                 log.debug("tail probe of %s failed: %s", self.key, exc)
-                tail_result = None
+                tail = None
+            if tail is None or self.size < 0:
+                head()  # the size comes from the head's answer then
+                if self.size < 0:
+                    self._fetch(0, 1)  # raises the error the head's read met
+            first = self.cache.read(self.key, 0, PROBE_FIRST, self.size, self._fetch)
+            self.probed = [first]
             bs = self.cache.block_size
-            self.cache.store(self.key, 0, head)
-            self.probed = [head]
-            if tail_result is not None and tail_result.start > len(head):
-                first = -(-tail_result.start // bs)  # whole blocks only
-                self.cache.store(self.key, first, tail_result.data[first * bs - tail_result.start:])
-                self.probed.append(tail_result.data)
+            if tail is not None and tail.start > PROBE_HEAD:
+                whole = -(-tail.start // bs)  # whole blocks only
+                self.cache.store(self.key, whole, tail.data[whole * bs - tail.start:])
+            if tail is not None and tail.start > len(first):
+                self.probed.append(tail.data)
             self._probed = True
 
     def _fill_quietly(self, runs: list[tuple[int, int]]) -> None:
         try:
-            self.cache.fill(self.key, runs, self._fetch)
+            self.cache.fill(self.key, runs, self._fetch_into)
         except OSError as exc:  # past the end of a small file (416), or a failure that
-            log.debug("head of %s beyond the probe: %s", self.key, exc)  # readers retry
+            log.debug("background fetch from %s failed: %s", self.key, exc)  # readers retry
+
+    def prefetch(self, start: int, stop: int, pool: Executor) -> None:
+        """Fetch the missing blocks of ``[start, stop)`` in the pool, one request per
+        run.  They are claimed before this returns: readers wait for that request."""
+        self.probe()
+        runs = self.cache.claim(self.key, start, min(stop, self.size))
+        if runs:
+            pool.submit(self._fill_quietly, runs)
 
     def read(self, start: int, stop: int) -> bytes:
         self.probe()

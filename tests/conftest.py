@@ -20,6 +20,7 @@ import requests
 
 from dcorfs.cli import fuse_problem
 from dcorfs.server.ports import free_port
+from dcorfs.status import wait_until_warm
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = pathlib.Path(os.environ.get("DCORFS_TEST_DATA") or ROOT.parent / "shared" / "data")
@@ -116,6 +117,12 @@ class Mount:
                 self.proc.kill()
                 raise RuntimeError("mount did not appear within 30 s\n" + self.log_text())
             time.sleep(0.05)
+        # tests that count the server's requests start once the mount's own are done
+        try:
+            self.warm_up = wait_until_warm(mountpoint, timeout=30)["warm_up"]
+        except OSError as exc:
+            self.unmount()
+            raise RuntimeError(f"{exc}\n{self.log_text()}") from None
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""

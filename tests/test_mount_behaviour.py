@@ -135,6 +135,21 @@ def test_cold_read_fetches_no_block_twice(demo_server, fresh_mount):
     assert demo_server.stats().get("store_bytes", 0) == 0  # warm: all from cache
 
 
+def test_connections_are_opened_at_mount(demo_server, fresh_mount):
+    """The first read finds its API and object-store connections open: the mount opened
+    them in the background (a TCP handshake is a round trip, TLS one or two more)."""
+    rid = demo_server.ids["blood-cells/M001_data.rtdc"]
+    mnt = fresh_mount(demo_server.url)  # waits until the warm-up has ended
+    api_host = demo_server.url.split("//", 1)[1]
+    assert mnt.warm_up["state"] == "done", mnt.warm_up
+    assert mnt.warm_up["store"] not in (None, api_host), mnt.warm_up
+    demo_server.reset_stats()
+    assert np.load(mnt.path / rid / "deform.npy").ndim == 1
+    seen = demo_server.stats()
+    assert seen["store_requests"] > 0 and seen.get("connections", 0) == 0, sorted(seen.items())
+    assert "DCF105 warm-up done" in mnt.log_text()
+
+
 def test_connections_are_shared_between_threads(demo_server, fresh_mount):
     rid = demo_server.ids["blood-cells/M001_data.rtdc"]
     mnt = fresh_mount(demo_server.url)

@@ -39,30 +39,47 @@ def test_block_cache_coalesces_and_never_fetches_twice():
     assert cache.read("k", len(data) - 10, len(data) + 100, len(data), fetch) == data[-10:]
 
 
-def test_claimed_blocks_are_waited_for_not_fetched_again():
+def test_claimed_blocks_are_waited_for_and_served_as_they_arrive():
     data = bytes(range(256)) * 4096
-    calls: list[tuple[int, int]] = []
+    bs = 64 * 1024
+    streamed: list[tuple[int, int]] = []
+    fetched: list[tuple[int, int]] = []
+    first_read_done = threading.Event()
+    served_before_the_end: list[bool] = []
 
     def fetch(start: int, stop: int) -> bytes:
-        calls.append((start, stop))
-        time.sleep(0.05)
+        fetched.append((start, stop))
         return data[start:stop]
 
-    cache = BlockCache(max_bytes=4 << 20, block_size=64 * 1024)
-    runs = cache.claim("k", 65536, 4 * 65536)  # as the probe claims the rest of a file's head
-    filler = threading.Thread(target=cache.fill, args=("k", runs, fetch))
-    filler.start()
-    assert cache.read("k", 70_000, 200_000, len(data), fetch) == data[70_000:200_000]
-    filler.join()
-    assert calls == [(65536, 4 * 65536)]
+    def fetch_into(start: int, stop: int, sink) -> None:
+        streamed.append((start, stop))
+        for at in range(start, stop, bs // 2):  # a slow stream, half a block at a time
+            if at == stop - bs // 2:
+                served_before_the_end.append(first_read_done.wait(5))
+            sink(data[at:at + bs // 2])
+            time.sleep(0.01)
 
-    def broken(start: int, stop: int) -> bytes:
+    cache = BlockCache(max_bytes=4 << 20, block_size=bs)
+    runs = cache.claim("k", bs, 4 * bs)  # as the probe claims a file's head
+    filler = threading.Thread(target=cache.fill, args=("k", runs, fetch_into))
+    filler.start()
+    assert cache.read("k", 70_000, 100_000, len(data), fetch) == data[70_000:100_000]
+    first_read_done.set()
+    filler.join()
+    assert cache.read("k", 70_000, 4 * bs, len(data), fetch) == data[70_000:4 * bs]
+    assert streamed == [(bs, 4 * bs)] and fetched == []
+    assert served_before_the_end == [True]  # the first block was not held back for the last
+
+    def broken(start: int, stop: int, sink) -> None:
+        sink(data[start:start + bs])
         raise OSError(errno.EIO, "store unreachable")
 
-    runs = cache.claim("k2", 0, 65536)
+    runs = cache.claim("k2", 0, 3 * bs)
     with pytest.raises(OSError):
         cache.fill("k2", runs, broken)
-    assert cache.read("k2", 0, 10, len(data), fetch) == data[:10]  # the claim was released
+    # the block that arrived is kept, the claims of the others were released
+    assert cache.read("k2", 0, 3 * bs, len(data), fetch) == data[:3 * bs]
+    assert fetched == [(bs, 3 * bs)]
 
 
 def test_block_cache_is_bounded():
