@@ -278,7 +278,7 @@ class ChunkedRows:
         for run in runs:
             if len(run) > 1:
                 last = index[run[-1]]
-                self.obj.prefetch(index[run[0]][0], last[0] + last[1], self.pool)
+                self.obj.prefetch(index[run[0]][0], last[0] + last[1])
 
     def _quiet_chunk(self, chunk: int) -> None:
         try:

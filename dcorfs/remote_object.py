@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from .block_cache import BlockCache
@@ -126,13 +125,15 @@ class RemoteObject:
         except OSError as exc:  # past the end of a small file (416), or a failure that
             log.debug("background fetch from %s failed: %s", self.key, exc)  # readers retry
 
-    def prefetch(self, start: int, stop: int, pool: Executor) -> None:
-        """Fetch the missing blocks of ``[start, stop)`` in the pool, one request per
-        run.  They are claimed before this returns: readers wait for that request."""
+    def prefetch(self, start: int, stop: int) -> None:
+        """Fetch the missing blocks of ``[start, stop)``, one request per run, in a
+        thread of its own.  They are claimed before this returns, so readers wait for
+        that request; the fetch itself never waits for anything but the network, so
+        it cannot be stuck behind the pool tasks that wait for it."""
         self.probe()
         runs = self.cache.claim(self.key, start, min(stop, self.size))
         if runs:
-            pool.submit(self._fill_quietly, runs)
+            _in_background(self._fill_quietly, runs)
 
     def read(self, start: int, stop: int) -> bytes:
         self.probe()
