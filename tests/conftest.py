@@ -8,6 +8,7 @@ where FUSE truly cannot run (no /dev/fuse or no fusermount), and not even then w
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pathlib
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import requests
 
@@ -25,6 +27,13 @@ from dcorfs.status import wait_until_warm
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = pathlib.Path(os.environ.get("DCORFS_TEST_DATA") or ROOT.parent / "shared" / "data")
 PRIVATE_GLOB = "DCOR-Aid/*"
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """What ``np.save`` writes: the bytes every ``.npy`` file of a mount must have."""
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
 
 
 def require_fuse() -> None:

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, npy_bytes
 
 dclab = pytest.importorskip("dclab")
 
@@ -28,12 +28,6 @@ UNSUPPORTED = {
     # image stored in dclab's "h5datasetchop" internal basin (cropped event images)
     ("generated/dcnum_thresh_example_cropped.rtdc", "image"),
 }
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 def assert_same(path: pathlib.Path, expected: np.ndarray) -> None:

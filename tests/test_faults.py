@@ -7,7 +7,6 @@ the reference bytes or fail with an errno; the test prints a table of outcomes.
 from __future__ import annotations
 
 import errno
-import io
 import os
 import random
 import shutil
@@ -20,19 +19,13 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import SHARED_DATA, Mount, Server, free_port
+from conftest import SHARED_DATA, Mount, Server, free_port, npy_bytes
 from dcorfs.dcor_api import DcorApi
 from dcorfs.http_fetch import RangeFetcher
 
 SOAK_FAULTS = {"error_rate": 0.02, "reset_rate": 0.02, "truncate_rate": 0.02,
                "wrong_range_rate": 0.02, "full_body_rate": 0.01, "jitter_ms": 5, "retry_after": 0.05, "seed": 1234}
 MOUNT_OPTS = ["-o", "direct_io", "--cache-size", "8M", "--timeout", "3", "--op-timeout", "20"]
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 def set_faults(server: Server, **faults) -> None:

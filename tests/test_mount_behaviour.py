@@ -12,6 +12,8 @@ import warnings
 import numpy as np
 import pytest
 
+from conftest import npy_bytes
+
 dclab = pytest.importorskip("dclab")
 
 
@@ -133,6 +135,37 @@ def test_cold_read_fetches_no_block_twice(demo_server, fresh_mount):
     demo_server.reset_stats()
     assert (mnt.path / rid / "data.rtdc").read_bytes() == data
     assert demo_server.stats().get("store_bytes", 0) == 0  # warm: all from cache
+
+
+def test_two_chunks_under_one_read_come_in_one_request(demo_server, demo_dir, fresh_mount):
+    import h5py
+
+    rid = demo_server.ids["blood-cells/M001_data.rtdc"]
+    with h5py.File(demo_dir / "blood-cells" / "M001_data.rtdc", "r") as h5:
+        images = h5["events/image"]
+        rows_per_chunk, shape = images.chunks[0], images.shape
+        reference = npy_bytes(images[:])
+        stored: list[tuple[int, int]] = []
+        images.id.chunk_iter(lambda info: stored.append((info.byte_offset, info.size)))
+    # two chunks stored back to back, far from the start (whose first read brings the
+    # first chunks) and from chunk 40 (read first, for the metadata)
+    second = next(k for k in range(10, 35) if sum(stored[k - 1]) == stored[k][0])
+    row = shape[1] * shape[2]
+    header = len(reference) - shape[0] * row
+    # the kernel asks in aligned 128 KiB pieces: one piece across the edge between them
+    edge = header + second * rows_per_chunk * row
+    start = edge // (128 * 1024) * 128 * 1024
+    mnt = fresh_mount(demo_server.url)
+    fd = os.open(mnt.path / rid / "image.npy", os.O_RDONLY)
+    try:
+        os.pread(fd, 1, header + 40 * rows_per_chunk * row)  # metadata and the chunk index
+        demo_server.reset_stats()
+        data = os.pread(fd, 128 * 1024, start)
+    finally:
+        os.close(fd)
+    assert start < edge and data == reference[start:start + 128 * 1024]
+    seen = demo_server.stats()
+    assert seen["store_requests"] == 1, sorted(seen.items())
 
 
 def test_connections_are_opened_at_mount(demo_server, fresh_mount):
