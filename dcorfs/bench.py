@@ -56,7 +56,8 @@ class HDF5Chain:
     """Counts the dependent round trips an ideal reader needs to reach datasets' chunks.
 
     The reader fetches the first MiB and the last 64 KiB at once, then whole 64 KiB
-    blocks around each structure it must read; a structure in bytes it already has
+    blocks around each structure it must read (with the first symbol-table node, all
+    the group tables the head and tail name); a structure in bytes it already has
     costs nothing, any other one a round trip after the one that named it.
     """
 
@@ -113,7 +114,11 @@ class HDF5Chain:
         header = events.id.links.get_info(feature.encode()).u
         snod = self.snod_of[header]
         trips = 0 if snod in self.named else 1  # the B-tree node naming it
-        trips += self._costs(snod, 8 + 40 * 2) + self._costs(header, 512)
+        if self._costs(snod, 8 + 40 * 2):
+            trips += 1  # in the same wave, every other table the probe names (dcorfs does)
+            for address in self.named:
+                self._costs(address, 1)
+        trips += self._costs(header, 512)
         if data:
             offsets: list[int] = []
             events[feature].id.chunk_iter(lambda info: offsets.append(info.byte_offset))
