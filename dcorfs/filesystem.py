@@ -90,7 +90,9 @@ class Filesystem:
             self._warm_up = {"state": "running", "store": None}
         started = time.monotonic()
         pings = [self.pool.submit(self._ping) for _ in range(2)]
-        self.pool.submit(self._warm_up_store, pings, started)
+        # it waits for pool tasks, so it must not hold a pool worker itself
+        threading.Thread(target=self._warm_up_store, args=(pings, started), daemon=True,
+                         name="warm-up").start()
 
     def _ping(self) -> None:
         self.api.call("status_show")
