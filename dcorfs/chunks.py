@@ -11,9 +11,15 @@ shuffle, szip).  fletcher32 is verified either way, so a corrupted chunk fails
 instead of being served.
 
 A reader that moves forward is given a growing readahead window of chunks
-fetched in the background; random access fetches exactly the chunks it touches.
-Chunks wanted at once that lie back to back in the file (dclab writes them so)
-are fetched in one request.
+fetched in the background.  Random access fetches the aligned group of chunks
+around the one it touches, at least ``MIN_FETCH_BYTES``: a request much smaller
+than the link's bandwidth-delay product costs a round trip for little data, and
+readers that pick many rows at random come back for the neighbours.  Once random
+reads have touched a quarter of a dataset's groups, the rest of the dataset is
+fetched in bulk (if it fits a quarter of the cache): a reader that samples that
+widely wants most of it, and a few long requests move it at the link's speed
+instead of a round trip per group.  Chunks wanted at once that lie back to back
+in the file (dclab writes them so) are fetched in one request.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import h5py
 import numpy as np
 
 from . import deadline, native_filters
+from .http_fetch import STORE_CONNECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,20 @@ STREAK_BYTES = 2 * 1024 ** 2
 # chunks stored back to back are fetched in one request up to this many bytes: fewer
 # requests, and one stream's latency, without holding a reader back for a long run
 MAX_RUN_BYTES = 4 * 1024 ** 2
+# a random read fetches at least this much around its chunk (when the neighbours lie
+# back to back with it): a link of 20 ms and 50 MB/s moves 1 MB per round trip, so
+# a lone 0.6 MB chunk pays mostly latency; a wasted neighbour costs at most as much
+# as one round trip more
+MIN_FETCH_BYTES = 1024 ** 2
+# random reads that touched this share of a dataset's groups start fetching the rest
+# (at least SWEEP_MIN_GROUPS groups; only a dataset within SWEEP_CACHE_SHARE of the
+# cache, so that it does not evict itself)
+SWEEP_SHARE = 0.25
+SWEEP_MIN_GROUPS = 4
+SWEEP_CACHE_SHARE = 0.25
+
+# how a read relates to the reads before it (``ChunkedRows._plan_readahead``)
+FIRST, AHEAD, NEAR, JUMP = "first", "ahead", "near", "jump"
 
 
 class ChunkDecodeError(OSError):
@@ -179,6 +200,9 @@ class ChunkedRows:
         self._decoding: dict[int, threading.Event] = {}
         self._native = native_filters.decoder_for(dataset)
         self._total = 0
+        self._group = 1  # chunks per aligned group fetched by a random read
+        self._jumped_groups: set[int] = set()  # groups random reads jumped into
+        self._swept = False
 
     @property
     def index(self) -> dict[int, tuple[int, int, int]]:
@@ -192,6 +216,8 @@ class ChunkedRows:
                     info.chunk_offset[0] // rpc, (info.byte_offset, info.size, info.filter_mask)))
                 self._index = index
                 self._total = sum(entry[1] for entry in index.values())
+                if self._total:
+                    self._group = max(1, -(-MIN_FETCH_BYTES * len(index) // self._total))
             return self._index
 
     @staticmethod
@@ -280,15 +306,58 @@ class ChunkedRows:
                 last = index[run[-1]]
                 self.obj.prefetch(index[run[0]][0], last[0] + last[1])
 
+    def _with_group(self, chunks: list[int]) -> list[int]:
+        """``chunks`` and the rest of each one's aligned group."""
+        group = self._group
+        found: set[int] = set()
+        for chunk in chunks:
+            base = chunk - chunk % group
+            found.update(range(base, min(base + group, self.nchunks)))
+        return sorted(found)
+
+    def _note_jump(self, chunk: int) -> bool:
+        """Record a random read's group; True once (and only once) the dataset
+        should be fetched whole."""
+        groups = -(-self.nchunks // self._group)
+        with self._lock:
+            self._jumped_groups.add(chunk // self._group)
+            if self._swept or len(self._jumped_groups) < max(SWEEP_MIN_GROUPS,
+                                                              SWEEP_SHARE * groups):
+                return False
+            if self._total > SWEEP_CACHE_SHARE * self.obj.cache.max_bytes:
+                return False
+            self._swept = True
+            return True
+
+    def _sweep(self) -> None:
+        """Fetch every chunk not yet decoded, in runs of back-to-back chunks."""
+        index = self.index
+        ranges: list[tuple[int, int]] = []
+        for chunk in sorted(index):
+            if self.decoded.get(self.key + (chunk,)) is not None:
+                continue
+            offset, size, _ = index[chunk]
+            if ranges and ranges[-1][1] == offset and offset + size - ranges[-1][0] <= MAX_RUN_BYTES:
+                ranges[-1] = (ranges[-1][0], offset + size)
+            else:
+                ranges.append((offset, offset + size))
+        log.info("DCC610 random reads touched %d of %d chunk groups of %s: fetching the "
+                 "rest (%.1f MB compressed) in bulk", len(self._jumped_groups),
+                 -(-self.nchunks // self._group), self.key[1], self._total / 1e6)
+        self.obj.prefetch_in_turn(ranges, STORE_CONNECTIONS)
+
     def _quiet_chunk(self, chunk: int) -> None:
         try:
             self._chunk(chunk)
         except OSError as exc:  # readahead is a guess; the real read will report errors
             log.debug("readahead of chunk %d of %s failed: %s", chunk, self.key, exc)
 
-    def _plan_readahead(self, r0: int, r1: int, last_chunk: int) -> tuple[list[int], bool]:
+    def _plan_readahead(self, r0: int, r1: int, last_chunk: int) -> tuple[list[int], str]:
         """Chunks to fetch ahead: a window that doubles while reads stay sequential;
-        and whether they are needed now (fetched with the read's own chunks) or later.
+        and how the read relates to those before: ``FIRST`` (its chunks ahead are
+        needed now, fetched with its own), ``AHEAD`` (sequential, the window is
+        fetched in the background), ``NEAR`` (sequential, no window yet) or
+        ``JUMP`` (random).
 
         A run of reads counts as sequential only once it has covered ``STREAK_BYTES``:
         the kernel turns one page fault of a memory-mapped reader into several
@@ -301,14 +370,14 @@ class ChunkedRows:
             if self._next_row == -1 and self._total <= SMALL_DATASET:
                 self._next_row = r1
                 self._ahead_until = self.nchunks
-                return [c for c in range(self.nchunks) if c != last_chunk], True
+                return [c for c in range(self.nchunks) if c != last_chunk], FIRST
             if self._next_row == -1 and r0 == 0:
                 # after a read at the start the kernel reads about a MiB ahead, at once
                 # (np.load, or numpy reading the header before it maps the file): its
                 # chunks are needed now, in the same round trip
                 self._next_row = r1
                 upto = min(self.nchunks, -(-self._first_readahead_rows // self.rows_per_chunk))
-                return [c for c in range(upto) if c != last_chunk], True
+                return [c for c in range(upto) if c != last_chunk], FIRST
             # the kernel's parallel readahead may deliver reads slightly out of order
             # a run is the span [streak start, next row); the kernel reads its window
             # in parallel, so reads may land anywhere in it or a little beyond
@@ -320,14 +389,14 @@ class ChunkedRows:
                 self._window = 0
                 self._ahead_until = 0
                 self._streak_start = r0
-                return [], False
+                return [], JUMP
             if r1 - self._streak_start < self._streak_rows:
-                return [], False
+                return [], NEAR
             self._window = min(max(4, self._window * 2), self.MAX_WINDOW)
             start = max(last_chunk + 1, self._ahead_until)
             stop = min(self.nchunks, last_chunk + 1 + self._window)
             self._ahead_until = max(self._ahead_until, stop)
-            return list(range(start, stop)), False
+            return list(range(start, stop)), AHEAD
 
     # -- rows ---------------------------------------------------------------------
     def rows(self, r0: int, r1: int) -> np.ndarray:
@@ -337,12 +406,16 @@ class ChunkedRows:
         rpc = self.rows_per_chunk
         first, last = r0 // rpc, (r1 - 1) // rpc
         needed = list(range(first, last + 1))
-        ahead, urgent = self._plan_readahead(r0, r1, last)
-        if urgent:
+        ahead, relation = self._plan_readahead(r0, r1, last)
+        if relation == FIRST:
             self._fetch_runs(needed + ahead)
-        else:
+        elif relation == AHEAD:
             self._fetch_runs(needed)
             self._fetch_runs(ahead)
+        else:
+            self._fetch_runs(self._with_group(needed))
+            if relation == JUMP and self._note_jump(first):
+                self._sweep()
         self._prefetch(ahead)
         if len(needed) == 1:
             arrays = [self._chunk(first)]

@@ -23,14 +23,13 @@ from . import __version__
 from .block_cache import BlockCache
 from .chunks import DecodedCache, DecoderCache
 from .dcor_api import DcorApi, is_resource_id
-from .http_fetch import RangeFetcher, redact
+from .http_fetch import STORE_CONNECTIONS, RangeFetcher, redact
 from .resource import Dir, File, Node, Resource
 from .status import STATUS_XATTR
 
 log = logging.getLogger(__name__)
 
 NEGATIVE_TTL = 30.0
-STORE_CONNECTIONS = 4
 BLKSIZE = 1024 * 1024
 
 

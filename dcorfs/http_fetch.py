@@ -41,6 +41,11 @@ class RangeResult:
         self.etag = etag
 
 
+# connections to the object store opened at mount, and the most a bulk fetch uses at
+# once: enough to fill a long fat link, few enough to leave room for readers
+STORE_CONNECTIONS = 4
+
+
 def shared_adapter(pool_size: int = 32) -> requests.adapters.HTTPAdapter:
     """One connection pool for all threads: a connection one thread opened is reused
     by the next, so a cold read pays the TCP (and TLS) handshake once per host and

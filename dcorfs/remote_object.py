@@ -135,6 +135,28 @@ class RemoteObject:
         if runs:
             _in_background(self._fill_quietly, runs)
 
+    def prefetch_in_turn(self, ranges: list[tuple[int, int]], streams: int) -> None:
+        """Fetch the missing blocks of each range, ``streams`` requests at a time, in
+        order, in threads of their own.  A range is claimed only when its turn comes:
+        a reader that needs one before then fetches it itself, and the turn then
+        finds it cached instead of making the reader wait behind the rest."""
+        self.probe()
+        queue = iter(list(ranges))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    turn = next(queue, None)
+                if turn is None:
+                    return
+                runs = self.cache.claim(self.key, turn[0], min(turn[1], self.size))
+                if runs:
+                    self._fill_quietly(runs)
+
+        for _ in range(streams):
+            _in_background(work)
+
     def read(self, start: int, stop: int) -> bytes:
         self.probe()
         return self.cache.read(self.key, start, stop, self.size, self._fetch)

@@ -247,6 +247,95 @@ def test_root_lists_resolved_resources(server, mount):
     assert rid in os.listdir(mount.path)
 
 
+def test_random_read_brings_its_chunk_group_in_one_request(demo_server, demo_dir,
+                                                         fresh_mount):
+    import h5py
+
+    from dcorfs.chunks import MIN_FETCH_BYTES
+
+    rid = demo_server.ids["blood-cells/M001_data.rtdc"]
+    with h5py.File(demo_dir / "blood-cells" / "M001_data.rtdc", "r") as h5:
+        images = h5["events/image"]
+        rows_per_chunk, shape = images.chunks[0], images.shape
+        reference = npy_bytes(images[:])
+        stored: list[tuple[int, int]] = []
+        images.id.chunk_iter(lambda info: stored.append((info.byte_offset, info.size)))
+    # chunks are grouped from the first into runs of at least MIN_FETCH_BYTES on average
+    group = -(-MIN_FETCH_BYTES * len(stored) // sum(size for _, size in stored))
+    assert 1 < group < len(stored) // 4, "the demo's chunks must be smaller than a group"
+    # a group stored back to back, well past the chunks the kernel reads after the header
+    first = next(g for g in range(4 * group, len(stored) - 2 * group, group)
+                 if all(sum(stored[k - 1]) == stored[k][0] for k in range(g + 1, g + group)))
+    row = shape[1] * shape[2]
+    header = len(reference) - shape[0] * row
+    mnt = fresh_mount(demo_server.url)
+    fd = os.open(mnt.path / rid / "image.npy", os.O_RDONLY)
+    try:
+        os.pread(fd, 1, len(reference) - 1)  # metadata and the chunk index
+        demo_server.reset_stats()
+        # a few rows in: the kernel reads whole pages, which must not reach back into
+        # the chunk before
+        at = header + (first * rows_per_chunk + 8) * row
+        assert os.pread(fd, 1000, at) == reference[at:at + 1000]
+        seen = demo_server.stats()
+        assert seen["store_requests"] == 1, sorted(seen.items())
+        group_bytes = sum(size for _, size in stored[first:first + group])
+        assert group_bytes <= seen["store_bytes_resource"] < group_bytes + 2 * 64 * 1024
+        demo_server.reset_stats()
+        at = header + ((first + group - 1) * rows_per_chunk + 8) * row  # its last chunk
+        assert os.pread(fd, row, at) == reference[at:at + row]
+        assert demo_server.stats().get("store_requests", 0) == 0
+    finally:
+        os.close(fd)
+
+
+def test_wide_random_reads_fetch_the_rest_in_bulk(demo_server, demo_dir, fresh_mount):
+    import h5py
+
+    from dcorfs.chunks import MIN_FETCH_BYTES, SWEEP_MIN_GROUPS, SWEEP_SHARE
+
+    rid = demo_server.ids["blood-cells/M001_data.rtdc"]
+    with h5py.File(demo_dir / "blood-cells" / "M001_data.rtdc", "r") as h5:
+        images = h5["events/image"]
+        rows_per_chunk, shape = images.chunks[0], images.shape
+        reference = npy_bytes(images[:])
+        stored: list[int] = []
+        images.id.chunk_iter(lambda info: stored.append(info.size))
+    group = -(-MIN_FETCH_BYTES * len(stored) // sum(stored))
+    groups = -(-len(stored) // group)
+    jumps = max(SWEEP_MIN_GROUPS, int(np.ceil(SWEEP_SHARE * groups)))
+    assert jumps < groups - 2, "the demo's image dataset must have more groups"
+    row = shape[1] * shape[2]
+    header = len(reference) - shape[0] * row
+    # groups far apart, from the last backwards (the first ones come with the header)
+    picked = list(range(groups - 1, 0, -2))[:jumps]
+    assert len(picked) == jumps
+    mnt = fresh_mount(demo_server.url)
+    fd = os.open(mnt.path / rid / "image.npy", os.O_RDONLY)
+    try:
+        for n, g in enumerate(picked):
+            if n == jumps - 1:  # one short of the share: only the groups read so far
+                time.sleep(0.5)  # (a bulk fetch would be well on its way by now)
+                seen = demo_server.stats()["store_bytes_resource"]
+                read_so_far = sum(stored[k] for p in picked[:-1]
+                                  for k in range(p * group, min((p + 1) * group, len(stored))))
+                assert seen < read_so_far + 2 * 1024 ** 2, seen  # + head, tail, chunk index
+            at = header + (g * group * rows_per_chunk + 8) * row
+            assert os.pread(fd, 1000, at) == reference[at:at + 1000]
+    finally:
+        os.close(fd)
+    # the rest arrives in the background
+    give_up = time.monotonic() + 60
+    while demo_server.stats()["store_bytes_resource"] < sum(stored):
+        assert time.monotonic() < give_up, demo_server.stats()
+        time.sleep(0.2)
+    time.sleep(0.5)  # the last blocks are stored after the server sent them
+    demo_server.reset_stats()
+    assert (mnt.path / rid / "image.npy").read_bytes() == reference
+    assert demo_server.stats().get("store_requests", 0) == 0
+    assert "DCC610" in mnt.log_text()
+
+
 def test_one_mmapped_image_does_not_start_readahead(demo_server, demo_dir, fresh_mount):
     import h5py
 
@@ -260,7 +349,7 @@ def test_one_mmapped_image_does_not_start_readahead(demo_server, demo_dir, fresh
     image = np.array(np.load(mnt.path / rid / "image.npy", mmap_mode="r")[1000])
     assert image.shape == (80, 250)
     seen = demo_server.stats()
-    # the chunk holding event 1000; the first chunks, which the kernel reads ahead (about
+    # the chunk group holding event 1000; the first chunks, which the kernel reads ahead (about
     # 1 MiB) when numpy reads the header; and metadata: no readahead window of our own
     assert seen["store_bytes_resource"] < 4 * max(sizes) + 1024 * 1024, seen
 
