@@ -122,6 +122,21 @@ class BlockCache:
             self.misses += 1
         self._release(key, b0, b1)
 
+    def peek(self, key: str, start: int, stop: int) -> bytes | None:
+        """Bytes ``[start, stop)`` if all their blocks are cached, else None: for hints
+        about what to fetch next, so it fetches nothing and waits for nothing."""
+        if stop <= start:
+            return b""
+        bs = self.block_size
+        with self._lock:
+            parts = [self._lru.get((key, index), None)
+                     for index in range(start // bs, (stop - 1) // bs + 1)]
+        if any(part is None for part in parts):
+            return None
+        data = b"".join(parts)
+        head = start - start // bs * bs
+        return data[head:head + stop - start]
+
     def read(self, key: str, start: int, stop: int, size: int, fetch: Fetch) -> bytes:
         """Bytes ``[start, stop)`` of an object of ``size`` bytes, fetching what is missing."""
         stop = min(stop, size)

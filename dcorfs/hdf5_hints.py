@@ -1,18 +1,28 @@
-"""Guess where an HDF5 file's group tables live, from bytes already fetched.
+"""Guess where an HDF5 file's next structures live, from bytes already fetched.
 
 To look up ``events/deform`` HDF5 reads the group's B-tree node, then its local
 heap (the names), then a symbol-table node: one round trip each.  The B-tree node
 and the heap header usually sit in the first or last few hundred KiB of a file
 (``RemoteObject.probe`` reads both), and they name the other two.  Fetching those
-in one parallel wave turns two dependent round trips into one.  Only a hint: what
-is parsed here decides what to prefetch, never what is served.
+in one parallel wave turns two dependent round trips into one.
+
+Opening a dataset then reads its object header and the header's continuation
+block; reading its chunks first reads the chunk index below the index's root.
+The header names both the continuation and the root, so when the header and the
+root are in hand, the continuation and the index's next level can be fetched in
+one wave too.  Only hints: what is parsed here decides what to prefetch, never
+what is served.
 """
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 _UNDEFINED = 0xFFFFFFFFFFFFFFFF
+# bytes [start, stop) of the file if already in hand, else None
+Peek = Callable[[int, int], "bytes | None"]
+_CONTINUATION, _LAYOUT = 0x10, 0x08
+_MAX_BTREE_ENTRIES = 64  # HDF5's default: 2 x K, K = 32 for chunk indexes
 
 
 def group_table_addresses(data: bytes, file_size: int, max_children: int = 64) -> set[int]:
@@ -41,6 +51,55 @@ def group_table_addresses(data: bytes, file_size: int, max_children: int = 64) -
             if 0 < child < file_size and child != _UNDEFINED:
                 found.add(child)
     return found
+
+
+def object_header_hints(peek: Peek, address: int, file_size: int, index: bool = True
+                        ) -> dict[int, int]:
+    """Ranges (start -> length) that reading the dataset whose version-1 object header
+    is at ``address`` will need next: the header's continuation blocks, and (``index``)
+    the nodes one level below its chunk index's root (a version-1 B-tree)."""
+    found: dict[int, int] = {}
+    prefix = peek(address, address + 16)
+    if prefix is None or len(prefix) < 16 or prefix[0] != 1:
+        return found
+    areas = [(address + 16, struct.unpack_from("<I", prefix, 8)[0])]
+    layout: tuple[int, int] | None = None
+    while areas and len(found) < 16:
+        start, length = areas.pop()
+        data = peek(start, start + length) if 0 < start < file_size else None
+        at = 0
+        while data is not None and at + 8 <= len(data):
+            kind, size = struct.unpack_from("<HH", data, at)
+            body = data[at + 8:at + 8 + size]
+            if kind == _CONTINUATION and len(body) >= 16:
+                block, block_length = struct.unpack_from("<QQ", body)
+                if 0 < block < file_size and block not in found:
+                    found[block] = block_length
+                    areas.append((block, block_length))
+            elif kind == _LAYOUT and len(body) >= 11 and body[0] == 3 and body[1] == 2:
+                layout = body[2], struct.unpack_from("<Q", body, 3)[0]  # chunked, v3
+            at += 8 + size
+    if index and layout is not None:
+        found.update(_chunk_index_children(peek, *layout, file_size))
+    return found
+
+
+def _chunk_index_children(peek: Peek, dimensions: int, root: int, file_size: int
+                          ) -> dict[int, int]:
+    """The nodes below a chunk index's root, if the root is in hand and has a level
+    below it (a root of level 0 lists the chunks themselves)."""
+    key = 8 + 8 * dimensions  # chunk size, filter mask, an offset per dimension
+    node = 24 + _MAX_BTREE_ENTRIES * (key + 8) + key
+    head = peek(root, root + 24) if 0 < root < file_size else None
+    if head is None or len(head) < 24 or head[:5] != b"TREE\x01" or head[5] == 0:
+        return {}
+    entries = min(struct.unpack_from("<H", head, 6)[0], _MAX_BTREE_ENTRIES)
+    data = peek(root, root + 24 + entries * (key + 8))
+    if data is None:
+        return {}
+    children = (struct.unpack_from("<Q", data, 24 + i * (key + 8) + key)[0]
+                for i in range(entries))
+    return {child: node for child in children if 0 < child < file_size}
 
 
 def find_all(data: bytes, signature: bytes) -> Iterator[int]:

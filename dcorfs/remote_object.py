@@ -157,6 +157,10 @@ class RemoteObject:
         for _ in range(streams):
             _in_background(work)
 
+    def peek(self, start: int, stop: int) -> bytes | None:
+        """Bytes already in the cache, or None (``BlockCache.peek``)."""
+        return self.cache.peek(self.key, start, min(stop, self.size))
+
     def read(self, start: int, stop: int) -> bytes:
         self.probe()
         return self.cache.read(self.key, start, stop, self.size, self._fetch)

@@ -27,7 +27,7 @@ from . import deadline
 from .block_cache import BlockCache
 from .chunks import ChunkDecodeError, ChunkedRows, ContiguousRows, DecodedCache, DecoderCache
 from .dcor_api import DcorApi
-from .hdf5_hints import group_table_addresses
+from .hdf5_hints import group_table_addresses, object_header_hints
 from .http_fetch import RangeFetcher
 from .remote_object import RemoteFile, RemoteObject
 from .views import BytesView, LazyBytesView, NpyView, RemoteBytesView, View
@@ -146,6 +146,23 @@ class Basin:
         for address in sorted(hints):
             self.pool.submit(_quiet_read, self.obj, address, address + 1)
 
+    def _prefetch_dataset_structures(self, group: h5py.Group, name: str,
+                                     index: bool) -> None:
+        """Start fetching, in one wave, what opening and reading the dataset will need
+        next: its header's continuation block and (``index``) the level below its
+        chunk index's root.  h5py would read them one after the other, a round trip
+        each."""
+        info = group.id.links.get_info(name.encode())
+        if info.type != h5py.h5l.TYPE_HARD:
+            return
+        # h5py is about to read the header: wait for it here (it may still be on its way
+        # with the probe's head), then look at what it names
+        self.obj.read(info.u, info.u + 512)
+        hints = object_header_hints(self.obj.peek, info.u, self.obj.size, index)
+        log.debug("dataset %s: prefetching %s", name, sorted(hints.items()))
+        for start, length in sorted(hints.items()):
+            self.pool.submit(_quiet_read, self.obj, start, start + length)
+
     def prefetch_headers(self) -> None:
         """Fetch every feature's object header in one parallel wave.
 
@@ -185,13 +202,16 @@ class Basin:
         h5 = self.h5  # DCOR leaves out "features" when it could not read the artifact
         return sorted(h5["events"].keys()) if h5 is not None and "events" in h5 else []
 
-    def locate(self, feature: str) -> Any:
-        """The h5py object holding ``feature`` here, a (dataset, basinmap) pair, or None."""
+    def locate(self, feature: str, prefetch_index: bool = True) -> Any:
+        """The h5py object holding ``feature`` here, a (dataset, basinmap) pair, or None.
+        ``prefetch_index``: the dataset's chunks are likely to be read (not only its
+        shape, for a listing)."""
         h5 = self.h5
         if h5 is None:
             return None
         events = h5.get("events")
         if events is not None and feature in events:
+            self._prefetch_dataset_structures(events, feature, prefetch_index)
             return events[feature]
         for spec in _internal_basins(h5):
             if feature in (spec.get("features") or []) and spec.get("format") == "h5dataset":
@@ -254,6 +274,7 @@ class Resource:
         self._last_refresh = 0.0
         self._metadata: concurrent.futures.Future | None = None
         self._listing_prepared = False
+        self._listing_started = False
         self.root = Dir(self._root_entries)
 
     # -- basins --------------------------------------------------------------------
@@ -300,6 +321,7 @@ class Resource:
         """Before a folder listing is stat'ed entry by entry: open every basin and fetch
         all headers in parallel, a few round trips instead of one per entry.  Once it
         has worked, later listings find everything cached and skip it."""
+        self._listing_started = True
         if self._listing_prepared:
             return
         futures = [self.pool.submit(deadline.bind(basin.prefetch_headers))
@@ -332,7 +354,8 @@ class Resource:
             if feature not in basin.features:
                 continue
             try:
-                found = basin.locate(feature)
+                # a listing stats every file, reading none: no chunk indexes for it
+                found = basin.locate(feature, prefetch_index=not self._listing_started)
             except OSError as exc:
                 raise basin.error_from(exc) from None
             if found is not None:
