@@ -341,9 +341,10 @@ class ChunkedRows:
                 ranges[-1] = (ranges[-1][0], offset + size)
             else:
                 ranges.append((offset, offset + size))
-        log.info("DCC610 random reads touched %d of %d chunk groups of %s: fetching the "
-                 "rest (%.1f MB compressed) in bulk", len(self._jumped_groups),
-                 -(-self.nchunks // self._group), self.key[1], self._total / 1e6)
+        log.info("DCC610 random reads jumped into %d of %d chunk groups of %s: fetching "
+                 "the rest in bulk (at most %.1f MB)", len(self._jumped_groups),
+                 -(-self.nchunks // self._group), self.key[1],
+                 sum(stop - start for start, stop in ranges) / 1e6)
         self.obj.prefetch_in_turn(ranges, STORE_CONNECTIONS)
 
     def _quiet_chunk(self, chunk: int) -> None:
