@@ -8,6 +8,7 @@ import socket
 import stat
 import time
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -137,21 +138,34 @@ def test_cold_read_fetches_no_block_twice(demo_server, fresh_mount):
     assert demo_server.stats().get("store_bytes", 0) == 0  # warm: all from cache
 
 
-def test_two_chunks_under_one_read_come_in_one_request(demo_server, demo_dir, fresh_mount):
+class _ImageLayout(NamedTuple):
+    """The demo's blood-cell image dataset as stored, and as the mount must serve it."""
+    rows_per_chunk: int
+    row: int  # bytes per image
+    header: int  # bytes of .npy header before the first image
+    reference: bytes  # the whole image.npy
+    stored: list[tuple[int, int]]  # (file offset, size) of each chunk
+
+
+def _image_layout(demo_dir) -> _ImageLayout:
     import h5py
 
-    rid = demo_server.ids["blood-cells/M001_data.rtdc"]
     with h5py.File(demo_dir / "blood-cells" / "M001_data.rtdc", "r") as h5:
         images = h5["events/image"]
-        rows_per_chunk, shape = images.chunks[0], images.shape
         reference = npy_bytes(images[:])
         stored: list[tuple[int, int]] = []
         images.id.chunk_iter(lambda info: stored.append((info.byte_offset, info.size)))
+        row = images.shape[1] * images.shape[2]
+        return _ImageLayout(images.chunks[0], row, len(reference) - images.shape[0] * row,
+                            reference, stored)
+
+
+def test_two_chunks_under_one_read_come_in_one_request(demo_server, demo_dir, fresh_mount):
+    rid = demo_server.ids["blood-cells/M001_data.rtdc"]
+    rows_per_chunk, row, header, reference, stored = _image_layout(demo_dir)
     # two chunks stored back to back, far from the start (whose first read brings the
     # first chunks) and from chunk 40 (read first, for the metadata)
     second = next(k for k in range(10, 35) if sum(stored[k - 1]) == stored[k][0])
-    row = shape[1] * shape[2]
-    header = len(reference) - shape[0] * row
     # the kernel asks in aligned 128 KiB pieces: one piece across the edge between them
     edge = header + second * rows_per_chunk * row
     start = edge // (128 * 1024) * 128 * 1024
@@ -249,25 +263,16 @@ def test_root_lists_resolved_resources(server, mount):
 
 def test_random_read_brings_its_chunk_group_in_one_request(demo_server, demo_dir,
                                                          fresh_mount):
-    import h5py
-
     from dcorfs.chunks import MIN_FETCH_BYTES
 
     rid = demo_server.ids["blood-cells/M001_data.rtdc"]
-    with h5py.File(demo_dir / "blood-cells" / "M001_data.rtdc", "r") as h5:
-        images = h5["events/image"]
-        rows_per_chunk, shape = images.chunks[0], images.shape
-        reference = npy_bytes(images[:])
-        stored: list[tuple[int, int]] = []
-        images.id.chunk_iter(lambda info: stored.append((info.byte_offset, info.size)))
+    rows_per_chunk, row, header, reference, stored = _image_layout(demo_dir)
     # chunks are grouped from the first into runs of at least MIN_FETCH_BYTES on average
     group = -(-MIN_FETCH_BYTES * len(stored) // sum(size for _, size in stored))
     assert 1 < group < len(stored) // 4, "the demo's chunks must be smaller than a group"
     # a group stored back to back, well past the chunks the kernel reads after the header
     first = next(g for g in range(4 * group, len(stored) - 2 * group, group)
                  if all(sum(stored[k - 1]) == stored[k][0] for k in range(g + 1, g + group)))
-    row = shape[1] * shape[2]
-    header = len(reference) - shape[0] * row
     mnt = fresh_mount(demo_server.url)
     fd = os.open(mnt.path / rid / "image.npy", os.O_RDONLY)
     try:
@@ -290,23 +295,15 @@ def test_random_read_brings_its_chunk_group_in_one_request(demo_server, demo_dir
 
 
 def test_wide_random_reads_fetch_the_rest_in_bulk(demo_server, demo_dir, fresh_mount):
-    import h5py
-
     from dcorfs.chunks import MIN_FETCH_BYTES, SWEEP_MIN_GROUPS, SWEEP_SHARE
 
     rid = demo_server.ids["blood-cells/M001_data.rtdc"]
-    with h5py.File(demo_dir / "blood-cells" / "M001_data.rtdc", "r") as h5:
-        images = h5["events/image"]
-        rows_per_chunk, shape = images.chunks[0], images.shape
-        reference = npy_bytes(images[:])
-        stored: list[int] = []
-        images.id.chunk_iter(lambda info: stored.append(info.size))
+    rows_per_chunk, row, header, reference, layout = _image_layout(demo_dir)
+    stored = [size for _, size in layout]
     group = -(-MIN_FETCH_BYTES * len(stored) // sum(stored))
     groups = -(-len(stored) // group)
     jumps = max(SWEEP_MIN_GROUPS, int(np.ceil(SWEEP_SHARE * groups)))
     assert jumps < groups - 2, "the demo's image dataset must have more groups"
-    row = shape[1] * shape[2]
-    header = len(reference) - shape[0] * row
     # groups far apart, from the last backwards (the first ones come with the header)
     picked = list(range(groups - 1, 0, -2))[:jumps]
     assert len(picked) == jumps
