@@ -181,6 +181,49 @@ def test_each_fault_alone(fault, fault_server, references, fresh_mount):
 
 
 @pytest.mark.timeout(300)
+def test_bulk_fetch_under_faults_caches_only_exact_bytes(fault_server, references,
+                                                         fresh_mount):
+    """Wide random reads start a bulk fetch of the image dataset (a cache big enough
+    for it); with every fault on, reads are exact or EIO, and what the bulk fetch left
+    in the cache is exact once the faults are off."""
+    rid = fault_server.ids["cells/M001_data.rtdc"]
+    mnt = fresh_mount(fault_server.url, extra=["-o", "direct_io", "--timeout", "3",
+                                               "--op-timeout", "20"])
+    reference = references["image.npy"]
+    rng = random.Random(7)
+    outcomes = {"exact": 0, "errno EIO": 0}
+    fd = os.open(mnt.path / rid / "image.npy", os.O_RDONLY)
+    try:
+        set_faults(fault_server, error_rate=0.1, reset_rate=0.1, truncate_rate=0.1,
+                   wrong_range_rate=0.1, retry_after=0.05, seed=7)
+        for _ in range(40):
+            offset = rng.randrange(0, len(reference) - 1000)
+            try:
+                got = os.pread(fd, 1000, offset)
+            except OSError as exc:
+                assert exc.errno == errno.EIO
+                outcomes["errno EIO"] += 1
+                continue
+            assert got == reference[offset:offset + 1000]
+            outcomes["exact"] += 1
+        # the bulk fetch runs on in the background, still under faults
+        time.sleep(3)
+        seen = fault_server.stats()
+        set_faults(fault_server)
+        injected = {k: v for k, v in seen.items() if k.startswith("fault_")}
+        print(f"\nbulk under faults: {outcomes}, injected {injected}, store requests "
+              f"{seen.get('store_requests')}")
+        assert outcomes["exact"] >= 36
+        assert sum(injected.values()) > 0
+        assert "DCC610" in mnt.log_text()
+        for offset in range(0, len(reference), 1024 ** 2):
+            assert os.pread(fd, 1024 ** 2, offset) == reference[offset:offset + 1024 ** 2]
+    finally:
+        set_faults(fault_server)
+        os.close(fd)
+
+
+@pytest.mark.timeout(300)
 def test_stalled_server_fails_within_the_deadline(fault_server, references, fresh_mount):
     rid = fault_server.ids["cells/M001_data.rtdc"]
     mnt = fresh_mount(fault_server.url, extra=["-o", "direct_io", "--cache-size", "8M",
