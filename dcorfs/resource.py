@@ -181,10 +181,12 @@ class Basin:
             info = events.id.links.get_info(name.encode())
             if info.type == h5py.h5l.TYPE_HARD:
                 addresses.add(info.u)
-        futures = [self.pool.submit(deadline.bind(self.obj.read), addr, addr + 1024)
-                   for addr in sorted(addresses) if 0 <= addr < self.obj.size]
-        for future in futures:
-            future.result(timeout=deadline.remaining(3600.0))
+        # headers in blocks still on their way with the probe's head are waited for by
+        # the listing's stats; only the others are fetched, each run in a thread of
+        # its own, so none waits behind the head in the pool
+        for address in sorted(addresses):
+            if 0 <= address < self.obj.size:
+                self.obj.prefetch(address, address + 1024)
 
     def error_from(self, exc: BaseException) -> OSError:
         """The errno-carrying error behind an h5py failure."""
