@@ -144,7 +144,7 @@ class Basin:
         for data in self.obj.probed:
             hints |= group_table_addresses(data, self.obj.size)
         for address in sorted(hints):
-            self.pool.submit(_quiet_read, self.obj, address, address + 1)
+            self.obj.prefetch(address, address + 1)
 
     def _prefetch_dataset_structures(self, group: h5py.Group, name: str,
                                      index: bool) -> None:
@@ -161,7 +161,7 @@ class Basin:
         hints = object_header_hints(self.obj.peek, info.u, self.obj.size, index)
         log.debug("dataset %s: prefetching %s", name, sorted(hints.items()))
         for start, length in sorted(hints.items()):
-            self.pool.submit(_quiet_read, self.obj, start, start + length)
+            self.obj.prefetch(start, start + length)
 
     def prefetch_headers(self) -> None:
         """Fetch every feature's object header in one parallel wave.
@@ -467,13 +467,6 @@ def table_array(content: list) -> np.ndarray:
     for i, name in enumerate(names):
         out[name] = data[:, i]
     return out
-
-
-def _quiet_read(obj: RemoteObject, start: int, stop: int) -> None:
-    try:
-        obj.read(start, stop)
-    except OSError as exc:  # only a prefetch: the reader that needs it reports errors
-        log.debug("prefetch %d-%d of %s failed: %s", start, stop, obj.key, exc)
 
 
 def _passthrough(obj: RemoteObject) -> RemoteBytesView:
