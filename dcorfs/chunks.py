@@ -288,23 +288,24 @@ class ChunkedRows:
         readers and decoders of those chunks wait for that request instead of making
         their own.  Single chunks are left to their readers.
         """
+        for start, stop, count in self._runs(chunks):
+            if count > 1:
+                self.obj.prefetch(start, stop)
+
+    def _runs(self, chunks) -> list[tuple[int, int, int]]:
+        """(start, stop, chunks) of each run of back-to-back chunks among ``chunks``
+        not yet decoded, each run at most ``MAX_RUN_BYTES`` long."""
         index = self.index
         wanted = sorted(c for c in set(chunks) if c in index
                         and self.decoded.get(self.key + (c,)) is None)
-        runs: list[list[int]] = []
+        runs: list[tuple[int, int, int]] = []
         for chunk in wanted:
             offset, size, _ = index[chunk]
-            if runs:
-                run = runs[-1]
-                end = index[run[-1]][0] + index[run[-1]][1]
-                if end == offset and offset + size - index[run[0]][0] <= MAX_RUN_BYTES:
-                    run.append(chunk)
-                    continue
-            runs.append([chunk])
-        for run in runs:
-            if len(run) > 1:
-                last = index[run[-1]]
-                self.obj.prefetch(index[run[0]][0], last[0] + last[1])
+            if runs and runs[-1][1] == offset and offset + size - runs[-1][0] <= MAX_RUN_BYTES:
+                runs[-1] = (runs[-1][0], offset + size, runs[-1][2] + 1)
+            else:
+                runs.append((offset, offset + size, 1))
+        return runs
 
     def _with_group(self, chunks: list[int]) -> list[int]:
         """``chunks`` and the rest of each one's aligned group."""
@@ -331,16 +332,7 @@ class ChunkedRows:
 
     def _sweep(self) -> None:
         """Fetch every chunk not yet decoded, in runs of back-to-back chunks."""
-        index = self.index
-        ranges: list[tuple[int, int]] = []
-        for chunk in sorted(index):
-            if self.decoded.get(self.key + (chunk,)) is not None:
-                continue
-            offset, size, _ = index[chunk]
-            if ranges and ranges[-1][1] == offset and offset + size - ranges[-1][0] <= MAX_RUN_BYTES:
-                ranges[-1] = (ranges[-1][0], offset + size)
-            else:
-                ranges.append((offset, offset + size))
+        ranges = [(start, stop) for start, stop, _ in self._runs(self.index)]
         log.info("DCC610 random reads jumped into %d of %d chunk groups of %s: fetching "
                  "the rest in bulk (at most %.1f MB)", len(self._jumped_groups),
                  -(-self.nchunks // self._group), self.key[1],

@@ -31,6 +31,19 @@ STREAM_PIECE = 128 * 1024  # bytes handed to a sink at a time
 Sink = Callable[[bytes], None]
 
 
+class CountingSink:
+    """A sink that counts what it handed on: a retry, or a retry after a refreshed URL,
+    then asks only for the bytes not yet delivered."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.delivered = 0
+
+    def __call__(self, piece: bytes) -> None:
+        self.sink(piece)
+        self.delivered += len(piece)
+
+
 class RangeResult:
     __slots__ = ("data", "start", "total", "etag")
 
@@ -103,31 +116,25 @@ class RangeFetcher:
             raise OSError(errno.EINVAL, f"empty range {start}-{stop}")
         if sink is not None and start < 0:
             raise ValueError("a tail read cannot be streamed")
-        delivered = 0
-
-        def counted(piece: bytes) -> None:
-            nonlocal delivered
-            sink(piece)
-            delivered += len(piece)
-
+        counted = None if sink is None else CountingSink(sink)
         last_error: OSError | None = None
         wait_next = 0.0
         for attempt in range(self.retries + 1):
             if attempt:
                 delay = wait_next or self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
                 time.sleep(min(delay, deadline.remaining(delay)))
+            resume = start + (0 if counted is None else counted.delivered)
             try:
-                if sink is None:
+                if counted is None:
                     return self._fetch_once(url, start, stop, None)
-                result = self._fetch_once(url, start + delivered, stop, counted)
+                result = self._fetch_once(url, resume, stop, counted)
                 result.start = start
                 return result
             except _Retryable as exc:
                 last_error = OSError(errno.EIO, str(exc))
                 wait_next = exc.retry_after
                 log.warning("DCF301 range %d-%d of %s failed (%s), attempt %d/%d",
-                            start + delivered, stop, redact(url), exc, attempt + 1,
-                            self.retries + 1)
+                            resume, stop, redact(url), exc, attempt + 1, self.retries + 1)
         assert last_error is not None
         raise last_error
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .block_cache import BlockCache
-from .http_fetch import RangeFetcher, RangeResult, Sink, redact
+from .http_fetch import CountingSink, RangeFetcher, RangeResult, Sink, redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,14 +64,7 @@ class RemoteObject:
         if self.expires_at is not None and time.time() >= self.expires_at and self.refresh:
             log.info("DCR401 presigned URL for %s is about to expire, refreshing", self.key)
             self.refresh()
-        delivered = 0
-
-        def counted(piece: bytes) -> None:
-            nonlocal delivered
-            sink(piece)
-            delivered += len(piece)
-
-        streamed = None if sink is None else counted
+        streamed = None if sink is None else CountingSink(sink)
         try:
             result = self.fetcher.fetch(self.url, start, stop, streamed)
         except OSError as exc:
@@ -79,7 +72,8 @@ class RemoteObject:
                 raise
             log.info("DCR402 %s answered 403, refreshing its presigned URL", redact(self.url))
             self.refresh()
-            result = self.fetcher.fetch(self.url, start + delivered, stop, streamed)
+            resume = start + (0 if streamed is None else streamed.delivered)
+            result = self.fetcher.fetch(self.url, resume, stop, streamed)
         if result.total >= 0:
             if self.size >= 0 and result.total != self.size:
                 raise OSError(errno.EIO, f"{self.key} changed size from {self.size} to "
