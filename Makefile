@@ -31,7 +31,7 @@ test: setup
 
 bench: setup
 	@$(PY) -m dcorfs doctor
-	$(PY) -m dcorfs.bench
+	$(PY) bench/bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,7 +1,9 @@
-"""Command line: ``dcorfs mount | unmount | serve | demo-data``.
+"""Command line: ``dcorfs mount | unmount | serve | demo | demo-data | doctor``.
 
 The token is read from ``DCOR_API_TOKEN`` or ``--token-file`` only, never from an
-argument value (it would show in ``ps`` and in shell history).
+argument value (it would show in ``ps`` and in shell history).  ``dcorfs SOURCE
+MOUNTPOINT -o OPTIONS``, the form ``mount -t fuse.dcorfs`` and ``/etc/fstab`` use
+(through mount.fuse3), is translated into ``dcorfs mount`` (``mount_helper_argv``).
 """
 from __future__ import annotations
 
@@ -10,13 +12,14 @@ import logging
 import os
 import pathlib
 import re
-import shutil
 import stat
 import subprocess
 import sys
-import time
 
-from . import __version__
+from . import __version__, paths
+from .io.http import check_plain_http
+from .mount.fusermount import fuse_problem, unmount
+from .processes import dcorfs_argv, wait_for
 
 log = logging.getLogger("dcorfs")
 
@@ -32,8 +35,7 @@ def parse_size(text: str) -> int:
 
 
 def default_token_file() -> pathlib.Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return pathlib.Path(base) / "dcorfs" / "token"
+    return paths.config_dir() / "token"
 
 
 def read_token(token_file: str | None) -> str:
@@ -68,21 +70,6 @@ def normalise_host(host: str) -> str:
     return host
 
 
-def fuse_problem() -> str | None:
-    """Why FUSE cannot work here, with what to install, or None if it can."""
-    if not os.path.exists("/dev/fuse"):
-        return ("/dev/fuse is missing: load the module (sudo modprobe fuse) or, in a container, "
-                "start it with --device /dev/fuse --cap-add SYS_ADMIN")
-    if not (shutil.which("fusermount3") or shutil.which("fusermount")):
-        return "fusermount3 is missing: install FUSE 3 (Debian/Ubuntu: sudo apt-get install fuse3)"
-    try:
-        import mfusepy  # noqa: F401
-    except (ImportError, OSError) as exc:
-        return (f"the FUSE library cannot be loaded ({exc}): install libfuse3 "
-                f"(Debian/Ubuntu: sudo apt-get install fuse3)")
-    return None
-
-
 def setup_logging(verbosity: int, log_file: str | None = None) -> None:
     level = logging.WARNING - 10 * verbosity
     handler: logging.Handler = (logging.FileHandler(log_file) if log_file
@@ -111,18 +98,17 @@ def cmd_mount(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     host = normalise_host(args.host)
-    from .dcor_api import is_loopback
-
-    if host.startswith("http://") and not (args.allow_insecure_http or is_loopback(host)):
-        print(f"dcorfs: refusing plain http to {host}: the API token would cross the network "
-              f"unencrypted; use https, or --allow-insecure-http if you must", file=sys.stderr)
+    try:
+        check_plain_http(host, args.allow_insecure_http)
+    except OSError as exc:
+        print(f"dcorfs: {exc.strerror}", file=sys.stderr)
         return 2
     token = read_token(args.token_file)
     if not args.foreground:
         return _mount_in_background(args, mountpoint)
     setup_logging(args.verbose, args.log_file)
-    from .fuse_adapter import run_mount
-    from .filesystem import FsConfig
+    from .mount.filesystem import FsConfig
+    from .mount.fuse_adapter import run_mount
 
     config = FsConfig(host=host, token=token, cache_bytes=args.cache_size,
                       allow_http=args.allow_insecure_http, timeout=args.timeout,
@@ -134,40 +120,44 @@ def _mount_in_background(args: argparse.Namespace, mountpoint: pathlib.Path) -> 
     """Start ``mount --foreground`` detached and wait until the mount is live.
 
     Forking after threads exist (HTTP pools) is unsafe, so instead of letting libfuse
-    daemonise we start a fresh process and watch it.
+    daemonise we start a fresh process and watch it.  It runs in ``/``, so that it
+    holds no folder busy and cannot import a ``dcorfs`` folder from the caller's
+    working directory, and its stderr goes to the log: a failure before logging
+    starts (an import error, say) is there too, and is shown here.
     """
-    log_file = args.log_file or str(_default_log_path(mountpoint))
-    argv = [sys.executable, "-m", "dcorfs", "mount", str(mountpoint), "--foreground",
-            "--host", args.host, "--cache-size", str(args.cache_size), "--log-file", log_file,
-            "--timeout", str(args.timeout), "--op-timeout", str(args.op_timeout),
-            "--max-open-resources", str(args.max_open_resources)] + ["-v"] * args.verbose
+    log_file = pathlib.Path(args.log_file or _default_log_path(mountpoint)).resolve()
+    argv = dcorfs_argv("mount", mountpoint, "--foreground", "--host", args.host,
+                       "--cache-size", args.cache_size, "--log-file", log_file,
+                       "--timeout", args.timeout, "--op-timeout", args.op_timeout,
+                       "--max-open-resources", args.max_open_resources,
+                       *["-v"] * args.verbose)
     if args.token_file:
-        argv += ["--token-file", args.token_file]
+        argv += ["--token-file", str(pathlib.Path(args.token_file).expanduser().resolve())]
     if args.allow_insecure_http:
         argv.append("--allow-insecure-http")
     for opt in args.fuse_options:
         argv += ["-o", opt]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if os.path.ismount(mountpoint):
-            print(f"dcorfs: mounted {args.host} at {mountpoint} (log: {log_file})")
-            return 0
-        if proc.poll() is not None:
-            print(f"dcorfs: mount failed (exit {proc.returncode}); see {log_file}", file=sys.stderr)
-            return 1
-        time.sleep(0.1)
-    proc.terminate()
-    print(f"dcorfs: mount did not come up within 30 s; see {log_file}", file=sys.stderr)
-    return 1
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    start = log_file.stat().st_size if log_file.exists() else 0
+    with log_file.open("ab") as log_out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_out, stderr=log_out,
+                                cwd="/", start_new_session=True)
+    try:
+        wait_for(lambda: os.path.ismount(mountpoint), proc, "the mount process", 30)
+    except RuntimeError as exc:
+        if proc.poll() is None:
+            proc.terminate()
+        said = log_file.read_bytes()[start:].decode(errors="replace").strip()
+        print(f"dcorfs: mount failed: {exc}\n{said[-3000:] or '(it wrote nothing)'}\n"
+              f"(log: {log_file})", file=sys.stderr)
+        return 1
+    print(f"dcorfs: mounted {args.host} at {mountpoint} (log: {log_file})")
+    return 0
 
 
 def _default_log_path(mountpoint: pathlib.Path) -> pathlib.Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    folder = pathlib.Path(base) / "dcorfs"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / (re.sub(r"[^A-Za-z0-9]+", "_", str(mountpoint)).strip("_") + ".log")
+    name = re.sub(r"[^A-Za-z0-9]+", "_", str(mountpoint)).strip("_") or "root"
+    return paths.state_dir() / f"{name}.log"
 
 
 def cmd_unmount(args: argparse.Namespace) -> int:
@@ -175,9 +165,11 @@ def cmd_unmount(args: argparse.Namespace) -> int:
     if not os.path.ismount(mountpoint):
         print(f"dcorfs: {mountpoint} is not mounted", file=sys.stderr)
         return 1
-    tool = shutil.which("fusermount3") or shutil.which("fusermount")
-    cmd = [tool, "-u"] + (["-z"] if args.lazy else []) + [mountpoint] if tool else ["umount", mountpoint]
-    return subprocess.call(cmd)
+    done = unmount(mountpoint, lazy=args.lazy)
+    if done.returncode:
+        print(f"dcorfs: cannot unmount {mountpoint}: {done.stderr.strip()} "
+              f"(files still open? try --lazy)", file=sys.stderr)
+    return done.returncode
 
 
 # -- serve --------------------------------------------------------------------------
@@ -187,7 +179,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     return server.run(pathlib.Path(args.data_dir), host=args.bind, port=args.port,
                       store_port=args.store_port,
-                      cache_dir=pathlib.Path(args.cache_dir) if args.cache_dir else server.default_cache_dir(),
+                      cache_dir=pathlib.Path(args.cache_dir) if args.cache_dir else paths.cache_dir() / "serve",
                       private=args.private, token_file=pathlib.Path(args.token_file) if args.token_file else None,
                       latency_ms=args.latency_ms, bandwidth_mbs=args.bandwidth_mbs,
                       presign_ttl=args.presign_ttl, list_only=args.list, faults=args.faults)
@@ -206,9 +198,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     from . import demo
 
-    workdir = pathlib.Path(args.workdir).expanduser() if args.workdir else (
-        pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
-        / "dcorfs" / "demo")
+    workdir = (pathlib.Path(args.workdir).expanduser() if args.workdir
+               else paths.cache_dir() / "demo")
     workdir.mkdir(parents=True, exist_ok=True)
     return demo.run(workdir, events=args.events, latency_ms=args.latency_ms,
                     bandwidth_mbs=args.bandwidth_mbs)
@@ -334,6 +325,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the mount-helper form: ``dcorfs SOURCE MOUNTPOINT -o OPTIONS`` (mount.fuse3, fstab)
+COMMANDS = {"mount", "unmount", "serve", "demo", "demo-data", "doctor"}
+HELPER_VALUES = {"host": "--host", "cache_size": "--cache-size", "token_file": "--token-file",
+                 "timeout": "--timeout", "op_timeout": "--op-timeout",
+                 "max_open_resources": "--max-open-resources", "log_file": "--log-file"}
+HELPER_FLAGS = {"allow_insecure_http": "--allow-insecure-http", "foreground": "--foreground"}
+# mount(8)'s own options; dcorfs is always read-only, so rw and ro change nothing
+HELPER_IGNORED = {"rw", "ro", "defaults", "auto", "noauto", "user", "nouser", "users",
+                  "owner", "group", "_netdev", "nofail", "comment"}
+
+
+def mount_helper_argv(argv: list[str]) -> list[str] | None:
+    """``SOURCE MOUNTPOINT [-o OPTIONS]...`` as ``dcorfs mount`` arguments, or None when
+    ``argv`` is not in that form.  SOURCE is the host (``dcorfs`` or ``none`` for the
+    default, or ``host=`` among the options); dcorfs's own options are written with
+    underscores (``cache_size=2G``); every other option goes to FUSE."""
+    if len(argv) < 2 or argv[0] in COMMANDS or argv[0].startswith("-"):
+        return None
+    source, mountpoint, rest = argv[0], argv[1], list(argv[2:])
+    out = ["mount", mountpoint]
+    if source not in ("dcorfs", "none", ""):
+        out += ["--host", source]
+    fuse: list[str] = []
+    while rest:
+        arg = rest.pop(0)
+        if arg == "-o" and rest:
+            options = rest.pop(0)
+        elif arg.startswith("-o") and len(arg) > 2:
+            options = arg[2:]
+        elif arg in ("-f", "-v", "-vv"):
+            out.append({"-f": "--foreground"}.get(arg, arg))
+            continue
+        else:
+            raise SystemExit(f"dcorfs: unexpected argument {arg!r}; the mount-helper form is "
+                             f"dcorfs SOURCE MOUNTPOINT -o OPTIONS")
+        for item in filter(None, (o.strip() for o in options.split(","))):
+            key, sep, value = item.partition("=")
+            if key in HELPER_VALUES and sep:
+                out += [HELPER_VALUES[key], value]
+            elif key in HELPER_FLAGS and not sep:
+                out.append(HELPER_FLAGS[key])
+            elif key in HELPER_VALUES or key in HELPER_FLAGS:
+                raise SystemExit(f"dcorfs: option {key} needs "
+                                 f"{'a value' if key in HELPER_VALUES else 'no value'}")
+            elif key.startswith("x-") or key in HELPER_IGNORED:
+                continue
+            else:
+                fuse.append(item)
+    if fuse:
+        out += ["-o", ",".join(fuse)]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = mount_helper_argv(argv) or argv
     args = build_parser().parse_args(argv)
     return args.func(args)

@@ -19,25 +19,14 @@ import time
 import numpy as np
 import requests
 
-from .cli import fuse_problem
+from .mount.fusermount import fuse_problem, unmount
+from .mount.status import wait_until_warm
+from .processes import api_answers, dcorfs_argv, stop, wait_for
 from .server.ports import free_port
-from .status import wait_until_warm
 
 
 def _say(text: str) -> None:
     print(text, flush=True)
-
-
-def _wait_for(predicate, proc: subprocess.Popen, what: str, log: pathlib.Path,
-              timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            raise SystemExit(f"dcorfs demo: {what} exited with {proc.returncode}:\n"
-                             + log.read_text()[-2000:])
-        if time.monotonic() > deadline:
-            raise SystemExit(f"dcorfs demo: {what} did not start in {timeout:.0f} s; see {log}")
-        time.sleep(0.1)
 
 
 def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: float) -> int:
@@ -63,20 +52,15 @@ def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: fl
     serve_log = workdir / "serve.log"
     _say(f"2. starting the local DCOR at {url} (latency {latency_ms:g} ms, "
          f"bandwidth {bandwidth_mbs:g} MB/s) ...")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "dcorfs", "serve", str(data), "--port", str(port),
-         "--cache-dir", str(workdir / "serve-cache"), "--latency-ms", str(latency_ms),
-         "--bandwidth-mbs", str(bandwidth_mbs)],
-        stdout=serve_log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    with serve_log.open("w") as out:
+        server = subprocess.Popen(
+            dcorfs_argv("serve", data, "--port", port, "--cache-dir", workdir / "serve-cache",
+                        "--latency-ms", latency_ms, "--bandwidth-mbs", bandwidth_mbs),
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     mountpoint = pathlib.Path(tempfile.mkdtemp(prefix="dcorfs-demo-mnt-"))
     mount = None
     try:
-        def server_up() -> bool:
-            with contextlib.suppress(requests.RequestException):
-                return requests.get(f"{url}/api/3/action/status_show", timeout=2).ok
-            return False
-
-        _wait_for(server_up, server, "dcorfs serve", serve_log, 300)
+        wait_for(api_answers(url), server, "dcorfs serve", 300, serve_log, interval=0.1)
         found = requests.get(f"{url}/api/3/action/package_search", timeout=10).json()["result"]
         rid = next(r["id"] for p in found["results"] for r in p["resources"]
                    if r["name"] == "M001_data.rtdc")
@@ -85,9 +69,9 @@ def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: fl
         _say(f"3. mounting it at {mountpoint}")
         _say(f"   $ dcorfs mount {mountpoint} --host {url}")
         mount = subprocess.Popen(
-            [sys.executable, "-m", "dcorfs", "mount", str(mountpoint), "--host", url,
-             "--foreground", "--log-file", str(mount_log)], stdin=subprocess.DEVNULL)
-        _wait_for(lambda: os.path.ismount(mountpoint), mount, "dcorfs mount", mount_log, 30)
+            dcorfs_argv("mount", mountpoint, "--host", url, "--foreground",
+                        "--log-file", mount_log), stdin=subprocess.DEVNULL)
+        wait_for(lambda: os.path.ismount(mountpoint), mount, "dcorfs mount", 30, mount_log)
         warm = wait_until_warm(mountpoint)["warm_up"]
         _say(f"   mounted; connections to the API and the object store ({warm['store']}) "
              f"opened in the background in {warm['seconds']:.2f} s ({warm['state']})")
@@ -125,15 +109,15 @@ def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: fl
         deform = np.load(folder / "deform.npy")
         _say(f"\n   deform: mean {deform.mean():.4f}, first values {np.round(deform[:4], 4)}")
         _say("\n6. unmounting")
+    except RuntimeError as exc:
+        print(f"dcorfs demo: {exc}", file=sys.stderr)
+        return 1
     finally:
         if mount is not None:
-            subprocess.run([shutil.which("fusermount3") or shutil.which("fusermount") or "umount",
-                            "-u", str(mountpoint)], check=False)
+            unmount(mountpoint)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 mount.wait(timeout=20)
-        server.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.wait(timeout=20)
+        stop(server)
         with contextlib.suppress(OSError):
             mountpoint.rmdir()
     code = mount.returncode if mount is not None else 1

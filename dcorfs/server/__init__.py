@@ -1,13 +1,11 @@
 """``dcorfs serve``: a local DCOR-compatible server (API, object store, condensed files)."""
 from __future__ import annotations
 
+import json
 import logging
-import os
 import pathlib
 import signal
 import threading
-
-import json
 
 from .app import DcorServer, ServerConfig, read_or_create_token
 from .faults import Faults
@@ -15,11 +13,6 @@ from .catalog import Catalog
 from .link import Link
 
 log = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> pathlib.Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "dcorfs" / "serve"
 
 
 def run(data_dir: pathlib.Path, host: str, port: int, store_port: int, cache_dir: pathlib.Path,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
-import json
 import logging
 import math
 import os
@@ -224,6 +223,3 @@ class Catalog:
         return [{"id": r.id, "path": r.relpath, "private": self.is_private(r),
                  "condensed": r.condensed_path is not None, "size": r.size}
                 for r in self.resources.values()]
-
-    def summary_json(self) -> str:
-        return json.dumps(self.summary(), indent=1)

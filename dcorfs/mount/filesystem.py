@@ -19,12 +19,17 @@ import stat
 import threading
 import time
 
-from . import __version__
-from .block_cache import BlockCache
-from .chunks import DecodedCache, DecoderCache
-from .dcor_api import DcorApi, is_resource_id
-from .http_fetch import STORE_CONNECTIONS, RangeFetcher, redact
-from .resource import Dir, File, Node, Resource
+from .. import __version__
+from ..dcor.api import DcorApi, is_resource_id
+from ..dcor.nodes import Dir, File, Node
+from ..dcor.resource import Resource
+from ..dcor.shared import Shared
+from ..hdf5 import native_filters
+from ..hdf5.decoding import DecodedCache, DecoderCache
+from ..io.background import BackgroundFetches
+from ..io.block_cache import BlockCache
+from ..io.http import redact
+from ..io.range_fetch import STORE_CONNECTIONS, RangeFetcher
 from .status import STATUS_XATTR
 
 log = logging.getLogger(__name__)
@@ -56,10 +61,13 @@ class Filesystem:
                            allow_http=config.allow_http)
         self.cache = BlockCache(config.cache_bytes, config.block_size)
         self.fetcher = RangeFetcher(timeout=config.timeout)
+        self.background = BackgroundFetches()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=16,
-                                                          thread_name_prefix="fetch")
-        self.decoded = DecodedCache(max_bytes=min(64 << 20, max(config.cache_bytes // 4, 1 << 20)))
-        self.decoders = DecoderCache()
+                                                          thread_name_prefix="decode")
+        self.shared = Shared(
+            api=self.api, cache=self.cache, fetcher=self.fetcher, background=self.background,
+            pool=self.pool, decoders=DecoderCache(),
+            decoded=DecodedCache(max_bytes=min(64 << 20, max(config.cache_bytes // 4, 1 << 20))))
         # resources kept open, least recently used first; evicted when not in use
         self.resources: collections.OrderedDict[str, Resource] = collections.OrderedDict()
         self._in_use: collections.Counter[str] = collections.Counter()
@@ -104,7 +112,7 @@ class Filesystem:
             url = self._any_store_url()
             if url is not None:
                 store = redact(url).split("/", 3)[2]
-                opens = [self.pool.submit(self.fetcher.fetch, url, 0, 1)
+                opens = [self.background.submit(self.fetcher.fetch, url, 0, 1)
                          for _ in range(STORE_CONNECTIONS)]
                 for future in opens:
                     future.result()
@@ -151,8 +159,7 @@ class Filesystem:
             with self._lock:
                 if rid in self.resources:
                     return self.resources[rid]
-            res = Resource(rid, self.api, self.cache, self.fetcher, self.pool, self.decoded,
-                           self.decoders)
+            res = Resource(rid, self.shared)
             try:
                 res.load()
             except OSError as exc:
@@ -271,7 +278,9 @@ class Filesystem:
                           "blocks_fetched": self.cache.misses},
                 "network": {"api_requests": self.api.requests,
                             "range_requests": self.fetcher.requests,
-                            "range_bytes": self.fetcher.bytes},
+                            "range_bytes": self.fetcher.bytes,
+                            "background": self.background.counts()},
+                "decoder": native_filters.availability(),
                 "warm_up": warm_up,
                 "timeouts": {"request_s": self.config.timeout,
                              "operation_s": self.config.op_timeout}}
@@ -292,6 +301,7 @@ class Filesystem:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.decoders.close()
+        self.background.shutdown()
+        self.shared.decoders.close()
         for res in list(self.resources.values()):
             res.close()

@@ -25,10 +25,3 @@ def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
         buf = io.BytesIO()
         npformat.write_array_header_2_0(buf, header)
     return buf.getvalue()
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    """Serialise a small in-memory array exactly as ``np.save`` does."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import errno
 import logging
-import random
 import re
 import threading
 import time
 from collections.abc import Callable
 
 import requests
-import requests.adapters
 import urllib3.exceptions
 
 from . import deadline
+from .http import backoff_delay, new_session, redact, retry_after, shared_adapter
 
 log = logging.getLogger(__name__)
 
@@ -45,41 +44,17 @@ class CountingSink:
 
 
 class RangeResult:
-    __slots__ = ("data", "start", "total", "etag")
+    __slots__ = ("data", "start", "total")
 
-    def __init__(self, data: bytes, start: int, total: int, etag: str) -> None:
+    def __init__(self, data: bytes, start: int, total: int) -> None:
         self.data = data
-        self.start = start
-        self.total = total
-        self.etag = etag
+        self.start = start  # the first byte's offset (a tail read learns it from the answer)
+        self.total = total  # the object's size, -1 if the store did not say
 
 
 # connections to the object store opened at mount, and the most a bulk fetch uses at
 # once: enough to fill a long fat link, few enough to leave room for readers
 STORE_CONNECTIONS = 4
-
-
-def shared_adapter(pool_size: int = 32) -> requests.adapters.HTTPAdapter:
-    """One connection pool for all threads: a connection one thread opened is reused
-    by the next, so a cold read pays the TCP (and TLS) handshake once per host and
-    request in flight, not once per worker thread."""
-    return requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=pool_size,
-                                         max_retries=0)
-
-
-def new_session(adapter: requests.adapters.HTTPAdapter) -> requests.Session:
-    """A session for one thread (requests does not promise that sessions are
-    thread-safe) over a shared, thread-safe urllib3 pool."""
-    session = requests.Session()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.trust_env = False  # no netrc credentials, no proxies from the environment
-    return session
-
-
-def redact(url: str) -> str:
-    """The URL without its query string (presigned signatures stay out of logs)."""
-    return url.split("?", 1)[0]
 
 
 class RangeFetcher:
@@ -121,7 +96,7 @@ class RangeFetcher:
         wait_next = 0.0
         for attempt in range(self.retries + 1):
             if attempt:
-                delay = wait_next or self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
+                delay = backoff_delay(attempt, self.backoff, wait_next)
                 time.sleep(min(delay, deadline.remaining(delay)))
             resume = start + (0 if counted is None else counted.delivered)
             try:
@@ -130,7 +105,7 @@ class RangeFetcher:
                 result = self._fetch_once(url, resume, stop, counted)
                 result.start = start
                 return result
-            except _Retryable as exc:
+            except Retryable as exc:
                 last_error = OSError(errno.EIO, str(exc))
                 wait_next = exc.retry_after
                 log.warning("DCF301 range %d-%d of %s failed (%s), attempt %d/%d",
@@ -148,42 +123,23 @@ class RangeFetcher:
             resp = self.session.get(url, headers=headers, timeout=(min(10.0, left), left),
                                     stream=True, allow_redirects=False)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Retryable(f"{type(exc).__name__}") from None
+            raise Retryable(f"{type(exc).__name__}") from None
         with resp:
-            status = resp.status_code
-            if status in (401, 403):
-                raise OSError(errno.EACCES, f"object store answered {status} for {redact(url)}")
-            if status == 404:
-                raise OSError(errno.ENOENT, f"object store has no {redact(url)}")
-            if status == 416:
-                raise OSError(errno.EINVAL, f"range {start}-{stop} outside {redact(url)}")
-            if status != 206:
-                raise _Retryable(f"status {status} instead of 206",
-                                 retry_after(resp) if status in (429, 503) else 0.0)
-            match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
-            total = int(match.group(3)) if match and match.group(3) != "*" else -1
-            if suffix:
-                if total < 0:
-                    raise _Retryable("suffix range answered without the total size")
-                start, stop = max(0, total + start), total
-            # the store clamps a range that runs past the end (the first probe does)
-            expected_stop = min(stop, total) if total >= 0 else stop
-            if (not match or int(match.group(1)) != start
-                    or int(match.group(2)) != expected_stop - 1):
-                raise _Retryable(f"Content-Range {resp.headers.get('Content-Range')!r} "
-                                 f"does not match {start}-{stop - 1}")
-            etag = resp.headers.get("ETag", "").strip('"')
+            if resp.status_code != 206:
+                raise status_error(resp.status_code, url, start, stop, retry_after(resp))
+            start, expected_stop, total = check_content_range(
+                resp.headers.get("Content-Range", ""), start, stop)
             if sink is not None:
                 self._stream_body(resp, expected_stop - start, sink)
-                return RangeResult(b"", start, total, etag)
+                return RangeResult(b"", start, total)
             try:
                 data = resp.raw.read(expected_stop - start + 1, decode_content=True)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                raise _Retryable(f"body read failed: {type(exc).__name__}") from None
+                raise Retryable(f"body read failed: {type(exc).__name__}") from None
             if len(data) != expected_stop - start:
-                raise _Retryable(f"body has {len(data)} bytes, expected {expected_stop - start}")
+                raise Retryable(f"body has {len(data)} bytes, expected {expected_stop - start}")
             self.bytes += len(data)
-            return RangeResult(data, start, total, etag)
+            return RangeResult(data, start, total)
 
     def _stream_body(self, resp: requests.Response, length: int, sink: Sink) -> None:
         got = 0
@@ -193,16 +149,16 @@ class RangeFetcher:
                 # then loses nothing that was already received)
                 piece = resp.raw.read1(min(STREAM_PIECE, length - got), decode_content=True)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                raise _Retryable(f"body read failed after {got} of {length} bytes: "
+                raise Retryable(f"body read failed after {got} of {length} bytes: "
                                  f"{type(exc).__name__}") from None
             if not piece:
-                raise _Retryable(f"body ended after {got} of {length} bytes")
+                raise Retryable(f"body ended after {got} of {length} bytes")
             self.bytes += len(piece)
             got += len(piece)
             sink(piece)
 
 
-class _Retryable(Exception):
+class Retryable(Exception):
     """A transient failure: worth another attempt (after ``retry_after`` s if given)."""
 
     def __init__(self, message: str, retry_after: float = 0.0) -> None:
@@ -210,9 +166,36 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
-def retry_after(resp: requests.Response, cap: float = 30.0) -> float:
-    """Seconds from a Retry-After header (delta form), capped; 0 when absent."""
-    try:
-        return max(0.0, min(cap, float(resp.headers.get("Retry-After", ""))))
-    except ValueError:
-        return 0.0
+def status_error(status: int, url: str, start: int, stop: int,
+                 server_asked: float = 0.0) -> Exception:
+    """What a status other than 206 means for a range request: an OSError with the
+    errno a reader gets (not worth retrying), or ``Retryable``."""
+    if status in (401, 403):
+        return OSError(errno.EACCES, f"object store answered {status} for {redact(url)}")
+    if status == 404:
+        return OSError(errno.ENOENT, f"object store has no {redact(url)}")
+    if status == 416:
+        return OSError(errno.EINVAL, f"range {start}-{stop} outside {redact(url)}")
+    # a 200 is the whole object (the store ignored the range): never served
+    return Retryable(f"status {status} instead of 206",
+                     server_asked if status in (429, 503) else 0.0)
+
+
+def check_content_range(header: str, start: int, stop: int) -> tuple[int, int, int]:
+    """``(start, stop, total)`` of the bytes a 206 answer holds, checked against the
+    half-open range ``[start, stop)`` asked for; ``Retryable`` when it is not exactly
+    that range.  ``start < 0`` asked for the last ``-start`` bytes: the answer must
+    then say the total, which places them.  The store clamps a range that runs past
+    the end of the object (the first probe does), so ``stop`` may come back smaller.
+    """
+    match = _CONTENT_RANGE.fullmatch(header.strip())
+    total = int(match.group(3)) if match and match.group(3) != "*" else -1
+    if start < 0:
+        if total < 0:
+            raise Retryable("suffix range answered without the total size")
+        start, stop = max(0, total + start), total
+    expected_stop = min(stop, total) if total >= 0 else stop
+    if (not match or int(match.group(1)) != start
+            or int(match.group(2)) != expected_stop - 1):
+        raise Retryable(f"Content-Range {header!r} does not match {start}-{stop - 1}")
+    return start, expected_stop, total

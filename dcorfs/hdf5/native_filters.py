@@ -36,15 +36,20 @@ class _Native:
         self.fletcher32 = None
         self.zstd_decompress = None
         self.zstd_is_error = None
+        self.problems: list[str] = []
         hdf5 = _loaded_library("libhdf5")
-        if hdf5 is not None:
+        if hdf5 is None:
+            self.problems.append("h5py's libhdf5 not found among the loaded libraries")
+        else:
             try:
                 func = ctypes.CDLL(hdf5).H5_checksum_fletcher32
                 func.restype = ctypes.c_uint32
                 func.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
                 self.fletcher32 = func
             except (OSError, AttributeError) as exc:
-                log.info("DCC604 no native fletcher32 (%s); HDF5 decodes chunks", exc)
+                self.problems.append(f"no native fletcher32: {exc}")
+                log.warning("DCC604 no native fletcher32 (%s); HDF5 decodes chunks, "
+                            "holding the GIL", exc)
         try:
             import hdf5plugin
 
@@ -57,7 +62,9 @@ class _Native:
             is_error.argtypes = [ctypes.c_size_t]
             self.zstd_decompress, self.zstd_is_error = decompress, is_error
         except (ImportError, OSError, AttributeError) as exc:
-            log.info("DCC605 no native Zstandard (%s); HDF5 decodes chunks", exc)
+            self.problems.append(f"no native Zstandard: {exc}")
+            log.warning("DCC605 no native Zstandard (%s); HDF5 decodes chunks, "
+                        "holding the GIL", exc)
 
 
 def _loaded_library(stem: str) -> str | None:
@@ -85,6 +92,13 @@ def _get_native() -> _Native:
         if _native is None:
             _native = _Native()
         return _native
+
+
+def availability() -> dict:
+    """For the mount's status: whether dclab's pipeline decodes outside the GIL, and
+    if not, why (``decoder.native`` false means every chunk stalls all threads)."""
+    native = _get_native()
+    return {"native": not native.problems, "problems": list(native.problems)}
 
 
 def decoder_for(dataset: h5py.Dataset) -> Decode | None:

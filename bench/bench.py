@@ -29,7 +29,6 @@ import json
 import os
 import pathlib
 import platform
-import shutil
 import struct
 import subprocess
 import sys
@@ -42,9 +41,11 @@ import hdf5plugin  # noqa: F401
 import numpy as np
 import requests
 
-from .hdf5_hints import find_all, group_table_addresses
-from .server.ports import free_port
-from .status import wait_until_warm
+from dcorfs.hdf5.hints import find_all, group_table_addresses
+from dcorfs.mount.fusermount import unmount
+from dcorfs.mount.status import wait_until_warm
+from dcorfs.processes import api_answers, dcorfs_argv, stop, wait_for
+from dcorfs.server.ports import free_port
 
 EVENTS = 300_000
 IMAGES = 5_000
@@ -170,7 +171,7 @@ class Bench:
 
     # -- setup --------------------------------------------------------------------
     def prepare(self) -> None:
-        from .server.demo_data import write_demo_file
+        from dcorfs.server.demo_data import write_demo_file
 
         marker = self.data / f".{EVENTS}-{IMAGES}.ok"
         if not marker.exists():
@@ -181,19 +182,14 @@ class Bench:
             write_demo_file(self.files["images"], events=IMAGES, with_contours=False,
                             with_traces=False, seed=8)
             marker.touch()
-        log = (self.workdir / "serve.log").open("w")
-        self.server = subprocess.Popen(
-            [sys.executable, "-m", "dcorfs", "serve", str(self.data), "--port", str(self.port),
-             "--cache-dir", str(self.workdir / "serve-cache"), "--latency-ms", str(LATENCY_MS),
-             "--bandwidth-mbs", str(BANDWIDTH_MBS)], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 600
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{self.url}/api/3/action/status_show", timeout=5).ok:
-                    break
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("dcorfs serve did not start; see " + str(self.workdir / "serve.log"))
-            time.sleep(0.5)
+        log = self.workdir / "serve.log"
+        with log.open("w") as out:
+            self.server = subprocess.Popen(
+                dcorfs_argv("serve", self.data, "--port", self.port,
+                            "--cache-dir", self.workdir / "serve-cache",
+                            "--latency-ms", LATENCY_MS, "--bandwidth-mbs", BANDWIDTH_MBS),
+                stdout=out, stderr=subprocess.STDOUT)
+        wait_for(api_answers(self.url), self.server, "dcorfs serve", 600, log, interval=0.5)
         found = requests.get(f"{self.url}/api/3/action/package_search", timeout=30).json()
         by_name = {r["name"]: r for p in found["result"]["results"] for r in p["resources"]}
         self.rids = {kind: by_name[path.name]["id"] for kind, path in self.files.items()}
@@ -219,14 +215,11 @@ class Bench:
     # -- mounts and stats -------------------------------------------------------------
     def mount(self) -> pathlib.Path:
         mnt = pathlib.Path(tempfile.mkdtemp(prefix="dcorfs-bench-"))
-        proc = subprocess.Popen([sys.executable, "-m", "dcorfs", "mount", str(mnt), "--foreground",
-                                 "--host", self.url, "--log-file", str(self.workdir / "mount.log"),
-                                 "--cache-size", "1G"], stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while not os.path.ismount(mnt):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("mount failed; see mount.log")
-            time.sleep(0.05)
+        log = self.workdir / "mount.log"
+        proc = subprocess.Popen(dcorfs_argv("mount", mnt, "--foreground", "--host", self.url,
+                                            "--log-file", log, "--cache-size", "1G"),
+                                stdin=subprocess.DEVNULL)
+        wait_for(lambda: os.path.ismount(mnt), proc, "dcorfs mount", 30, log)
         self.mounts.append((proc, mnt))
         wait_until_warm(mnt)  # its connections opened: what a user who mounted earlier finds
         return mnt
@@ -239,9 +232,8 @@ class Bench:
         return float("nan")
 
     def unmount_all(self) -> None:
-        tool = shutil.which("fusermount3") or shutil.which("fusermount") or "umount"
         for proc, mnt in self.mounts:
-            subprocess.run([tool, "-u", str(mnt)], check=False)
+            unmount(mnt)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=30)
             with contextlib.suppress(OSError):
@@ -474,7 +466,7 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dcorfs.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="bench/bench.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default=os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dcorfs", "bench"))
@@ -496,8 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         for chain in bench.chains.values():
             chain.close()
         if bench.server is not None:
-            bench.server.terminate()
-            bench.server.wait(timeout=30)
+            stop(bench.server)
     meta = {"events": EVENTS, "images": IMAGES, "latency_ms": LATENCY_MS, "repeats": bench.repeats,
             "bandwidth_mbs": BANDWIDTH_MBS, "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}

@@ -8,19 +8,16 @@ bounded number of times with backoff; HTTP error answers are not retried, except
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
-import random
 import re
 import threading
 import time
-import urllib.parse
 from typing import Any
 
 import requests
 
-from . import deadline
-from .http_fetch import new_session, retry_after, shared_adapter
+from ..io import deadline
+from ..io.http import backoff_delay, check_plain_http, new_session, retry_after, shared_adapter
 
 log = logging.getLogger(__name__)
 
@@ -32,34 +29,17 @@ def is_resource_id(name: str) -> bool:
     return RESOURCE_ID.fullmatch(name) is not None
 
 
-def is_loopback(url: str) -> bool:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class DcorApi:
     def __init__(self, host_url: str, token: str = "", timeout: float = 30.0,
                  retries: int = 3, allow_http: bool = False) -> None:
         self.base = host_url.rstrip("/")
-        if self.base.startswith("http://") and not (allow_http or is_loopback(self.base)):
-            raise OSError(errno.EPERM, f"refusing plain http to {self.base}: the API token "
-                                       "would cross the network unencrypted "
-                                       "(use https, or --allow-insecure-http)")
+        check_plain_http(self.base, allow_http)
         self._token = token
         self.timeout = timeout
         self.retries = retries
         self._local = threading.local()
         self._adapter = shared_adapter(pool_size=8)
         self.requests = 0
-
-    @property
-    def has_token(self) -> bool:
-        return bool(self._token)
 
     @property
     def session(self) -> requests.Session:
@@ -76,7 +56,7 @@ class DcorApi:
         wait_next = 0.0
         for attempt in range(self.retries + 1):
             if attempt:
-                delay = wait_next or 0.25 * (2 ** (attempt - 1)) * (0.5 + random.random())
+                delay = backoff_delay(attempt, 0.25, wait_next)
                 time.sleep(min(delay, deadline.remaining(delay)))
                 wait_next = 0.0
             self.requests += 1
@@ -95,30 +75,33 @@ class DcorApi:
                 error = OSError(errno.EIO, f"DCOR answered {resp.status_code} to {action}")
                 wait_next = retry_after(resp)
                 continue
-            return self._result(action, resp)
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+            return ckan_result(action, resp.status_code, body,
+                               resp.headers.get("Content-Type", "no content type"))
         raise error
-
-    @staticmethod
-    def _result(action: str, resp: requests.Response) -> Any:
-        status = resp.status_code
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
-        message = ""
-        if isinstance(body, dict):
-            if body.get("success") is True and status == 200:
-                return body.get("result")
-            err = body.get("error")
-            message = str(err.get("message", "")) if isinstance(err, dict) else ""
-        if status == 404:
-            raise OSError(errno.ENOENT, f"{action}: not found")
-        if status in (401, 403):
-            raise OSError(errno.EACCES, f"{action}: access denied ({message or status})")
-        if body is None:
-            raise OSError(errno.EIO, f"{action}: answer is not JSON (status {status}, "
-                                     f"{resp.headers.get('Content-Type', 'no content type')})")
-        raise OSError(errno.EIO, f"{action}: status {status} {message}".strip())
 
     def dcserv(self, rid: str, query: str) -> Any:
         return self.call("dcserv", id=rid, query=query, version="2")
+
+
+def ckan_result(action: str, status: int, body: Any, content_type: str) -> Any:
+    """The ``result`` of a CKAN envelope, or the OSError its failure means.
+
+    ``body`` is the decoded JSON, or None when the answer was not JSON (an HTML
+    maintenance page, a proxy's error page)."""
+    message = ""
+    if isinstance(body, dict):
+        if body.get("success") is True and status == 200:
+            return body.get("result")
+        err = body.get("error")
+        message = str(err.get("message", "")) if isinstance(err, dict) else ""
+    if status == 404:
+        raise OSError(errno.ENOENT, f"{action}: not found")
+    if status in (401, 403):
+        raise OSError(errno.EACCES, f"{action}: access denied ({message or status})")
+    if body is None:
+        raise OSError(errno.EIO, f"{action}: answer is not JSON (status {status}, {content_type})")
+    raise OSError(errno.EIO, f"{action}: status {status} {message}".strip())

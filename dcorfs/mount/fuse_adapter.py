@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import mfusepy
 
-from .deadline import deadline
+from ..io.deadline import deadline
 from .filesystem import Filesystem, FsConfig
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,180 @@
+"""A basin of a resource: one remote HDF5 artifact (condensed or original), opened on demand.
+
+h5py reads the file's metadata through ``RemoteFile``; while it opens the file and
+each dataset, the basin fetches ahead what h5py will ask for next (group tables,
+object headers, chunk indexes), named by ``hdf5.hints``, so that dependent round
+trips become one parallel wave.  Feature data is then read by ``ChunkedRows`` or
+``ContiguousRows``, outside h5py's lock.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import threading
+from typing import Any
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the Zstandard filter with HDF5)
+
+from ..hdf5.chunked_rows import ChunkedRows, ContiguousRows
+from ..hdf5.hints import group_table_addresses, object_header_hints
+from ..hdf5.remote_file import RemoteFile
+from ..io.remote_object import RemoteObject
+from .shared import Shared
+
+log = logging.getLogger(__name__)
+
+
+class Basin:
+    """A remote basin of a resource: its object and, opened on demand, its HDF5 file."""
+
+    def __init__(self, spec: dict, obj: RemoteObject, shared: Shared) -> None:
+        self.shared = shared
+        self.name = spec.get("name", "")
+        self.declared: list[str] | None = spec.get("features")
+        self.obj = obj
+        self._h5: h5py.File | None = None
+        self._rfile: RemoteFile | None = None
+        self._open_lock = threading.Lock()
+        self.unavailable: OSError | None = None
+
+    @property
+    def h5(self) -> h5py.File | None:
+        """The opened HDF5 file, or None when the artifact does not exist (404)."""
+        if self._h5 is not None or self.unavailable is not None:
+            return self._h5
+        with self._open_lock:  # a listing's prefetch and a reader may both get here
+            if self._h5 is not None or self.unavailable is not None:
+                return self._h5
+            try:
+                self._rfile = RemoteFile(self.obj)
+                self._prefetch_group_tables()
+                self._h5 = h5py.File(self._rfile, "r", locking=False,
+                                     rdcc_nbytes=4 * 1024 ** 2, rdcc_nslots=1009)
+            except OSError as exc:
+                err = self.error_from(exc)
+                if err.errno != errno.ENOENT:
+                    raise err from None
+                self.unavailable = err
+                log.info("DCR403 basin %s is not available: %s", self.name, err.strerror)
+        return self._h5
+
+    def _prefetch_group_tables(self) -> None:
+        """Start fetching the group tables the probe names, while h5py opens the file."""
+        hints: set[int] = set()
+        for data in self.obj.probed:
+            hints |= group_table_addresses(data, self.obj.size)
+        for address in sorted(hints):
+            self.obj.prefetch(address, address + 1)
+
+    def _prefetch_dataset_structures(self, group: h5py.Group, name: str,
+                                     index: bool) -> None:
+        """Start fetching, in one wave, what opening and reading the dataset will need
+        next: its header's continuation block and (``index``) the level below its
+        chunk index's root.  h5py would read them one after the other, a round trip
+        each."""
+        info = group.id.links.get_info(name.encode())
+        if info.type != h5py.h5l.TYPE_HARD:
+            return
+        # h5py is about to read the header: wait for it here (it may still be on its way
+        # with the probe's head), then look at what it names
+        self.obj.read(info.u, info.u + 512)
+        hints = object_header_hints(self.obj.peek, info.u, self.obj.size, index)
+        log.debug("dataset %s: prefetching %s", name, sorted(hints.items()))
+        for start, length in sorted(hints.items()):
+            self.obj.prefetch(start, start + length)
+
+    def prefetch_headers(self) -> None:
+        """Fetch every feature's object header in one parallel wave.
+
+        dclab writes each dataset's header next to its data, spread over the file; h5py
+        would read them one by one, a round trip each.  Link info gives their
+        addresses without reading them.  Worth it before ``ls -l``, not for one file.
+        """
+        h5 = self.h5
+        if h5 is None:
+            return
+        events = h5.get("events")
+        if events is None:
+            return
+        addresses = set()
+        for name in events.keys():
+            info = events.id.links.get_info(name.encode())
+            if info.type == h5py.h5l.TYPE_HARD:
+                addresses.add(info.u)
+        # headers in blocks still on their way with the probe's head are waited for by
+        # the listing's stats; only the others are fetched, each run in a thread of
+        # its own, so none waits behind the head in the pool
+        for address in sorted(addresses):
+            if 0 <= address < self.obj.size:
+                self.obj.prefetch(address, address + 1024)
+
+    def error_from(self, exc: BaseException) -> OSError:
+        """The errno-carrying error behind an h5py failure."""
+        if self._rfile is not None and self._rfile.last_error is not None:
+            err, self._rfile.last_error = self._rfile.last_error, None
+            return err
+        if isinstance(exc, OSError) and exc.errno:
+            return exc
+        return OSError(errno.EIO, f"cannot read HDF5 data of basin {self.name}: {exc}")
+
+    @property
+    def features(self) -> list[str]:
+        if self.declared is not None:
+            return list(self.declared)
+        h5 = self.h5  # DCOR leaves out "features" when it could not read the artifact
+        return sorted(h5["events"].keys()) if h5 is not None and "events" in h5 else []
+
+    def locate(self, feature: str, prefetch_index: bool = True) -> Any:
+        """The h5py object holding ``feature`` here, a (dataset, basinmap) pair, or None.
+        ``prefetch_index``: the dataset's chunks are likely to be read (not only its
+        shape, for a listing)."""
+        h5 = self.h5
+        if h5 is None:
+            return None
+        events = h5.get("events")
+        if events is not None and feature in events:
+            self._prefetch_dataset_structures(events, feature, prefetch_index)
+            return events[feature]
+        for spec in internal_basins(h5):
+            if feature in (spec.get("features") or []) and spec.get("format") == "h5dataset":
+                group = h5.get(spec["paths"][0]) if spec.get("paths") else None
+                if group is None or feature not in group:
+                    continue
+                mapping = spec.get("mapping", "same")
+                if mapping == "same":
+                    return group[feature]
+                if events is not None and mapping in events:
+                    return (group[feature], events[mapping])
+        return None
+
+    def fast_reader(self, dataset: h5py.Dataset):
+        """A rows(r0, r1) function that keeps the network outside h5py's lock, or None."""
+        try:
+            if ChunkedRows.suitable(dataset):
+                return ChunkedRows(self.obj, dataset, self.shared.pool,
+                                   self.shared.decoded, self.shared.decoders).rows
+            if ContiguousRows.suitable(dataset):
+                return ContiguousRows(self.obj, dataset).rows
+        except Exception as exc:  # h5py reports our OSErrors as generic ones
+            raise self.error_from(exc) from None
+        return None  # compact or unusual layouts: h5py reads them
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+
+
+def internal_basins(h5: h5py.File) -> list[dict]:
+    specs = []
+    for name in h5.get("basins", {}):
+        try:
+            lines = h5["basins"][name][:]
+            spec = json.loads("".join(x.decode() if isinstance(x, bytes) else str(x)
+                                      for x in lines))
+        except (ValueError, KeyError, OSError):
+            continue
+        if spec.get("type") == "internal":
+            specs.append(spec)
+    return specs

@@ -1,0 +1,80 @@
+"""Views of HDF5 datasets as .npy files: the fast reader, with h5py as the fallback.
+
+A dataset is read by ``ChunkedRows`` (chunks fetched and decoded outside h5py's
+lock) or ``ContiguousRows`` where its layout allows, else by h5py.  A chunk the fast
+path cannot decode (a filter whose parameters depend on the original dataset, such
+as szip) hands the dataset to h5py for good; a chunk h5py cannot decode either (a
+failed fletcher32 check) fails the read with EIO.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import warnings
+
+import h5py
+import numpy as np
+
+from ..hdf5.decoding import ChunkDecodeError
+from ..io.remote_object import RemoteObject
+from .basin import Basin
+from .views import NpyView, RemoteBytesView
+
+log = logging.getLogger(__name__)
+
+
+def read_rows(basin: Basin, dataset: h5py.Dataset, r0: int, r1: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dataset[r0:r1]
+    except Exception as exc:  # h5py turns our OSErrors into generic ones
+        raise basin.error_from(exc) from None
+
+
+def dataset_view(basin: Basin, dataset: h5py.Dataset, as_bool: bool) -> NpyView:
+    dtype = np.dtype(bool) if as_bool else dataset.dtype
+    if dtype.kind == "O" or dataset.shape is None:
+        raise OSError(errno.EIO, f"dataset {dataset.name} has no fixed-size type")
+    fast = [basin.fast_reader(dataset)]
+
+    def rows(r0: int, r1: int) -> np.ndarray:
+        reader = fast[0]
+        if reader is None:
+            data = read_rows(basin, dataset, r0, r1)
+        else:
+            try:
+                data = reader(r0, r1)
+            except ChunkDecodeError as exc:
+                # h5py decodes with the original dataset's own pipeline; if that fails
+                # too (a corrupt chunk: fletcher32), the read fails with EIO
+                data = read_rows(basin, dataset, r0, r1)
+                fast[0] = None
+                log.info("DCC602 %s: %s; h5py decodes this dataset instead",
+                         dataset.name, exc.strerror)
+        return data.astype(bool) if as_bool else data
+
+    return NpyView(dtype, dataset.shape, rows)
+
+
+def mapped_view(basin: Basin, dataset: h5py.Dataset, basinmap: h5py.Dataset,
+                 as_bool: bool) -> NpyView:
+    """feature[i] = dataset[basinmap[i]]: an internal basin with a basinmap."""
+    dtype = np.dtype(bool) if as_bool else dataset.dtype
+    shape = (basinmap.shape[0],) + dataset.shape[1:]
+
+    def rows(r0: int, r1: int) -> np.ndarray:
+        index = np.asarray(read_rows(basin, basinmap, r0, r1), dtype=np.int64)
+        unique, inverse = np.unique(index, return_inverse=True)
+        try:
+            data = dataset[unique][inverse] if len(unique) else np.empty((0,) + dataset.shape[1:], dataset.dtype)
+        except Exception as exc:
+            raise basin.error_from(exc) from None
+        return data.astype(bool) if as_bool else data
+
+    return NpyView(dtype, shape, rows)
+
+
+def passthrough(obj: RemoteObject) -> RemoteBytesView:
+    obj.probe()
+    return RemoteBytesView(obj)

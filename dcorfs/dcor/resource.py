@@ -1,0 +1,225 @@
+"""One DCOR resource as a tree of files: basins -> HDF5 datasets -> views.
+
+The rule for features is dclab's: a feature exists when a basin declares it, and it
+comes from the first basin (server order: condensed, then original) that declares
+it.  A basin that declares a feature it does not hold itself (DCOR's intra-dataset
+basins advertise ``image`` in the condensed basin) falls through to the next one.
+HDF5 metadata (shapes, dtypes) is read with h5py over ``RemoteFile``; only the
+bytes of what is read cross the network.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import h5py
+
+from ..io import deadline
+from ..io.remote_object import RemoteObject
+from .basin import Basin
+from .feature_views import dataset_view, mapped_view, passthrough
+from .nodes import Dir, File, LazyEntries, Node
+from .presigned import local_expiry
+from .shared import Shared
+from .tables import table_array
+from .views import BytesView, LazyBytesView, NpyView, View
+
+log = logging.getLogger(__name__)
+
+BOOL_FEATURES = {"mask"}  # stored as uint8 0/255, presented as bool (dclab's H5MaskEvent)
+
+
+class Resource:
+    """Everything under ``MOUNT/<rid>/``."""
+
+    def __init__(self, rid: str, shared: Shared) -> None:
+        self.rid = rid
+        self.shared = shared
+        self.api = shared.api
+        self.pool = shared.pool
+        self.basins: list[Basin] = []
+        self._refresh_lock = threading.Lock()
+        self._last_refresh = 0.0
+        self._metadata: concurrent.futures.Future | None = None
+        self._listing_prepared = False
+        self._listing_started = False
+        self.root = Dir(self._root_entries)
+
+    # -- basins --------------------------------------------------------------------
+    def load(self) -> None:
+        """Fetch the basin list: proves the id exists and is readable with our token.
+
+        The metadata (for ``metadata.json``) is asked for at the same time, so a
+        listing does not wait for one more round trip later.
+        """
+        self._metadata = self.pool.submit(deadline.bind(self.api.dcserv), self.rid, "metadata")
+        specs = self.api.dcserv(self.rid, "basins")
+        if not isinstance(specs, list):
+            raise OSError(errno.EIO, f"dcserv basins for {self.rid} is not a list")
+        for spec in specs:
+            if not isinstance(spec, dict) or spec.get("format") not in ("http", "s3"):
+                continue
+            urls = spec.get("urls") or []
+            if not urls:
+                continue
+            key = spec.get("key") or spec.get("name") or urls[0].split("?")[0]
+            obj = RemoteObject(key=key, url=urls[0], expires_at=local_expiry(spec),
+                               cache=self.shared.cache, fetcher=self.shared.fetcher,
+                               background=self.shared.background,
+                               refresh=self.refresh_basins if spec.get("perishable") else None)
+            self.basins.append(Basin(spec, obj, self.shared))
+        if not self.basins:
+            raise OSError(errno.EIO, f"DCOR lists no readable basin for {self.rid}")
+
+    def refresh_basins(self) -> None:
+        """Fetch fresh presigned URLs; concurrent callers share one refresh."""
+        started = time.time()
+        with self._refresh_lock:
+            if self._last_refresh >= started:
+                return  # another thread refreshed while we waited
+            specs = self.api.dcserv(self.rid, "basins")
+            by_name = {s.get("name"): s for s in specs if isinstance(s, dict)}
+            for basin in self.basins:
+                spec = by_name.get(basin.name)
+                if spec and spec.get("urls"):
+                    basin.obj.set_url(spec["urls"][0], local_expiry(spec))
+            self._last_refresh = time.time()
+            log.info("DCR404 refreshed presigned URLs of %s", self.rid)
+
+    def prepare_listing(self) -> None:
+        """Before a folder listing is stat'ed entry by entry: open every basin and fetch
+        all headers in parallel, a few round trips instead of one per entry.  Once it
+        has worked, later listings find everything cached and skip it."""
+        self._listing_started = True
+        if self._listing_prepared:
+            return
+        futures = [self.pool.submit(deadline.bind(basin.prefetch_headers))
+                   for basin in self.basins]
+        failed = False
+        for future in futures:
+            try:
+                future.result(timeout=deadline.remaining(3600.0))
+            except (OSError, concurrent.futures.TimeoutError) as exc:  # the stat of the entry will report it
+                failed = True
+                log.debug("prefetch for listing %s failed: %s", self.rid, exc)
+        self._listing_prepared = not failed
+
+    def declared_features(self) -> list[str]:
+        """Every feature some basin declares, in first-declared order."""
+        wanted: list[str] = []
+        for basin in self.basins:
+            for feat in basin.features:
+                if feat not in wanted:
+                    wanted.append(feat)
+        return wanted
+
+    def source(self, feature: str) -> tuple[Basin, Any]:
+        """(basin, h5 object) for a feature: the first declaring basin that holds it.
+
+        Only the basins asked are opened, so reading a scalar feature never touches
+        the original file when the condensed one holds it.
+        """
+        for basin in self.basins:
+            if feature not in basin.features:
+                continue
+            try:
+                # a listing stats every file, reading none: no chunk indexes for it
+                found = basin.locate(feature, prefetch_index=not self._listing_started)
+            except OSError as exc:
+                raise basin.error_from(exc) from None
+            if found is not None:
+                return basin, found
+        log.warning("DCR405 %s: feature %r is declared but no basin holds it in a form "
+                    "dcorfs can read", self.rid, feature)
+        raise OSError(errno.ENOENT, f"{self.rid}: no readable source for feature {feature!r}")
+
+    # -- tree ------------------------------------------------------------------------
+    def _root_entries(self) -> dict[str, Node]:
+        entries: dict[str, Node] = {}
+        for feat in sorted(self.declared_features()):
+            if feat == "trace":
+                entries["trace"] = Dir(self._trace_entries)
+            elif feat == "contour":
+                entries["contour"] = Dir(self._contour_entries)
+            else:
+                entries[f"{feat}.npy"] = File(lambda f=feat: self._feature_view(f))
+        entries["metadata.json"] = File(lambda: LazyBytesView(self._metadata_json))
+        entries["logs"] = Dir(self._log_entries)
+        entries["tables"] = Dir(self._table_entries)
+        for basin in self.basins:
+            if basin.name.startswith("condensed") and basin.declared is not None:
+                entries["condensed.rtdc"] = File(lambda o=basin.obj: passthrough(o))
+            elif basin.name.startswith("resource"):
+                entries["data.rtdc"] = File(lambda o=basin.obj: passthrough(o))
+        return entries
+
+    def _feature_view(self, feature: str) -> View:
+        basin, obj = self.source(feature)
+        as_bool = feature in BOOL_FEATURES
+        if isinstance(obj, tuple):
+            return mapped_view(basin, obj[0], obj[1], as_bool)
+        if isinstance(obj, h5py.Dataset):
+            return dataset_view(basin, obj, as_bool)
+        raise OSError(errno.ENOENT, f"{self.rid}: {feature} is not an array")
+
+    def _group(self, feature: str) -> tuple[Basin, h5py.Group]:
+        basin, obj = self.source(feature)
+        if not isinstance(obj, h5py.Group):
+            raise OSError(errno.EIO, f"{self.rid}: {feature} is not an HDF5 group")
+        return basin, obj
+
+    def _trace_entries(self) -> dict[str, Node]:
+        basin, group = self._group("trace")
+        return {f"{name}.npy": File(lambda n=name: dataset_view(basin, group[n], False))
+                for name in sorted(group.keys())}
+
+    def _contour_entries(self) -> dict[str, Node]:
+        basin, group = self._group("contour")
+        count = len(group)
+        width = len(str(max(count - 1, 0)))
+        names = [f"{i:0{width}d}.npy" for i in range(count)]
+
+        def make(name: str) -> Node:
+            key = str(int(name[:-4]))
+            return File(lambda: dataset_view(basin, group[key], False))
+
+        return LazyEntries(names, make)
+
+    def _metadata_json(self) -> bytes:
+        try:
+            if self._metadata is None:
+                raise OSError(errno.EIO, "metadata was not requested")
+            meta = self._metadata.result(timeout=deadline.remaining(3600.0))
+        except (OSError, concurrent.futures.TimeoutError):  # errors are not kept: ask again
+            meta = self.api.dcserv(self.rid, "metadata")
+        return (json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+    def _log_entries(self) -> dict[str, Node]:
+        logs = self.api.dcserv(self.rid, "logs") or {}
+        entries: dict[str, Node] = {}
+        for name, lines in logs.items():
+            text = "".join(f"{line}\n" for line in lines)
+            entries[_safe_name(name) + ".txt"] = File(lambda t=text: BytesView(t.encode("utf-8")))
+        return entries
+
+    def _table_entries(self) -> dict[str, Node]:
+        tables = self.api.dcserv(self.rid, "tables") or {}
+        entries: dict[str, Node] = {}
+        for name, content in tables.items():
+            array = table_array(content)
+            entries[_safe_name(name) + ".npy"] = File(
+                lambda a=array: NpyView(a.dtype, a.shape, lambda r0, r1, a=a: a[r0:r1]))
+        return entries
+
+    def close(self) -> None:
+        for basin in self.basins:
+            basin.close()
+
+
+def _safe_name(name: str) -> str:
+    return name.replace("/", "_").replace("\0", "_") or "_"

@@ -1,0 +1,52 @@
+"""A remote object as the file h5py opens: seekable, read-only, errno kept."""
+from __future__ import annotations
+
+import io
+
+from ..io.remote_object import RemoteObject
+
+
+class RemoteFile(io.RawIOBase):
+    """A seekable, read-only file object over a RemoteObject, for ``h5py.File``.
+
+    h5py swallows the errno of exceptions raised here, so the last one is kept in
+    ``last_error`` for the caller to re-raise with its errno intact.
+    """
+
+    def __init__(self, obj: RemoteObject) -> None:
+        super().__init__()
+        obj.probe()
+        self.obj = obj
+        self.pos = 0
+        self.last_error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self.pos = offset
+        elif whence == io.SEEK_CUR:
+            self.pos += offset
+        elif whence == io.SEEK_END:
+            self.pos = self.obj.size + offset
+        else:
+            raise ValueError(f"bad whence {whence}")
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        size = len(buffer)
+        try:
+            data = self.obj.read(self.pos, self.pos + size)
+        except OSError as exc:
+            self.last_error = exc
+            raise
+        buffer[:len(data)] = data
+        self.pos += len(data)
+        return len(data)

@@ -1,0 +1,152 @@
+"""Real processes for the tests: ``dcorfs serve`` and ``dcorfs mount --foreground``.
+
+Modelled on pyfuse3's harness: wait for the mount, fail fast when the mount process
+died, unmount at the end and assert that the process exited cleanly.  Every mount's
+log is watched: a WARNING (or worse) with a code the test did not declare with
+``@pytest.mark.expect_warnings("DCF101", ...)`` fails the test (``conftest.py``).
+"""
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import requests
+
+from dcorfs.mount.fusermount import fuse_problem, unmount
+from dcorfs.mount.status import wait_until_warm
+from dcorfs.processes import api_answers, dcorfs_argv, stop, tail, wait_for
+from dcorfs.server.ports import free_port
+
+# every mount started by a test, for the log watch
+MOUNTS: list["Mount"] = []
+LOG_PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) [\w.]+: (DC[A-Z]\d{3})?")
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """What ``np.save`` writes: the bytes every ``.npy`` file of a mount must have."""
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def require_fuse() -> None:
+    """Skip where FUSE cannot run, but fail instead when DCORFS_REQUIRE_FUSE=1 (CI)."""
+    problem = fuse_problem()
+    if problem:
+        if os.environ.get("DCORFS_REQUIRE_FUSE") == "1":
+            pytest.fail(f"FUSE is required here but cannot run: {problem}")
+        pytest.skip(f"FUSE cannot run here: {problem}")
+
+
+class Server:
+    """A running ``dcorfs serve`` and what tests need to talk to it."""
+
+    def __init__(self, data_dir: pathlib.Path, workdir: pathlib.Path, cache_dir: pathlib.Path,
+                 args: list[str], port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token_file = workdir / "server-token"
+        self.log = workdir / "serve.log"
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                dcorfs_argv("serve", data_dir, "--port", self.port, "--cache-dir", cache_dir,
+                            "--token-file", self.token_file, *args),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_for(api_answers(self.url), self.proc, "dcorfs serve", 240, self.log, 0.2)
+        except RuntimeError:
+            stop(self.proc)
+            raise
+        self.token = self.token_file.read_text().strip()
+        self.ids = self._resource_ids()
+
+    def _resource_ids(self) -> dict[str, str]:
+        """relative path -> resource id, from package_search as a client would see it."""
+        found = requests.get(f"{self.url}/api/3/action/package_search",
+                             params={"rows": 1000, "include_private": "true"},
+                             headers={"Authorization": self.token}, timeout=30).json()["result"]
+        return {f"{pkg['title']}/{res['name']}" if pkg["title"] != "." else res["name"]: res["id"]
+                for pkg in found["results"] for res in pkg["resources"]}
+
+    def stats(self) -> dict[str, int]:
+        return requests.get(f"{self.url}/_dcorfs/stats", timeout=10).json()
+
+    def reset_stats(self) -> None:
+        requests.post(f"{self.url}/_dcorfs/stats/reset", timeout=10).raise_for_status()
+
+    def set_faults(self, **faults) -> None:
+        requests.post(f"{self.url}/_dcorfs/faults", json=faults, timeout=10).raise_for_status()
+
+    def dcserv(self, rid: str, query: str, token: bool = True):
+        headers = {"Authorization": self.token} if token else {}
+        return requests.get(f"{self.url}/api/3/action/dcserv",
+                            params={"id": rid, "query": query, "version": "2"},
+                            headers=headers, timeout=30).json()
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+class Mount:
+    """``dcorfs mount --foreground`` in a subprocess, mounted and checked."""
+
+    def __init__(self, server_url: str, mountpoint: pathlib.Path, workdir: pathlib.Path,
+                 token_file: pathlib.Path | None = None, extra: list[str] | None = None) -> None:
+        require_fuse()
+        self.path = mountpoint
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.log = workdir / f"mount-{mountpoint.name}.log"
+        argv = dcorfs_argv("mount", mountpoint, "--foreground", "--host", server_url,
+                           "--log-file", self.log, "-v", *(extra or []))
+        if token_file is not None:
+            argv += ["--token-file", str(token_file)]
+        env = {k: v for k, v in os.environ.items() if k != "DCOR_API_TOKEN"}
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=env)
+        try:
+            wait_for(lambda: os.path.ismount(mountpoint), self.proc, "dcorfs mount", 30,
+                     self.log)
+        except RuntimeError as exc:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            raise RuntimeError(f"{exc}\n{self.proc.stderr.read().decode()}") from None
+        MOUNTS.append(self)
+        # tests that count the server's requests start once the mount's own are done
+        try:
+            self.warm_up = wait_until_warm(mountpoint, timeout=30)["warm_up"]
+        except OSError as exc:
+            self.unmount()
+            raise RuntimeError(f"{exc}\n{self.log_text()}") from None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def problems_since(self, offset: int) -> list[tuple[str, str]]:
+        """(code, line) of each WARNING or worse logged after byte ``offset``."""
+        with self.log.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        return [(match.group(2) or "no code", line) for line in text.splitlines()
+                if (match := LOG_PROBLEM.search(line))]
+
+    def unmount(self) -> int:
+        if os.path.ismount(self.path):
+            unmount(self.path)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            unmount(self.path, lazy=True)
+            raise
+
+
+__all__ = ["MOUNTS", "Mount", "Server", "free_port", "npy_bytes", "require_fuse", "tail"]
