@@ -28,7 +28,7 @@ SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 def parse_size(text: str) -> int:
     """'512M', '1G', '1073741824' -> bytes."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text.upper())
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
     if not match:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 512M or 2G)")
     return int(float(match.group(1)) * SIZE_UNITS[match.group(2)])
@@ -224,9 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     mount = sub.add_parser(
         "mount", help="mount DCOR at a folder",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Mount DCOR at MOUNTPOINT. Every resource id is a folder: "
                     "MOUNTPOINT/<resource-id>/deform.npy and so on. The API token comes from "
-                    "DCOR_API_TOKEN or --token-file (never from the command line).")
+                    "DCOR_API_TOKEN or --token-file (never from the command line). Without "
+                    "--foreground the mount runs in the background and this command returns "
+                    "once it is live.",
+        epilog="mount -t and /etc/fstab work too (through mount.fuse3, which runs dcorfs\n"
+               "from the system PATH); options are written with underscores:\n"
+               "  mount -t fuse.dcorfs dcor.mpl.mpg.de ~/dcor -o cache_size=2G\n"
+               "  dcorfs  /home/me/dcor  fuse.dcorfs  noauto,user,host=dcor.mpl.mpg.de,"
+               "token_file=/home/me/.config/dcorfs/token  0 0")
     mount.add_argument("mountpoint")
     mount.add_argument("--host", default="dcor.mpl.mpg.de",
                        help="DCOR host name (https implied) or URL with scheme and port, "

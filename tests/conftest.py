@@ -122,3 +122,49 @@ def fresh_mount(tmp_path):
     yield make
     for mnt in mounts:
         assert mnt.unmount() == 0, mnt.log_text()[-3000:]
+
+
+@pytest.fixture(scope="session")
+def condensed_beads(corpus_dir, tmp_path_factory) -> pathlib.Path:
+    """The beads file condensed the way DCOR condenses, with dclab."""
+    import warnings
+
+    import dclab.cli
+
+    out = tmp_path_factory.mktemp("condensed") / "calibration_beads_condensed.rtdc"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dclab.cli.condense(corpus_dir / "beads" / "calibration_beads.rtdc", out,
+                           store_ancillary_features=True, store_basin_features=True)
+    return out
+
+
+class InThreadServer:
+    """``dcorfs serve``'s server in this process: for the FUSE-free tests."""
+
+    TOKEN = "in-thread-token"
+
+    def __init__(self, data_dir: pathlib.Path, cache_dir: pathlib.Path) -> None:
+        from dcorfs.server.app import DcorServer, ServerConfig
+        from dcorfs.server.catalog import Catalog
+        from dcorfs.server.link import Link
+
+        catalog = Catalog(data_dir, cache_dir, [corpus.PRIVATE_GLOB])
+        catalog.scan()
+        self.config = ServerConfig(catalog=catalog, tokens={self.TOKEN}, link=Link())
+        self.server = DcorServer(self.config, port=0, store_port=0)
+        self.server.start()
+        self.url = self.config.api_base
+        self.ids = {res.relpath: res.id for res in catalog.resources.values()}
+        self.stats = self.config.stats
+        self.faults = self.config.faults
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def in_thread_server(corpus_dir, cache_dir):
+    srv = InThreadServer(corpus_dir, cache_dir)
+    yield srv
+    srv.stop()

@@ -115,7 +115,11 @@ class Filesystem:
                 opens = [self.background.submit(self.fetcher.fetch, url, 0, 1)
                          for _ in range(STORE_CONNECTIONS)]
                 for future in opens:
-                    future.result()
+                    try:
+                        future.result()
+                    except OSError as exc:  # an answer all the same: the connection is open
+                        if exc.errno not in (errno.ENOENT, errno.EACCES, errno.EINVAL):
+                            raise
             state = "done"
         except OSError as exc:
             log.warning("DCF104 warm-up at mount time failed (%s): %s", self.config.host,
@@ -128,9 +132,11 @@ class Filesystem:
                  store or "none found")
 
     def _any_store_url(self) -> str | None:
-        """A URL on the object store, from the basins of the newest public resource."""
+        """A URL on the object store, from the basins of the newest public resource:
+        one whose artifact exists (it declares features), else any."""
         found = self.api.call("package_search", rows=1)
         packages = found.get("results") if isinstance(found, dict) else None
+        urls: list[tuple[bool, str]] = []
         for package in packages if isinstance(packages, list) else []:
             for res in package.get("resources", []) if isinstance(package, dict) else []:
                 rid = res.get("id", "") if isinstance(res, dict) else ""
@@ -138,9 +144,11 @@ class Filesystem:
                     continue
                 specs = self.api.dcserv(rid, "basins")
                 for spec in specs if isinstance(specs, list) else []:
-                    urls = spec.get("urls") if isinstance(spec, dict) else None
-                    if isinstance(urls, list) and urls and isinstance(urls[0], str):
-                        return urls[0]
+                    found_urls = spec.get("urls") if isinstance(spec, dict) else None
+                    if isinstance(found_urls, list) and found_urls and isinstance(found_urls[0], str):
+                        urls.append((bool(spec.get("features")), found_urls[0]))
+                if urls:
+                    return max(urls, key=lambda pair: pair[0])[1]
         return None
 
     # -- resources ---------------------------------------------------------------------
@@ -166,7 +174,8 @@ class Filesystem:
                 if exc.errno == errno.ENOENT:
                     with self._lock:
                         self._not_found[rid] = time.monotonic() + NEGATIVE_TTL
-                log.warning("DCF101 resource %s: %s", rid, exc.strerror)
+                log.log(logging.INFO if exc.errno == errno.ENOENT else logging.WARNING,
+                        "DCF101 resource %s: %s", rid, exc.strerror)
                 raise
             with self._lock:
                 self.resources[rid] = res

@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# errnos that answer the caller's question (no such name, read-only, not a folder)
+# rather than report a failure of the mount: not worth a warning
+ANSWERS = {errno.ENOENT, errno.ENODATA, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+           errno.ENAMETOOLONG, errno.EINVAL, errno.EBADF}
+
 
 def _errors_mapped(func: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(func)
@@ -38,8 +43,8 @@ def _errors_mapped(func: Callable[..., T]) -> Callable[..., T]:
             raise mfusepy.FuseOSError(errno.EIO) from None
         except OSError as exc:
             code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.EIO
-            if code not in (errno.ENOENT, errno.ENODATA):
-                log.warning("DCM501 %s%r: %s", func.__name__, args[:1], exc.strerror or exc)
+            level = logging.DEBUG if code in ANSWERS else logging.WARNING
+            log.log(level, "DCM501 %s%r: %s", func.__name__, args[:1], exc.strerror or exc)
             raise mfusepy.FuseOSError(code) from None
         except Exception:  # noqa: BLE001 - anything unexpected is EIO, never a crash
             log.exception("DCM502 %s%r failed unexpectedly", func.__name__, args[:1])
@@ -97,6 +102,10 @@ class DcorOperations(mfusepy.Operations):
         self.fs.lookup(path)
         return 0
 
+    def init(self, path: str) -> None:
+        """Mounted: open the connections the first read will need (in the background)."""
+        self.fs.warm_up()
+
     def destroy(self, path: str) -> None:
         self.fs.close()
 
@@ -104,7 +113,6 @@ class DcorOperations(mfusepy.Operations):
 def run_mount(mountpoint: pathlib.Path, config: FsConfig, fuse_options: list[str]) -> int:
     """Mount and serve until unmounted; returns the exit code."""
     fs = Filesystem(config)
-    fs.warm_up()
     options: dict[str, Any] = {
         "fsname": "dcorfs", "subtype": "dcorfs", "ro": True, "default_permissions": True,
         "kernel_cache": True, "attr_timeout": 3600, "entry_timeout": 3600,

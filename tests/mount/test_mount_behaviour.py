@@ -10,10 +10,11 @@ import time
 import warnings
 from typing import NamedTuple
 
+import h5py
 import numpy as np
 import pytest
 
-from conftest import npy_bytes
+from harness import npy_bytes
 
 dclab = pytest.importorskip("dclab")
 
@@ -41,13 +42,13 @@ def test_unknown_id_is_enoent(server, mount):
 
 
 def test_missing_names_inside_a_resource(server, mount):
-    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    rid = server.ids["beads/calibration_beads.rtdc"]
     assert _errno_of(os.stat, mount.path / rid / "no_such_feature.npy") == errno.ENOENT
     assert _errno_of(os.stat, mount.path / rid / "deform.npy" / "x") == errno.ENOTDIR
 
 
 def test_writes_are_refused(server, mount):
-    folder = mount.path / server.ids["DCscope/calibration_beads_47.rtdc"]
+    folder = mount.path / server.ids["beads/calibration_beads.rtdc"]
     assert _errno_of(open, folder / "deform.npy", "r+b") == errno.EROFS
     assert _errno_of(open, folder / "new.npy", "wb") == errno.EROFS
     assert _errno_of(os.mkdir, folder / "newdir") == errno.EROFS
@@ -57,18 +58,19 @@ def test_writes_are_refused(server, mount):
     assert np.load(folder / "deform.npy").shape == (47,)
 
 
+@pytest.mark.expect_warnings("DCF101", "DCM501")  # EACCES, as it should be
 def test_private_resource_needs_the_token(server, fresh_mount):
-    rid = server.ids["DCOR-Aid/calibration_beads_47.rtdc"]
+    rid = server.ids["private/calibration_beads.rtdc"]
     anonymous = fresh_mount(server.url)
     assert _errno_of(os.listdir, anonymous.path / rid) == errno.EACCES
     assert "DCF101" in anonymous.log_text()
     # public data still readable on the same mount: it survived the refusal
-    public = server.ids["DCscope/calibration_beads_47.rtdc"]
+    public = server.ids["beads/calibration_beads.rtdc"]
     assert np.load(anonymous.path / public / "deform.npy").shape == (47,)
 
 
 def test_private_resource_readable_with_token(server, mount):
-    rid = server.ids["DCOR-Aid/calibration_beads_47.rtdc"]
+    rid = server.ids["private/calibration_beads.rtdc"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with dclab.new_dataset(rid, host=server.url.split("//")[1], use_ssl=False,
@@ -96,6 +98,7 @@ def test_presigned_urls_refreshed_after_expiry(demo_server, fresh_mount):
             assert np.array_equal(images[-1], ds["image"][len(images) - 1])
 
 
+@pytest.mark.expect_warnings("DCF104", "DCA201", "DCF101", "DCM501")
 def test_unreachable_server_is_eio_quickly(tmp_path, fresh_mount):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -215,32 +218,44 @@ def test_connections_are_shared_between_threads(demo_server, fresh_mount):
     assert seen["store_requests"] >= 8 and seen.get("connections", 0) == 0, sorted(seen.items())
 
 
-# -- edge cases from ../shared/data/README.md -------------------------------------------
-def test_zero_events(server, mount):
-    folder = mount.path / server.ids["DCscope/empty_recording.rtdc"]
+# -- edge cases of the corpus (tests/corpus.py) -----------------------------------------
+def test_zero_events(server, mount, corpus_dir):
+    relpath = "empty/empty_recording.rtdc"
+    folder = mount.path / server.ids[relpath]
     names = os.listdir(folder)
     assert "condensed.rtdc" not in names  # condensing fails for N = 0, as on DCOR
-    assert np.load(folder / "deform.npy").shape == (0,)
-    assert np.load(folder / "image.npy").shape == (0, 100, 240)
-    assert np.load(folder / "trace" / "fl2_raw.npy").shape == (0, 3712)
+    with h5py.File(corpus_dir / relpath, "r") as h5:
+        for name in ("deform", "image", "mask", "trace/fl2_raw"):
+            expected = h5["events"][name][:]
+            if name == "mask":
+                expected = expected.astype(bool)
+            assert (folder / f"{name}.npy").read_bytes() == npy_bytes(expected)
+    assert np.load(folder / "image.npy").shape == (0, 80, 250)
 
 
-def test_image_and_mask_of_different_lengths(server, mount):
-    folder = mount.path / server.ids["dclab-docs/example_video.rtdc"]
-    assert np.load(folder / "image.npy", mmap_mode="r").shape[0] == 10
-    assert np.load(folder / "mask.npy", mmap_mode="r").shape[0] == 20
+def test_image_and_mask_of_different_lengths(server, mount, corpus_dir):
+    relpath = "video/image_mask_lengths.rtdc"
+    folder = mount.path / server.ids[relpath]
+    with h5py.File(corpus_dir / relpath, "r") as h5:
+        assert h5["events/image"].shape[0] != h5["events/mask"].shape[0]
+        assert np.array_equal(np.load(folder / "image.npy"), h5["events/image"][:])
+        assert np.array_equal(np.load(folder / "mask.npy"), h5["events/mask"][:].astype(bool))
 
 
-def test_variable_length_logs(server, mount):
-    rel = "dcnum/fmt-hdf5_shapein_raw-with-variable-length-logs/file_with_variable_length_logs.rtdc"
-    logs = mount.path / server.ids[rel] / "logs"
+def test_variable_length_logs(server, mount, corpus_dir):
+    relpath = "logs/variable_length_logs.rtdc"
+    logs = mount.path / server.ids[relpath] / "logs"
     texts = {p.name: p.read_text(encoding="utf-8") for p in logs.iterdir()}
-    assert texts and all(t.endswith("\n") for t in texts.values() if t)
+    with h5py.File(corpus_dir / relpath, "r") as h5:
+        assert h5["logs/M1_para.ini"].dtype.kind == "O"  # really variable-length strings
+        for name in ("M1_para.ini", "M1_camera.ini"):
+            lines = [line.decode() for line in h5["logs"][name][:]]
+            assert texts[f"{name}.txt"] == "".join(f"{line}\n" for line in lines)
 
 
 def test_stat_sizes_exact_before_reading(server, fresh_mount):
     mnt = fresh_mount(server.url)
-    folder = mnt.path / server.ids["DCscope/cytoshot_blood.rtdc"]
+    folder = mnt.path / server.ids["beads/calibration_beads.rtdc"]
     sizes = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
     for name, size in sizes.items():
         assert len((folder / name).read_bytes()) == size, name
@@ -250,20 +265,22 @@ def test_stat_sizes_exact_before_reading(server, fresh_mount):
 
 
 def test_metadata_json_is_valid_json(server, mount):
-    meta = json.loads((mount.path / server.ids["DCscope/cytoshot_blood.rtdc"] /
+    meta = json.loads((mount.path / server.ids["beads/calibration_beads.rtdc"] /
                        "metadata.json").read_text())
-    assert meta["experiment"]["event count"] == 8
+    assert meta["experiment"]["event count"] == 47
 
 
 def test_root_lists_resolved_resources(server, mount):
-    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    rid = server.ids["beads/calibration_beads.rtdc"]
     os.stat(mount.path / rid)
     assert rid in os.listdir(mount.path)
 
 
 def test_random_read_brings_its_chunk_group_in_one_request(demo_server, demo_dir,
                                                          fresh_mount):
-    from dcorfs.chunks import MIN_FETCH_BYTES
+    from dcorfs.hdf5.readahead import DEFAULT
+
+    MIN_FETCH_BYTES = DEFAULT.min_fetch_bytes
 
     rid = demo_server.ids["blood-cells/M001_data.rtdc"]
     rows_per_chunk, row, header, reference, stored = _image_layout(demo_dir)
@@ -295,7 +312,10 @@ def test_random_read_brings_its_chunk_group_in_one_request(demo_server, demo_dir
 
 
 def test_wide_random_reads_fetch_the_rest_in_bulk(demo_server, demo_dir, fresh_mount):
-    from dcorfs.chunks import MIN_FETCH_BYTES, SWEEP_MIN_GROUPS, SWEEP_SHARE
+    from dcorfs.hdf5.readahead import DEFAULT
+
+    MIN_FETCH_BYTES, SWEEP_MIN_GROUPS, SWEEP_SHARE = (
+        DEFAULT.min_fetch_bytes, DEFAULT.sweep_min_groups, DEFAULT.sweep_share)
 
     rid = demo_server.ids["blood-cells/M001_data.rtdc"]
     rows_per_chunk, row, header, reference, layout = _image_layout(demo_dir)
@@ -355,7 +375,7 @@ def test_status_readable_from_inside_the_mount(server, fresh_mount):
     mnt = fresh_mount(server.url)
     before = json.loads(os.getxattr(mnt.path, "user.dcorfs.status"))
     assert before["host"] == server.url and before["resources"] == []
-    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    rid = server.ids["beads/calibration_beads.rtdc"]
     np.load(mnt.path / rid / "deform.npy")
     after = json.loads(os.getxattr(mnt.path, "user.dcorfs.status"))
     assert after["resources"] == [rid]
@@ -369,7 +389,7 @@ def test_status_readable_from_inside_the_mount(server, fresh_mount):
 
 def test_resources_beyond_the_limit_are_closed_and_reopened(server, fresh_mount):
     mnt = fresh_mount(server.url, extra=["--max-open-resources", "3"])
-    rids = [rid for rel, rid in sorted(server.ids.items()) if not rel.startswith("DCOR-Aid")]
+    rids = [rid for rel, rid in sorted(server.ids.items()) if not rel.startswith("private/")]
     first = mnt.path / rids[0] / "deform.npy"
     reference = first.read_bytes()
     fd = os.open(first, os.O_RDONLY)  # an open file keeps its resource open

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import require_fuse
+from harness import require_fuse
 
 
 def _mount_options(mountpoint: pathlib.Path) -> list[str]:
@@ -39,7 +39,7 @@ def test_token_never_in_argv_logs_or_errors(server, tmp_path):
             cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
             assert server.token.encode() not in cmdline
         server.reset_stats()
-        private = server.ids["DCOR-Aid/calibration_beads_47.rtdc"]
+        private = server.ids["private/calibration_beads.rtdc"]
         assert np.load(mnt / private / "deform.npy").shape == (47,)
         assert np.load(mnt / private / "image.npy", mmap_mode="r")[3].any()
         for bad in ("0123abcd-0000-4000-8000-00000000000f", "not-an-id"):
@@ -58,12 +58,13 @@ def test_token_never_in_argv_logs_or_errors(server, tmp_path):
     assert server.token not in result.stdout + result.stderr
 
 
+@pytest.mark.expect_warnings("DCF101", "DCM501")  # EACCES, as it should be
 def test_wrong_token_errors_do_not_echo_it(server, tmp_path, fresh_mount):
     token_file = tmp_path / "wrong-token"
     token_file.write_text("wrong-secret-token-123\n")
     token_file.chmod(0o600)
     mnt = fresh_mount(server.url, token_file=token_file, extra=["-vv"])
-    private = server.ids["DCOR-Aid/calibration_beads_47.rtdc"]
+    private = server.ids["private/calibration_beads.rtdc"]
     with pytest.raises(PermissionError):
         os.listdir(mnt.path / private)
     assert "wrong-secret-token-123" not in mnt.log_text()
@@ -84,7 +85,7 @@ def test_mount_is_private_and_read_only(server, mount):
     assert "allow_other" not in options
     if os.geteuid() != 0:
         pytest.skip("checking access by another user needs root")
-    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    rid = server.ids["beads/calibration_beads.rtdc"]
     result = subprocess.run(["ls", str(mount.path / rid)], user=65534, capture_output=True,
                             text=True, timeout=30)
     assert result.returncode != 0 and "Permission denied" in result.stderr
@@ -109,7 +110,7 @@ def test_token_from_the_config_file(server, tmp_path):
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     try:
-        private = server.ids["DCOR-Aid/calibration_beads_47.rtdc"]
+        private = server.ids["private/calibration_beads.rtdc"]
         assert np.load(mnt / private / "deform.npy").shape == (47,)
     finally:
         subprocess.run([sys.executable, "-m", "dcorfs", "unmount", str(mnt)], timeout=60)

@@ -1,10 +1,15 @@
-"""``dcorfs serve`` answers as DCOR does (docs/dcor-api.md, section 11)."""
+"""``dcorfs serve`` answers as DCOR does (docs/dcor-api.md)."""
 from __future__ import annotations
 
+import concurrent.futures
+import shutil
 import subprocess
 import sys
 
+import pytest
 import requests
+
+from harness import Server
 
 
 def action(server, name, token=None, **params):
@@ -14,7 +19,7 @@ def action(server, name, token=None, **params):
 
 
 def test_envelope_and_validation_order(server):
-    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    rid = server.ids["beads/calibration_beads.rtdc"]
     resp = action(server, "dcserv", id=rid)
     assert resp.status_code == 409 and resp.reason == "CONFLICT"
     body = resp.json()
@@ -34,15 +39,14 @@ def test_envelope_and_validation_order(server):
 
 
 def test_dcserv_queries(server):
-    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+    rid = server.ids["beads/calibration_beads.rtdc"]
     ok = lambda q: action(server, "dcserv", id=rid, query=q).json()["result"]  # noqa: E731
     assert ok("size") == 47
     assert ok("valid") is True
     assert ok("feature_list") == []
     meta = ok("metadata")
     assert meta["experiment"]["event count"] == 47 and "sample" in meta["experiment"]
-    assert ok("trace_list") == ["fl1_median", "fl1_raw", "fl2_median", "fl2_raw", "fl3_median",
-                                "fl3_raw"]
+    assert ok("trace_list") == ["fl1_median", "fl1_raw", "fl2_median", "fl2_raw", "fl3_median"]
     assert "dclab-condense" in ok("logs")  # condensed file's log is merged in
     basins = ok("basins")
     assert [b["name"] for b in basins] == [f"condensed-{rid[:5]}", f"resource-{rid[:5]}"]
@@ -50,21 +54,23 @@ def test_dcserv_queries(server):
         assert basin["format"] == "http" and basin["type"] == "remote"
         assert basin["mapping"] == "same" and basin["perishable"] is False
         assert "expires" not in basin["urls"][0].lower()
-    assert "volume" in basins[0]["features"] and "image" in basins[1]["features"]
+    # the condensed file adds features computed from the images (as DCOR's does)
+    assert "bright_sd" in basins[0]["features"] and "bright_sd" not in basins[1]["features"]
+    assert "image" in basins[1]["features"] and "image" not in basins[0]["features"]
     # trace_list without traces: DCOR's KeyError, a 500
-    no_trace = server.ids["dclab-docs/example.rtdc"]
+    no_trace = server.ids["scalars/example.rtdc"]
     assert action(server, "dcserv", id=no_trace, query="trace_list").status_code == 500
 
 
 def test_missing_condensed_file(server):
-    rid = server.ids["DCscope/empty_recording.rtdc"]
+    rid = server.ids["empty/empty_recording.rtdc"]
     basins = action(server, "dcserv", id=rid, query="basins").json()["result"]
     assert "features" not in basins[0]
     assert requests.get(basins[0]["urls"][0], timeout=10).status_code == 404
 
 
 def test_private_resources(server):
-    rid = server.ids["DCOR-Aid/calibration_beads_47.rtdc"]
+    rid = server.ids["private/calibration_beads.rtdc"]
     resp = action(server, "dcserv", id=rid, query="basins")
     assert resp.status_code == 403
     assert resp.json()["error"]["message"] == \
@@ -86,10 +92,10 @@ def test_private_resources(server):
     assert action(server, "user_show").status_code == 403
 
 
-def test_object_store_ranges(server, shared_data):
-    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+def test_object_store_ranges(server, corpus_dir):
+    rid = server.ids["beads/calibration_beads.rtdc"]
     url = action(server, "dcserv", id=rid, query="basins").json()["result"][1]["urls"][0]
-    original = (shared_data / "DCscope/calibration_beads_47.rtdc").read_bytes()
+    original = (corpus_dir / "beads/calibration_beads.rtdc").read_bytes()
     full = requests.get(url, timeout=10)
     assert full.status_code == 200 and full.content == original
     assert len(full.headers["ETag"].strip('"')) >= 5
@@ -105,20 +111,38 @@ def test_object_store_ranges(server, shared_data):
     assert past.headers["Content-Range"] == f"bytes */{len(original)}"
 
 
-def test_stats_count_round_trips(server):
-    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
-    url = action(server, "dcserv", id=rid, query="basins").json()["result"][1]["urls"][0]
-    server.reset_stats()
-    for start in (0, 100, 200):  # one after another: three round trips
-        requests.get(url, headers={"Range": f"bytes={start}-{start + 99}"}, timeout=10)
-    seen = server.stats()
-    assert seen["store_requests"] == 3 and seen["round_trips"] == 3
+@pytest.fixture
+def lone_server(corpus_dir, tmp_path, cache_dir):
+    """A server of its own: no mount and no other test sends it anything."""
+    (tmp_path / "data").mkdir()
+    shutil.copy(corpus_dir / "scalars" / "example.rtdc", tmp_path / "data" / "example.rtdc")
+    srv = Server(tmp_path / "data", tmp_path, cache_dir, ["--latency-ms", "50"])
+    yield srv
+    srv.stop()
 
 
-def test_routes_and_catalog(server):
-    rid = server.ids["DCscope/calibration_beads_47.rtdc"]
+def test_stats_count_round_trips(lone_server):
+    (rid,) = lone_server.ids.values()
+    url = action(lone_server, "dcserv", id=rid, query="basins").json()["result"][1]["urls"][0]
+    lone_server.reset_stats()
+    with requests.Session() as session:
+        for start in (0, 100, 200):  # one after another: three round trips
+            session.get(url, headers={"Range": f"bytes={start}-{start + 99}"}, timeout=10)
+        seen = lone_server.stats()
+        assert seen["store_requests"] == 3 and seen["round_trips"] == 3
+        assert seen["connections"] == 1  # one connection, kept alive
+        lone_server.reset_stats()
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # at once: one round trip
+            list(pool.map(lambda start: requests.get(
+                url, headers={"Range": f"bytes={start}-{start + 99}"}, timeout=10), (0, 1, 2)))
+    seen = lone_server.stats()
+    assert seen["store_requests"] == 3 and seen["round_trips"] == 1, seen
+
+
+def test_routes_and_catalog(server, corpus_dir):
+    rid = server.ids["beads/calibration_beads.rtdc"]
     res = action(server, "resource_show", id=rid).json()["result"]
-    assert res["mimetype"] == "RT-DC" and res["size"] == 904729 and len(res["sha256"]) == 64
+    assert res["mimetype"] == "RT-DC" and res["size"] == (corpus_dir / "beads/calibration_beads.rtdc").stat().st_size and len(res["sha256"]) == 64
     pkg = action(server, "package_show", id=res["package_id"]).json()["result"]
     assert rid in [r["id"] for r in pkg["resources"]]
     resp = requests.get(res["url"], allow_redirects=False, timeout=10)
@@ -127,12 +151,12 @@ def test_routes_and_catalog(server):
     public = action(server, "package_search", rows=1000).json()["result"]
     everything = action(server, "package_search", token=server.token, rows=1000,
                         include_private="true").json()["result"]
-    assert everything["count"] == public["count"] + 1  # the private DCOR-Aid dataset
+    assert everything["count"] == public["count"] + 1  # the private dataset
     assert action(server, "status_show").json()["result"]["ckan_version"] == "2.11.3"
 
 
-def test_serve_list_prints_stable_ids(server, shared_data, cache_dir):
-    out = subprocess.run([sys.executable, "-m", "dcorfs", "serve", str(shared_data), "--list",
+def test_serve_list_prints_stable_ids(server, corpus_dir, cache_dir):
+    out = subprocess.run([sys.executable, "-m", "dcorfs", "serve", str(corpus_dir), "--list",
                           "--cache-dir", str(cache_dir)], capture_output=True, text=True,
                          timeout=300, check=True).stdout
     for relpath, rid in server.ids.items():

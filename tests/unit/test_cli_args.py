@@ -1,0 +1,58 @@
+"""The command line's parsing, without mounting anything."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from dcorfs import __version__
+from dcorfs.cli import build_parser, mount_helper_argv, normalise_host, parse_size
+
+
+def test_sizes_and_hosts():
+    assert parse_size("1G") == 1 << 30 and parse_size("512M") == 512 << 20
+    assert parse_size("1048576") == 1 << 20 and parse_size("2GiB") == 2 << 30
+    assert normalise_host("dcor.mpl.mpg.de") == "https://dcor.mpl.mpg.de"
+    assert normalise_host("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
+    with pytest.raises(SystemExit):
+        normalise_host("http://host/with/path")
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "dcorfs", "--version"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"dcorfs {__version__}"
+
+
+def test_help_explains():
+    out = subprocess.run([sys.executable, "-m", "dcorfs", "--help"], capture_output=True,
+                         text=True, timeout=60).stdout
+    for command in ("mount", "unmount", "serve", "demo", "doctor"):
+        assert command in out
+    mount_help = subprocess.run([sys.executable, "-m", "dcorfs", "mount", "--help"],
+                                capture_output=True, text=True, timeout=60).stdout
+    assert "DCOR_API_TOKEN" in mount_help and "--cache-size" in mount_help
+    assert "fstab" in mount_help
+
+
+def test_the_mount_helper_form_becomes_dcorfs_mount():
+    """What mount.fuse3 runs for ``mount -t fuse.dcorfs`` and fstab lines."""
+    argv = mount_helper_argv(["http://127.0.0.1:8000", "/mnt/dcor", "-o",
+                              "rw,nodev,nosuid,noexec,cache_size=64M,allow_other"])
+    assert argv == ["mount", "/mnt/dcor", "--host", "http://127.0.0.1:8000",
+                    "--cache-size", "64M", "-o", "nodev,nosuid,noexec,allow_other"]
+    args = build_parser().parse_args(argv)
+    assert args.cache_size == 64 << 20 and args.fuse_options == ["nodev,nosuid,noexec,allow_other"]
+    # the host as an option, the source a placeholder; mount(8)'s own options dropped
+    argv = mount_helper_argv(["dcorfs", "/mnt/dcor", "-o", "ro,noauto,user,_netdev,"
+                              "host=dcor-dev.mpl.mpg.de,token_file=/home/me/t,"
+                              "allow_insecure_http,x-systemd.automount"])
+    assert argv == ["mount", "/mnt/dcor", "--host", "dcor-dev.mpl.mpg.de",
+                    "--token-file", "/home/me/t", "--allow-insecure-http"]
+    assert mount_helper_argv(["mount", "/mnt/dcor"]) is None  # a command, not a source
+    assert mount_helper_argv(["--version"]) is None
+    with pytest.raises(SystemExit):
+        mount_helper_argv(["dcorfs", "/mnt/dcor", "--bogus"])
+    with pytest.raises(SystemExit):
+        mount_helper_argv(["dcorfs", "/mnt/dcor", "-o", "cache_size"])

@@ -1,0 +1,135 @@
+"""The FUSE-free core in this process, against the local server in a thread.
+
+``Filesystem`` answers lookup, list, open and read as the FUSE adapter calls them;
+a failure here points at the core, not at FUSE or at another process.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import os
+
+import h5py
+import hdf5plugin  # noqa: F401
+import numpy as np
+import pytest
+
+from dcorfs.mount.filesystem import Filesystem, FsConfig
+
+
+def saved(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def core(in_thread_server):
+    fs = Filesystem(FsConfig(host=in_thread_server.url, cache_bytes=64 << 20))
+    yield fs
+    fs.close()
+
+
+def read_all(fs: Filesystem, path: str) -> bytes:
+    fh = fs.open(path, os.O_RDONLY)
+    try:
+        size = fs.getattr(path)["st_size"]
+        parts, offset = [], 0
+        while offset < size:  # as the kernel does: 128 KiB at a time
+            parts.append(fs.read(fh, offset, 128 * 1024))
+            offset += len(parts[-1])
+        assert fs.read(fh, size, 10) == b""
+        return b"".join(parts)
+    finally:
+        fs.release(fh)
+
+
+@pytest.mark.parametrize("relpath", ["beads/calibration_beads.rtdc", "deflate/deflate_images.rtdc",
+                                     "contiguous/uncompressed.rtdc", "qpi/qpi_float32.rtdc",
+                                     "empty/empty_recording.rtdc"])
+def test_features_read_as_np_save_of_the_local_file(core, in_thread_server, corpus_dir,
+                                                    relpath):
+    rid = in_thread_server.ids[relpath]
+    names = core.readdir(f"/{rid}")
+    assert "metadata.json" in names and "data.rtdc" in names
+    with h5py.File(corpus_dir / relpath, "r") as h5:
+        for name in h5["events"]:
+            if not isinstance(h5["events"][name], h5py.Dataset):
+                continue
+            expected = h5["events"][name][:]
+            if name == "mask":
+                expected = expected.astype(bool)
+            path = f"/{rid}/{name}.npy"
+            assert f"{name}.npy" in names
+            assert core.getattr(path)["st_size"] == len(saved(expected))
+            assert read_all(core, path) == saved(expected), path
+    assert read_all(core, f"/{rid}/data.rtdc") == (corpus_dir / relpath).read_bytes()
+
+
+def test_names_that_cannot_be_ids_cost_no_request(core, in_thread_server):
+    before = in_thread_server.stats.snapshot().get("api_requests", 0)
+    for name in ("/.Trash", "/desktop.ini", "/ABCDEF00-0000-0000-0000-000000000000",
+                 "/" + "x" * 200):
+        with pytest.raises(OSError) as info:
+            core.getattr(name)
+        assert info.value.errno == errno.ENOENT
+    assert in_thread_server.stats.snapshot().get("api_requests", 0) == before
+    with pytest.raises(OSError) as info:
+        core.getattr("/" + "y" * 300)
+    assert info.value.errno == errno.ENAMETOOLONG
+
+
+def test_errors_carry_errnos(core, in_thread_server):
+    rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
+    cases = [(lambda: core.getattr(f"/{rid}/nope.npy"), errno.ENOENT),
+             (lambda: core.getattr(f"/{rid}/deform.npy/x"), errno.ENOTDIR),
+             (lambda: core.open(f"/{rid}/deform.npy", os.O_RDWR), errno.EROFS),
+             (lambda: core.open(f"/{rid}/trace", os.O_RDONLY), errno.EISDIR),
+             (lambda: core.readdir(f"/{rid}/deform.npy"), errno.ENOTDIR),
+             (lambda: core.read(999, 0, 10), errno.EBADF),
+             (lambda: core.getattr("/0123abcd-0000-4000-8000-000000000000"), errno.ENOENT),
+             (lambda: core.getattr("/" + in_thread_server.ids["private/calibration_beads.rtdc"]),
+              errno.EACCES),
+             (lambda: core.getxattr("/", "user.other"), errno.ENODATA)]
+    for call, code in cases:
+        with pytest.raises(OSError) as info:
+            call()
+        assert info.value.errno == code, call
+
+
+def test_the_token_opens_private_resources(in_thread_server, corpus_dir):
+    fs = Filesystem(FsConfig(host=in_thread_server.url, token=in_thread_server.TOKEN))
+    try:
+        rid = in_thread_server.ids["private/calibration_beads.rtdc"]
+        with h5py.File(corpus_dir / "private/calibration_beads.rtdc", "r") as h5:
+            assert read_all(fs, f"/{rid}/deform.npy") == saved(h5["events/deform"][:])
+        assert "token=<set>" in repr(fs.config) and in_thread_server.TOKEN not in repr(fs.config)
+    finally:
+        fs.close()
+
+
+def test_contours_traces_logs_and_tables(core, in_thread_server, corpus_dir):
+    rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
+    contours = core.readdir(f"/{rid}/contour")
+    assert contours[:3] == ["00.npy", "01.npy", "02.npy"] and len(contours) == 47
+    with h5py.File(corpus_dir / "beads/calibration_beads.rtdc", "r") as h5:
+        assert read_all(core, f"/{rid}/contour/10.npy") == saved(h5["events/contour/10"][:])
+        for name in h5["events/trace"]:
+            assert read_all(core, f"/{rid}/trace/{name}.npy") == saved(
+                h5["events/trace"][name][:])
+        for name in h5["logs"]:
+            lines = [line.decode() for line in h5["logs"][name][:]]
+            assert read_all(core, f"/{rid}/logs/{name}.txt").decode() == "".join(
+                f"{line}\n" for line in lines)
+    table = np.load(io.BytesIO(read_all(core, f"/{rid}/tables/monitor.npy")))
+    assert table.dtype.names == ("time", "temperature") and len(table) == 6
+
+
+def test_status_says_what_the_mount_does(core, in_thread_server):
+    rid = in_thread_server.ids["scalars/example.rtdc"]
+    read_all(core, f"/{rid}/deform.npy")
+    status = core.status()
+    assert status["resources"] == [rid]
+    assert status["network"]["range_bytes"] > 0 and status["cache"]["bytes"] > 0
+    assert set(status["decoder"]) == {"native", "problems"}
+    assert core.listxattr("/") == ["user.dcorfs.status"]
