@@ -62,13 +62,17 @@ def server(corpus_dir, tmp_path_factory, cache_dir):
     srv.stop()
 
 
-@pytest.fixture(scope="session")
-def mount(server, tmp_path_factory):
-    """The main mount, with the token, shared by the read-only comparison tests."""
-    work = tmp_path_factory.mktemp("mount")
+def _session_mount(server: Server, tmp_path_factory, name: str):
+    work = tmp_path_factory.mktemp(name)
     mnt = Mount(server.url, work / "mnt", work, token_file=server.token_file)
     yield mnt
     assert mnt.unmount() == 0, mnt.log_text()[-3000:]
+
+
+@pytest.fixture(scope="session")
+def mount(server, tmp_path_factory):
+    """The main mount, with the token, shared by the read-only comparison tests."""
+    yield from _session_mount(server, tmp_path_factory, "mount")
 
 
 @pytest.fixture(scope="session")
@@ -83,10 +87,7 @@ def extended_server(tmp_path_factory, cache_dir):
 
 @pytest.fixture(scope="session")
 def extended_mount(extended_server, tmp_path_factory):
-    work = tmp_path_factory.mktemp("extended-mount")
-    mnt = Mount(extended_server.url, work / "mnt", work, token_file=extended_server.token_file)
-    yield mnt
-    assert mnt.unmount() == 0, mnt.log_text()[-3000:]
+    yield from _session_mount(extended_server, tmp_path_factory, "extended-mount")
 
 
 @pytest.fixture(scope="session")

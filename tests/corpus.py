@@ -112,17 +112,26 @@ def write_scalars(path: pathlib.Path) -> None:
         hw.store_feature("index", np.arange(1, n + 1, dtype=np.uint32))
 
 
-def write_deflate(path: pathlib.Path) -> None:
-    rng = np.random.default_rng(4)
-    n = 30
-    with _writer(path, compression_kwargs={"compression": "gzip", "compression_opts": 4}) as hw:
+DEFLATE = {"compression": "gzip", "compression_opts": 4}
+
+
+def _write_deflated_images(path: pathlib.Path, seed: int, n: int, masks: int,
+                           background: bool) -> None:
+    """Scalars, ``n`` images and the first ``masks`` masks, deflate + fletcher32."""
+    rng = np.random.default_rng(seed)
+    with _writer(path, compression_kwargs=DEFLATE) as hw:
         hw.store_metadata(_meta(n))
         for name, values in _scalars(rng, n).items():
             hw.store_feature(name, values)
         image, mask = _images(rng, n, 80, 250)
         hw.store_feature("image", image)
-        hw.store_feature("mask", mask)
-        hw.store_feature("image_bg", np.repeat(image[:1], n, axis=0))
+        hw.store_feature("mask", mask[:masks])
+        if background:
+            hw.store_feature("image_bg", np.repeat(image[:1], n, axis=0))
+
+
+def write_deflate(path: pathlib.Path) -> None:
+    _write_deflated_images(path, seed=4, n=30, masks=30, background=True)
 
 
 def write_contiguous(path: pathlib.Path) -> None:
@@ -157,15 +166,8 @@ def write_empty(path: pathlib.Path) -> None:
 
 
 def write_lengths(path: pathlib.Path) -> None:
-    rng = np.random.default_rng(6)
-    n = 10
-    with _writer(path, compression_kwargs={"compression": "gzip", "compression_opts": 4}) as hw:
-        hw.store_metadata(_meta(n))
-        for name, values in _scalars(rng, n).items():
-            hw.store_feature(name, values)
-        image, mask = _images(rng, n, 80, 250)
-        hw.store_feature("image", image)
-        hw.store_feature("mask", mask[:8])  # two masks short, as in dclab's example_video
+    # two masks short, as in dclab's example_video.rtdc
+    _write_deflated_images(path, seed=6, n=10, masks=8, background=False)
 
 
 def write_vlen_logs(path: pathlib.Path) -> None:

@@ -22,7 +22,7 @@ import time
 from .. import __version__
 from ..dcor.api import DcorApi, is_resource_id
 from ..dcor.nodes import Dir, File, Node
-from ..dcor.resource import Resource
+from ..dcor.resource_folder import Resource
 from ..dcor.shared import Shared
 from ..hdf5 import native_filters
 from ..hdf5.decoding import DecodedCache, DecoderCache

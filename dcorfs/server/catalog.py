@@ -45,7 +45,6 @@ class Resource:
     etag: str = ""
     condensed_path: pathlib.Path | None = None
     condensed_etag: str = ""
-    condensed_size: int = 0
     condense_error: str = ""
     metadata: dict = dataclasses.field(default_factory=dict)
     features: list[str] = dataclasses.field(default_factory=list)
@@ -204,7 +203,6 @@ class Catalog:
                         res.relpath, res.condense_error)
             return
         res.condensed_path = out
-        res.condensed_size = out.stat().st_size
         _, res.condensed_etag = _file_digests(out)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

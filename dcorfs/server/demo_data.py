@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import pathlib
 import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -40,8 +39,7 @@ def _contour(x: float, y: float, a: float, b: float, npoints: int = 40) -> np.nd
 
 def write_demo_file(path: pathlib.Path, events: int = 2000, images: int | None = None,
                     height: int = 80, width: int = 250, seed: int = 42,
-                    with_contours: bool = True, with_traces: bool = True,
-                    progress: Callable[[int, int], None] | None = None) -> pathlib.Path:
+                    with_contours: bool = True, with_traces: bool = True) -> pathlib.Path:
     """Write one measurement; ``images`` limits image/mask/contour to the first events.
 
     Scalar features have ``events`` entries.  Image-like features are optional and
@@ -125,8 +123,6 @@ def write_demo_file(path: pathlib.Path, events: int = 2000, images: int | None =
                 hw.store_feature("contour", [
                     _contour(params["x"][i], params["y"][i], params["a"][i], params["b"][i])
                     for i in range(sl.start, sl.stop)])
-            if progress:
-                progress(sl.stop, n_img)
         if n_img:
             hw.store_feature("image_bg", np.repeat(background.astype(np.uint8)[None], n_img, 0))
         hw.store_log("dcorfs-demo", [f"demo file written by dcorfs with seed {seed}",

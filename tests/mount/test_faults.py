@@ -17,7 +17,6 @@ import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
-import requests
 
 from harness import Mount, Server, free_port, npy_bytes
 from dcorfs.dcor.api import DcorApi
