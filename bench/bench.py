@@ -41,6 +41,7 @@ import hdf5plugin  # noqa: F401
 import numpy as np
 import requests
 
+from dcorfs import paths
 from dcorfs.hdf5.hints import find_all, group_table_addresses
 from dcorfs.mount.fusermount import unmount
 from dcorfs.mount.status import wait_until_warm
@@ -468,8 +469,7 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/bench.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", default=os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dcorfs", "bench"))
+    parser.add_argument("--workdir", default=str(paths.cache_dir() / "bench"))
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs per cold scenario and contender; the median is reported "
                              "(default: %(default)s)")
