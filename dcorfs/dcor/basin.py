@@ -104,8 +104,8 @@ class Basin:
             if info.type == h5py.h5l.TYPE_HARD:
                 addresses.add(info.u)
         # headers in blocks still on their way with the probe's head are waited for by
-        # the listing's stats; only the others are fetched, each run in a thread of
-        # its own, so none waits behind the head in the pool
+        # the listing's stats; only the others are fetched, in the background pool,
+        # where none waits behind the head
         for address in sorted(addresses):
             if 0 <= address < self.obj.size:
                 self.obj.prefetch(address, address + 1024)
