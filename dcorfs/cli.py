@@ -112,7 +112,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     config = FsConfig(host=host, token=token, cache_bytes=args.cache_size,
                       allow_http=args.allow_insecure_http, timeout=args.timeout,
-                      op_timeout=args.op_timeout, max_resources=max(1, args.max_open_resources))
+                      op_timeout=args.op_timeout, max_resources=max(1, args.max_open_resources),
+                      listing_ttl=args.listing_ttl)
     return run_mount(mountpoint, config, fuse_options=args.fuse_options)
 
 
@@ -130,7 +131,7 @@ def _mount_in_background(args: argparse.Namespace, mountpoint: pathlib.Path) -> 
                        "--cache-size", args.cache_size, "--log-file", log_file,
                        "--timeout", args.timeout, "--op-timeout", args.op_timeout,
                        "--max-open-resources", args.max_open_resources,
-                       *["-v"] * args.verbose)
+                       "--listing-ttl", args.listing_ttl, *["-v"] * args.verbose)
     if args.token_file:
         argv += ["--token-file", str(pathlib.Path(args.token_file).expanduser().resolve())]
     if args.allow_insecure_http:
@@ -182,7 +183,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       cache_dir=pathlib.Path(args.cache_dir) if args.cache_dir else paths.cache_dir() / "serve",
                       private=args.private, token_file=pathlib.Path(args.token_file) if args.token_file else None,
                       latency_ms=args.latency_ms, bandwidth_mbs=args.bandwidth_mbs,
-                      presign_ttl=args.presign_ttl, list_only=args.list, faults=args.faults)
+                      presign_ttl=args.presign_ttl, list_only=args.list, faults=args.faults,
+                      synthetic=args.synthetic)
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -225,8 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     mount = sub.add_parser(
         "mount", help="mount DCOR at a folder",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Mount DCOR at MOUNTPOINT. Every resource id is a folder: "
-                    "MOUNTPOINT/<resource-id>/deform.npy and so on. The API token comes from "
+        description="Mount DCOR at MOUNTPOINT. Datasets, circles and collections are folders "
+                    "(MOUNTPOINT/datasets/<name>/, MOUNTPOINT/circles/<name>/, "
+                    "MOUNTPOINT/collections/<name>/), and every resource id is a folder of "
+                    "features: MOUNTPOINT/<resource-id>/deform.npy and so on. The API token comes from "
                     "DCOR_API_TOKEN or --token-file (never from the command line). Without "
                     "--foreground the mount runs in the background and this command returns "
                     "once it is live.",
@@ -252,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--max-open-resources", type=int, default=32,
                        help="resources kept open (HDF5 metadata in memory); older ones without "
                             "open files are closed and reopened on demand (default: %(default)s)")
+    mount.add_argument("--listing-ttl", type=float, default=300.0, metavar="SECONDS",
+                       help="how long listings of datasets, circles and collections are kept "
+                            "before DCOR is asked again (default: %(default)s)")
     mount.add_argument("--foreground", "-f", action="store_true",
                        help="stay in the foreground and log to stderr")
     mount.add_argument("-o", dest="fuse_options", action="append", default=[],
@@ -273,10 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve", help="run a local DCOR-compatible server over a folder of .rtdc files",
-        description="Serve every .rtdc file below DATA_DIR as a DCOR resource: the CKAN action "
-                    "API (dcserv, resource_show, package_show, package_search, status_show, "
-                    "user_show), download routes and an S3-like object store with range "
-                    "requests. Condensed files are made with dclab, as DCOR does.")
+        description="Serve every .rtdc file below DATA_DIR, and every supplementary file DCOR "
+                    "allows (.ini .csv .tsv .pdf .txt .jpg .png .tif .py .ipynb .poly .sof "
+                    ".so2), as a DCOR resource; every folder is a dataset. Circles and "
+                    "collections come from DATA_DIR/catalog.json (see the README). The CKAN "
+                    "action API (dcserv, resource_show, package_show, package_search, "
+                    "organization_list, group_list, status_show, user_show), download routes "
+                    "and an S3-like object store with range requests. Condensed files are "
+                    "made with dclab, as DCOR does. POST /_dcorfs/rescan reads DATA_DIR again.")
     serve.add_argument("data_dir", metavar="DATA_DIR")
     serve.add_argument("--port", type=int, default=8000, help="API port (default: %(default)s)")
     serve.add_argument("--store-port", type=int, default=0,
@@ -296,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cache-dir", help="where condensed files are kept "
                                            "(default: ~/.cache/dcorfs/serve)")
     serve.add_argument("--list", action="store_true", help="print resource ids and exit")
+    serve.add_argument("--synthetic", type=int, default=0, metavar="N",
+                       help="add N datasets in circles of 200, each sharing the first .rtdc "
+                            "file's bytes: a catalog of DCOR's size at no cost on disk")
     serve.add_argument("--faults", metavar="JSON",
                        help="inject faults, e.g. '{\"error_rate\": 0.1, \"reset_rate\": 0.05}' "
                             "(keys: latency_ms, jitter_ms, stall_rate, error_rate, retry_after, "
@@ -337,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"mount", "unmount", "serve", "demo", "demo-data", "doctor"}
 HELPER_VALUES = {"host": "--host", "cache_size": "--cache-size", "token_file": "--token-file",
                  "timeout": "--timeout", "op_timeout": "--op-timeout",
-                 "max_open_resources": "--max-open-resources", "log_file": "--log-file"}
+                 "max_open_resources": "--max-open-resources", "log_file": "--log-file",
+                 "listing_ttl": "--listing-ttl"}
 HELPER_FLAGS = {"allow_insecure_http": "--allow-insecure-http", "foreground": "--foreground"}
 # mount(8)'s own options; dcorfs is always read-only, so rw and ro change nothing
 HELPER_IGNORED = {"rw", "ro", "defaults", "auto", "noauto", "user", "nouser", "users",

@@ -169,3 +169,44 @@ def in_thread_server(corpus_dir, cache_dir):
     srv = InThreadServer(corpus_dir, cache_dir)
     yield srv
     srv.stop()
+
+
+BROWSE_MANIFEST = {
+    "circles": {"blood-lab": {"title": "Blood lab", "datasets": ["blood-*"]},
+                "bead-lab": {"title": "Bead lab", "datasets": ["beads-*"]}},
+    "collections": {"blood-study": {"title": "Blood study",
+                                    "datasets": ["blood-cells", "blood-private",
+                                                 "beads-calibration"]},
+                    "empty-collection": {"title": "Nothing yet", "datasets": []}},
+}
+
+
+@pytest.fixture(scope="session")
+def browse_dir(corpus_dir, tmp_path_factory) -> pathlib.Path:
+    """A catalog: two circles and a third by default, two collections, datasets with
+    several resources, supplementary files and a private dataset (``blood-private/*``)."""
+    import json
+    import shutil
+
+    root = tmp_path_factory.mktemp("browse")
+    layout = {"blood-cells": {"M001_data.rtdc": "beads/calibration_beads.rtdc",
+                              "M002_scalars.rtdc": "scalars/example.rtdc"},
+              "blood-private": {"M003_data.rtdc": "private/calibration_beads.rtdc"},
+              "beads-calibration": {"calibration.rtdc": "deflate/deflate_images.rtdc"},
+              "unsorted": {"empty.rtdc": "empty/empty_recording.rtdc"}}
+    for dataset, files in layout.items():
+        (root / dataset).mkdir()
+        for name, source in files.items():
+            shutil.copy(corpus_dir / source, root / dataset / name)
+    (root / "blood-cells" / "notes.txt").write_text("measured on a Monday\n")
+    (root / "blood-cells" / "settings.ini").write_text("[camera]\nshutter = 2\n")
+    (root / "catalog.json").write_text(json.dumps(BROWSE_MANIFEST))
+    return root
+
+
+@pytest.fixture(scope="session")
+def browse_server(browse_dir, tmp_path_factory, cache_dir):
+    srv = Server(browse_dir, tmp_path_factory.mktemp("browse-server"), cache_dir,
+                 ["--private", "blood-private/*"])
+    yield srv
+    srv.stop()

@@ -17,7 +17,8 @@ from typing import Any
 import requests
 
 from ..io import deadline
-from ..io.http import backoff_delay, check_plain_http, new_session, retry_after, shared_adapter
+from ..io.http import (backoff_delay, check_plain_http, new_session, redact, retry_after,
+                       shared_adapter)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,29 @@ class DcorApi:
             return ckan_result(action, resp.status_code, body,
                                resp.headers.get("Content-Type", "no content type"))
         raise error
+
+    def resolve_download(self, url: str) -> str:
+        """Where a download route (``/dataset/<id>/resource/<rid>/download/<name>``)
+        redirects: a presigned object URL.  The token is sent, so only to DCOR's host."""
+        if not url.startswith(self.base + "/"):
+            raise OSError(errno.EIO, f"download route {redact(url)} is not on {self.base}")
+        self.requests += 1
+        left = deadline.remaining(self.timeout)
+        try:
+            resp = self.session.get(url, allow_redirects=False, stream=True,
+                                    timeout=(min(10.0, left), left))
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise OSError(errno.EIO, f"DCOR at {self.base} unreachable "
+                                     f"({type(exc).__name__})") from None
+        with resp:
+            location = resp.headers.get("Location", "")
+            if resp.status_code in (301, 302, 303, 307, 308) and location:
+                return location
+            if resp.status_code == 404:
+                raise OSError(errno.ENOENT, f"no download at {redact(url)}")
+            if resp.status_code in (401, 403):
+                raise OSError(errno.EACCES, f"download of {redact(url)} refused")
+            raise OSError(errno.EIO, f"download route answered {resp.status_code}")
 
     def dcserv(self, rid: str, query: str) -> Any:
         return self.call("dcserv", id=rid, query=query, version="2")

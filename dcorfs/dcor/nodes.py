@@ -1,8 +1,11 @@
-"""The tree a resource folder is made of: folders and files made on first use.
+"""The tree a mount is made of: folders, files and links made on first use.
 
 A listing of ``MOUNT/<rid>/`` must not open every HDF5 dataset, and ``stat`` of a
 file must not read its data: entries and views are computed when first asked for,
-once, under a lock (the kernel asks from many threads).
+once, under a lock (the kernel asks from many threads).  A folder answers two
+questions: what it lists (``entries``) and what one name is (``get``); the browse
+folders answer the second without the first, so a lookup never costs a listing.
+Every node may carry the modification time DCOR gives it (``mtime``, epoch seconds).
 """
 from __future__ import annotations
 
@@ -16,10 +19,12 @@ from .views import View
 class Dir:
     """A directory whose entries are computed on first use."""
 
-    def __init__(self, produce: Callable[[], dict[str, "Node"]]) -> None:
+    def __init__(self, produce: Callable[[], dict[str, "Node"]],
+                 mtime: float | None = None) -> None:
         self._produce = produce
         self._entries: dict[str, Node] | None = None
         self._lock = threading.Lock()
+        self.mtime = mtime
 
     @property
     def entries(self) -> dict[str, "Node"]:
@@ -28,14 +33,44 @@ class Dir:
                 self._entries = self._produce()
             return self._entries
 
+    def get(self, name: str) -> "Node | None":
+        return self.entries.get(name)
+
+
+class BrowseDir(Dir):
+    """A folder whose listing and lookups are separate questions to DCOR (each kept
+    by the browser for a while): ``list_entries()`` for ``ls``, ``lookup(name)`` for a
+    path walked through it."""
+
+    def __init__(self, list_entries: Callable[[], dict[str, "Node"]],
+                 lookup: Callable[[str], "Node | None"], mtime: float | None = None) -> None:
+        super().__init__(list_entries, mtime)
+        self._lookup = lookup
+
+    @property
+    def entries(self) -> dict[str, "Node"]:
+        return self._produce()
+
+    def get(self, name: str) -> "Node | None":
+        return self._lookup(name)
+
+
+class Link:
+    """A symbolic link; ``target`` is relative to the folder holding it."""
+
+    def __init__(self, target: str, mtime: float | None = None) -> None:
+        self.target = target
+        self.mtime = mtime
+
 
 class File:
     """A file whose view (and so its size) is made on first use."""
 
-    def __init__(self, make_view: Callable[[], View]) -> None:
+    def __init__(self, make_view: Callable[[], View], mtime: float | None = None) -> None:
         self._make_view = make_view
         self._view: View | None = None
         self._lock = threading.Lock()
+        self.mtime = mtime
 
     @property
     def view(self) -> View:
@@ -45,7 +80,7 @@ class File:
             return self._view
 
 
-Node = Union[Dir, File]
+Node = Union[Dir, File, Link]
 
 
 class LazyEntries(dict):

@@ -99,3 +99,21 @@ class RemoteBytesView:
 
     def read(self, offset: int, size: int) -> bytes:
         return self.obj.read(offset, min(offset + size, self.size))
+
+
+class LazyRemoteView:
+    """A file whose size is known from DCOR and whose bytes come from a remote object
+    made on the first read (``stat`` of a listed resource costs no request)."""
+
+    def __init__(self, size: int, open_object: Callable[[], "RemoteBytesView"]) -> None:
+        self.size = size
+        self._open = open_object
+        self._remote: RemoteBytesView | None = None
+        self._lock = threading.Lock()
+
+    def read(self, offset: int, size: int) -> bytes:
+        with self._lock:
+            if self._remote is None:
+                self._remote = self._open()
+        end = min(offset + size, self.size)
+        return self._remote.obj.read(offset, end) if end > offset else b""

@@ -21,7 +21,8 @@ import time
 
 from .. import __version__
 from ..dcor.api import DcorApi, is_resource_id
-from ..dcor.nodes import Dir, File, Node
+from ..dcor.browse import Browser
+from ..dcor.nodes import Dir, File, Link, Node
 from ..dcor.resource_folder import Resource
 from ..dcor.shared import Shared
 from ..hdf5 import native_filters
@@ -48,6 +49,7 @@ class FsConfig:
     op_timeout: float = 60.0
     max_resources: int = 32
     allow_http: bool = False
+    listing_ttl: float = 300.0  # seconds a listing of DCOR is kept
 
     def __repr__(self) -> str:  # never show the token
         return (f"FsConfig(host={self.host!r}, token={'<set>' if self.token else '<none>'}, "
@@ -68,6 +70,7 @@ class Filesystem:
             api=self.api, cache=self.cache, fetcher=self.fetcher, background=self.background,
             pool=self.pool, decoders=DecoderCache(),
             decoded=DecodedCache(max_bytes=min(64 << 20, max(config.cache_bytes // 4, 1 << 20))))
+        self.browser = Browser(self.shared, config.listing_ttl, private=bool(config.token))
         # resources kept open, least recently used first; evicted when not in use
         self.resources: collections.OrderedDict[str, Resource] = collections.OrderedDict()
         self._in_use: collections.Counter[str] = collections.Counter()
@@ -208,11 +211,13 @@ class Filesystem:
             return None
         if any(len(p.encode("utf-8", "surrogateescape")) > 255 for p in parts):
             raise OSError(errno.ENAMETOOLONG, "name longer than 255 bytes")
-        node: Node = self.resource(parts[0]).root
+        node: Node | None = self.browser.roots.get(parts[0])
+        if node is None:
+            node = self.resource(parts[0]).root
         for depth, part in enumerate(parts[1:], 1):
             if not isinstance(node, Dir):
                 raise OSError(errno.ENOTDIR, f"{'/'.join(parts[:depth])} is not a folder")
-            child = node.entries.get(part)
+            child = node.get(part)
             if child is None:
                 raise OSError(errno.ENOENT, f"no {'/'.join(parts[:depth + 1])}")
             node = child
@@ -220,23 +225,34 @@ class Filesystem:
 
     def getattr(self, path: str) -> dict:
         node = self.lookup(path)
-        base = {"st_uid": self.uid, "st_gid": self.gid, "st_atime": self.mounted_at,
-                "st_mtime": self.mounted_at, "st_ctime": self.mounted_at}
+        mtime = getattr(node, "mtime", None) or self.mounted_at
+        base = {"st_uid": self.uid, "st_gid": self.gid, "st_atime": mtime,
+                "st_mtime": mtime, "st_ctime": mtime}
         if node is None or isinstance(node, Dir):
             return {**base, "st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2, "st_size": 0}
+        if isinstance(node, Link):
+            return {**base, "st_mode": stat.S_IFLNK | 0o777, "st_nlink": 1,
+                    "st_size": len(node.target.encode())}
         size = node.view.size
         return {**base, "st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": size,
                 "st_blksize": BLKSIZE, "st_blocks": (size + 511) // 512}
+
+    def readlink(self, path: str) -> str:
+        node = self.lookup(path)
+        if not isinstance(node, Link):
+            raise OSError(errno.EINVAL, f"{path} is not a symbolic link")
+        return node.target
 
     def readdir(self, path: str) -> list[str]:
         node = self.lookup(path)
         if node is None:
             with self._lock:
-                return sorted(self.resources)
+                return sorted(self.browser.roots) + sorted(self.resources)
         if not isinstance(node, Dir):
             raise OSError(errno.ENOTDIR, f"{path} is not a folder")
         parts = [p for p in path.split("/") if p]
-        if len(parts) == 1:  # a resource folder: its entries are about to be stat'ed
+        if len(parts) == 1 and is_resource_id(parts[0]):
+            # a resource folder: its entries are about to be stat'ed
             self.resource(parts[0]).prepare_listing()
         return list(node.entries)
 

@@ -71,6 +71,10 @@ class DcorOperations(mfusepy.Operations):
         return [".", ".."] + self.fs.readdir(path)
 
     @_errors_mapped
+    def readlink(self, path: str) -> str:
+        return self.fs.readlink(path)
+
+    @_errors_mapped
     def open(self, path: str, flags: int) -> int:
         return self.fs.open(path, flags)
 

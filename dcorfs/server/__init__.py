@@ -14,12 +14,14 @@ from .link import Link
 
 log = logging.getLogger(__name__)
 
+SHOWN = 50  # resources listed at start
+
 
 def run(data_dir: pathlib.Path, host: str, port: int, store_port: int, cache_dir: pathlib.Path,
         private: list[str], token_file: pathlib.Path | None, latency_ms: float,
         bandwidth_mbs: float, presign_ttl: float, list_only: bool,
-        faults: str | None = None) -> int:
-    catalog = Catalog(data_dir, cache_dir, private)
+        faults: str | None = None, synthetic: int = 0) -> int:
+    catalog = Catalog(data_dir, cache_dir, private, synthetic=synthetic)
     catalog.scan()
     if list_only:
         for row in catalog.summary():
@@ -38,10 +40,15 @@ def run(data_dir: pathlib.Path, host: str, port: int, store_port: int, cache_dir
     print(f"object store:  {config.store_base}", flush=True)
     if token_file:
         print(f"API token in:  {token_file}", flush=True)
-    for row in catalog.summary():
+    rows = catalog.summary()
+    for row in rows[:SHOWN]:
         flags = "private" if row["private"] else "public"
         print(f"  {row['id']}  {row['path']}  ({flags})", flush=True)
-    print(f"serving {len(catalog.resources)} resources; stop with Ctrl-C", flush=True)
+    if len(rows) > SHOWN:
+        print(f"  ... and {len(rows) - SHOWN} more (--list prints them all)", flush=True)
+    print(f"serving {len(catalog.datasets)} datasets with {len(catalog.resources)} resources "
+          f"in {len(catalog.circles)} circles and {len(catalog.collections)} collections; "
+          f"stop with Ctrl-C", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

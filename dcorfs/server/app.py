@@ -15,6 +15,7 @@ import hmac
 import http.server
 import json
 import logging
+import mimetypes
 import os
 import re
 import secrets
@@ -24,7 +25,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from .catalog import ORG_ID, ORG_NAME, Catalog, Resource, bucket_name, object_key
+from .catalog import Catalog, Dataset, Group, Resource, bucket_name, iso_time, object_key
 from .faults import FaultInjector, Faults
 from .link import Link
 
@@ -239,6 +240,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.config.stats.reset()
             self._json(200, {"success": True})
             return
+        if url.path == "/_dcorfs/rescan" and not self.is_store:
+            self.config.catalog.scan()
+            self._json(200, {"success": True, "datasets": len(self.config.catalog.datasets)})
+            return
         if url.path == "/_dcorfs/faults" and not self.is_store:
             try:
                 self.config.faults.set(Faults.from_dict(json.loads(raw or b"{}")))
@@ -376,36 +381,74 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self._package_dict(ds.id)
 
     def action_package_search(self, params: dict, user: dict | None) -> dict:
+        """CKAN 2.11's search over the catalog: ``q`` (words in name, title and
+        resource names), ``fq`` (``organization:``, ``groups:``, ``name:``, ``id:``
+        terms, all of which must match), ``rows`` (at most 1000), ``start``,
+        ``include_private``, ``sort`` (``name asc``, ``metadata_modified desc``, ...)
+        and ``fl`` (only these fields of each dataset)."""
         try:
-            rows = min(int(params.get("rows", 10)), 1000)
-            start = int(params.get("start", 0))
+            rows = max(0, min(int(params.get("rows", 10)), 1000))
+            start = max(0, int(params.get("start", 0)))
         except (TypeError, ValueError):
             raise validation({"rows": ["Invalid integer"]}) from None
         include_private = str(params.get("include_private", "false")).lower() == "true"
         query = str(params.get("q", "*:*"))
         text = "" if query in ("*:*", "") else query.lower()
+        filters = _filter_terms(str(params.get("fq", "")))
         hits = []
         for ds in self.config.catalog.datasets.values():
             if ds.private and not (include_private and user is not None):
                 continue
-            blob = " ".join([ds.name, ds.title] + [r.name for r in ds.resources]).lower()
-            if text and text not in blob:
+            if text and text not in " ".join([ds.name, ds.title] + [r.name for r in
+                                                                     ds.resources]).lower():
                 continue
-            hits.append(ds.id)
-        return {"count": len(hits), "sort": "score desc, metadata_modified desc",
-                "results": [self._package_dict(i) for i in hits[start:start + rows]],
-                "facets": {}, "search_facets": {}}
+            if not all(_matches(ds, field, value) for field, value in filters):
+                continue
+            hits.append(ds)
+        sort = str(params.get("sort", "score desc, metadata_modified desc"))
+        hits.sort(key=lambda d: d.name)
+        if "name desc" in sort:
+            hits.reverse()
+        elif "name asc" not in sort:
+            hits.sort(key=lambda d: d.modified, reverse="asc" not in sort)
+        page = [self._package_dict(d.id) for d in hits[start:start + rows]]
+        fields = [f for f in re.split(r"[\s,]+", str(params.get("fl", ""))) if f]
+        if fields:
+            page = [{f: pkg[f] for f in fields if f in pkg} for pkg in page]
+        return {"count": len(hits), "sort": sort, "results": page, "facets": {},
+                "search_facets": {}}
 
     def action_organization_list(self, params: dict, user: dict | None) -> list:
-        if str(params.get("all_fields", "false")).lower() == "true":
-            return [{"id": ORG_ID, "name": ORG_NAME, "title": "dcorfs local circle",
-                     "display_name": "dcorfs local circle", "is_organization": True,
-                     "type": "organization", "state": "active",
-                     "package_count": len(self.config.catalog.datasets)}]
-        return [ORG_NAME]
+        return self._group_list(self.config.catalog.circles, "organization", params)
 
     def action_group_list(self, params: dict, user: dict | None) -> list:
-        return []
+        return self._group_list(self.config.catalog.collections, "group", params)
+
+    def _group_list(self, groups: dict[str, Group], kind: str, params: dict) -> list:
+        names = sorted(groups)
+        try:
+            offset = int(params.get("offset", 0))
+            limit = int(params.get("limit", 1000))
+        except (TypeError, ValueError):
+            raise validation({"limit": ["Invalid integer"]}) from None
+        names = names[offset:offset + limit]
+        if str(params.get("all_fields", "false")).lower() != "true":
+            return names
+        counts: dict[str, int] = {}
+        for ds in self.config.catalog.datasets.values():
+            if not ds.private:
+                for name in ([ds.circle] if kind == "organization" else ds.collections):
+                    counts[name] = counts.get(name, 0) + 1
+        return [self._group_dict(groups[n], kind) | {"package_count": counts.get(n, 0)}
+                for n in names]
+
+    @staticmethod
+    def _group_dict(group: Group, kind: str) -> dict:
+        return {"id": group.id, "name": group.name, "title": group.title,
+                "display_name": group.title, "description": "", "image_url": "",
+                "is_organization": kind == "organization", "type": kind,
+                "state": "active", "approval_status": "approved",
+                "created": "2026-01-01T00:00:00.000000"}
 
     def action_dcserv(self, params: dict, user: dict | None) -> Any:
         # validation order of ckanext-dc_serve serve.py::dcserv
@@ -464,8 +507,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             basins.append(basin)
         return basins
 
+    def _bucket(self, rid: str) -> str:
+        catalog = self.config.catalog
+        return bucket_name(catalog.circle_of(catalog.resources[rid]).id)
+
     def object_url(self, artifact: str, rid: str) -> str:
-        return f"{self.config.store_base}/{bucket_name()}/{object_key(artifact, rid)}"
+        return f"{self.config.store_base}/{self._bucket(rid)}/{object_key(artifact, rid)}"
 
     def presign(self, artifact: str, rid: str, ttl: float | None = None) -> tuple[str, float, int]:
         """A URL valid until an epoch, rounded like dcor_shared's ``create_presigned_url``."""
@@ -473,7 +520,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         now = time.time()
         wrap = max(1, int(0.2 * ttl))
         expires = int(round(now / wrap) * wrap + ttl)
-        path = f"/{bucket_name()}/{object_key(artifact, rid)}"
+        path = f"/{self._bucket(rid)}/{object_key(artifact, rid)}"
         sig = self._signature(path, expires)
         # DCOR hands out the same URL within a rounding window; for the expiry fault, the
         # last time a URL was handed out counts as its issue time
@@ -490,13 +537,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         api = self.config.api_base
         meta = res.metadata
         fl = "fluorescence" in meta and meta["fluorescence"].get("channel count", 0)
+        if res.is_rtdc:
+            mimetype, fmt = "RT-DC", "RT-FDC" if fl else "RT-DC"
+        else:
+            mimetype = mimetypes.guess_type(res.name)[0] or "application/octet-stream"
+            fmt = res.name.rsplit(".", 1)[-1].upper()
+        created = iso_time(res.created)
         out = {"id": res.id, "package_id": res.dataset_id, "name": res.name,
                "url": f"{api}/dataset/{res.dataset_id}/resource/{res.id}/download/{res.name.lower()}",
-               "url_type": "s3_upload", "mimetype": "RT-DC", "format": "RT-FDC" if fl else "RT-DC",
+               "url_type": "s3_upload", "mimetype": mimetype, "format": fmt,
                "size": res.size, "sha256": res.sha256, "etag": res.etag, "s3_available": True,
                "s3_url": self.object_url("resource", res.id), "position": res.position,
                "state": "active", "description": "", "hash": "", "resource_type": None,
-               "created": "2026-01-01T00:00:00", "last_modified": "2026-01-01T00:00:00"}
+               "created": created, "last_modified": created, "metadata_modified": created}
         for section, items in meta.items():
             if isinstance(items, dict):
                 for key, value in items.items():
@@ -504,16 +557,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return out
 
     def _package_dict(self, ds_id: str) -> dict:
-        ds = self.config.catalog.datasets[ds_id]
+        catalog = self.config.catalog
+        ds: Dataset = catalog.datasets[ds_id]
+        circle = catalog.circles[ds.circle]
         return {"id": ds.id, "name": ds.name, "title": ds.title, "type": "dataset",
-                "state": "active", "private": ds.private, "owner_org": ORG_ID,
+                "state": "active", "private": ds.private, "owner_org": circle.id,
                 "authors": "dcorfs", "doi": "", "references": "", "notes": "",
                 "license_id": "CC0-1.0", "num_resources": len(ds.resources),
-                "organization": {"id": ORG_ID, "name": ORG_NAME, "title": "dcorfs local circle",
-                                 "type": "organization", "is_organization": True,
-                                 "state": "active"},
+                "metadata_created": iso_time(ds.created),
+                "metadata_modified": iso_time(ds.modified),
+                "organization": self._group_dict(circle, "organization"),
                 "resources": [self._resource_dict(r) for r in ds.resources],
-                "tags": [], "groups": []}
+                "tags": [], "num_tags": 0,
+                "groups": [self._group_dict(catalog.collections[n], "group")
+                           for n in ds.collections]}
 
     # -- download routes ---------------------------------------------------------
     def _route(self, path: str) -> None:
@@ -551,8 +608,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         match = re.fullmatch(r"/([^/]+)/(resource|condensed)/([0-9a-f]{3})/([0-9a-f-]{3})/([0-9a-f-]+)",
                              url.path)
         res = None
-        if match and match.group(1) == bucket_name():
+        if match:
             res = self.config.catalog.resources.get(match.group(3) + match.group(4) + match.group(5))
+            if res is not None and match.group(1) != self._bucket(res.id):
+                res = None
         artifact = match.group(2) if match else ""
         path = res.artifact_path(artifact) if res else None
         if path is None:
@@ -699,3 +758,25 @@ def read_or_create_token(path: os.PathLike) -> str:
     if not token:
         raise OSError(22, f"token file {path} is empty")
     return token
+
+
+def _filter_terms(fq: str) -> list[tuple[str, str]]:
+    """``organization:a +groups:b AND name:c`` -> [(field, value), ...]; every term must
+    match.  Only the fields the catalog knows are accepted, as a Solr schema would."""
+    terms = []
+    for word in fq.replace(" AND ", " ").split():
+        field, sep, value = word.lstrip("+").partition(":")
+        if not sep or field not in ("organization", "groups", "name", "id", "private"):
+            raise ActionError(409, "Search Query Error", f"Search error: cannot parse fq {word!r}")
+        terms.append((field, value.strip('"')))
+    return terms
+
+
+def _matches(ds: Dataset, field: str, value: str) -> bool:
+    if field == "organization":
+        return ds.circle == value
+    if field == "groups":
+        return value in ds.collections
+    if field == "private":
+        return str(ds.private).lower() == value.lower()
+    return getattr(ds, field, None) == value

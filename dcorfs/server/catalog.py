@@ -1,17 +1,29 @@
-"""What the local DCOR knows: datasets, resources and their artifacts.
+"""What the local DCOR knows: circles, collections, datasets, resources and artifacts.
 
-Every ``.rtdc`` file below a folder becomes a resource.  Its id is derived from its
-path relative to that folder, so it is stable across restarts and machines (tests
-and bookmarks rely on that).  Each folder holding ``.rtdc`` files becomes a dataset
-(CKAN package) in one circle (organization).  Condensed copies are made the way DCOR
-makes them, with dclab's condense, and kept in a cache folder keyed by the
-original's SHA-256 so a restart does not redo them.
+Every ``.rtdc`` file below a folder, and every supplementary file DCOR allows
+(``SUPPLEMENTARY``), becomes a resource.  Its id is derived from its path relative to
+that folder, so it is stable across restarts and machines (tests and bookmarks rely
+on that).  Each folder holding such files becomes a dataset (CKAN package) named
+after its path.  Circles (organizations) and collections (groups) come from an
+optional manifest, ``catalog.json`` in the top folder::
+
+    {"circles": {"blood-lab": {"title": "Blood lab", "datasets": ["blood-*"]}},
+     "collections": {"blood-study": {"title": "A study", "datasets": ["blood-cells", "beads"]}}}
+
+where ``datasets`` are glob patterns over the datasets' folders.  A dataset no circle
+claims is in the circle ``dcorfs-local``.  ``synthetic=N`` adds N datasets in circles
+of 200 (``synthetic-000``, ...), each with one resource that shares the first RT-DC
+file's bytes: a catalog of DCOR's size that costs nothing on disk.  Condensed copies
+are made the way DCOR makes them, with dclab's condense, and kept in a cache folder
+keyed by the original's SHA-256 so a restart does not redo them.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import fnmatch
 import hashlib
+import json
 import logging
 import math
 import os
@@ -26,8 +38,19 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 ID_NAMESPACE = uuid.UUID("6f1f7a52-6d0f-4b7e-9a7e-dc0f5dcf0001")
-ORG_ID = str(uuid.uuid5(ID_NAMESPACE, "organization:dcorfs-local"))
-ORG_NAME = "dcorfs-local"
+ORG_NAME = "dcorfs-local"  # the circle of datasets the manifest does not place
+MANIFEST = "catalog.json"
+RTDC_SUFFIXES = (".rtdc",)
+# the supplementary files DCOR accepts as resources (dcor_schemas)
+SUPPLEMENTARY = (".ini", ".csv", ".tsv", ".pdf", ".txt", ".jpg", ".png", ".tif", ".py",
+                 ".ipynb", ".poly", ".sof", ".so2")
+SYNTHETIC_CIRCLE_SIZE = 200
+
+
+def iso_time(epoch: float) -> str:
+    """CKAN's timestamp format (UTC, no zone): 2026-01-01T00:00:00.000000."""
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%f")
 
 
 @dataclasses.dataclass
@@ -46,12 +69,17 @@ class Resource:
     condensed_path: pathlib.Path | None = None
     condensed_etag: str = ""
     condense_error: str = ""
+    created: float = 0.0  # the file's modification time
     metadata: dict = dataclasses.field(default_factory=dict)
     features: list[str] = dataclasses.field(default_factory=list)
     condensed_features: list[str] = dataclasses.field(default_factory=list)
     logs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     tables: dict[str, list] = dataclasses.field(default_factory=dict)
     trace_names: list[str] | None = None
+
+    @property
+    def is_rtdc(self) -> bool:
+        return self.name.lower().endswith(RTDC_SUFFIXES)
 
     def artifact_path(self, artifact: str) -> pathlib.Path | None:
         if artifact == "resource":
@@ -65,12 +93,37 @@ class Resource:
 
 
 @dataclasses.dataclass
+class Group:
+    """A circle (CKAN organization) or a collection (CKAN group)."""
+
+    id: str
+    name: str
+    title: str
+    patterns: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
 class Dataset:
     id: str
     name: str
     title: str
     private: bool
+    folder: str = ""
+    circle: str = ORG_NAME
+    collections: list[str] = dataclasses.field(default_factory=list)
     resources: list[Resource] = dataclasses.field(default_factory=list)
+
+    @property
+    def created(self) -> float:
+        return min((r.created for r in self.resources), default=0.0)
+
+    @property
+    def modified(self) -> float:
+        return max((r.created for r in self.resources), default=0.0)
+
+
+def group_id(kind: str, name: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"{kind}:{name}"))
 
 
 def object_key(artifact: str, rid: str) -> str:
@@ -78,8 +131,9 @@ def object_key(artifact: str, rid: str) -> str:
     return f"{artifact}/{rid[:3]}/{rid[3:6]}/{rid[6:]}"
 
 
-def bucket_name() -> str:
-    return f"circle-{ORG_ID}"
+def bucket_name(circle_id: str) -> str:
+    """One bucket per circle, as on DCOR."""
+    return f"circle-{circle_id}"
 
 
 def _slug(text: str) -> str:
@@ -120,50 +174,126 @@ class Catalog:
     """Scans a folder once and answers lookups; immutable afterwards, like DCOR."""
 
     def __init__(self, root: pathlib.Path, cache_dir: pathlib.Path,
-                 private_patterns: list[str] | None = None) -> None:
+                 private_patterns: list[str] | None = None, synthetic: int = 0) -> None:
         self.root = pathlib.Path(root).resolve()
         self.cache_dir = pathlib.Path(cache_dir)
         self.private_patterns = list(private_patterns or [])
+        self.synthetic = synthetic
+        self.circles: dict[str, Group] = {}
+        self.collections: dict[str, Group] = {}
         self.datasets: dict[str, Dataset] = {}
         self.resources: dict[str, Resource] = {}
 
     def scan(self) -> None:
-        """Find files, make condensed copies and read metadata (slow once, then cached)."""
+        """Find files, make condensed copies and read metadata (slow once, then cached).
+
+        May be called again while serving (``POST /_dcorfs/rescan``): the new catalog
+        replaces the old one at once, and files seen before are not read again.
+        """
         if not self.root.is_dir():
             raise OSError(2, f"data folder does not exist: {self.root}")
-        files = sorted(p for p in self.root.rglob("*.rtdc") if p.is_file())
-        if not files:
+        manifest = self._manifest()
+        files = sorted(p for p in self.root.rglob("*") if p.is_file()
+                       and p.name.lower().endswith(RTDC_SUFFIXES + SUPPLEMENTARY))
+        if not any(p.name.lower().endswith(RTDC_SUFFIXES) for p in files):
             log.warning("DCS101 no .rtdc files below %s", self.root)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        circles = {ORG_NAME: Group(group_id("organization", ORG_NAME), ORG_NAME,
+                                   "dcorfs local circle")}
+        collections: dict[str, Group] = {}
+        for kind, target in (("circles", circles), ("collections", collections)):
+            for name, spec in (manifest.get(kind) or {}).items():
+                target[name] = Group(group_id("organization" if kind == "circles" else "group",
+                                              name), name, spec.get("title", name),
+                                     list(spec.get("datasets", [])))
+        datasets: dict[str, Dataset] = {}
+        resources: dict[str, Resource] = {}
         for index, path in enumerate(files, 1):
             relpath = path.relative_to(self.root).as_posix()
             folder = path.parent.relative_to(self.root).as_posix()
             ds_id = str(uuid.uuid5(ID_NAMESPACE, f"dataset:{folder}"))
-            dataset = self.datasets.get(ds_id)
+            dataset = datasets.get(ds_id)
             if dataset is None:
                 dataset = Dataset(id=ds_id, name=_slug(folder if folder != "." else "root"),
                                   title=folder if folder != "." else self.root.name,
-                                  private=False)
-                self.datasets[ds_id] = dataset
+                                  private=False, folder=folder)
+                dataset.circle = next((c.name for c in circles.values()
+                                       if any(fnmatch.fnmatch(folder, p) for p in c.patterns)),
+                                      ORG_NAME)
+                dataset.collections = sorted(
+                    c.name for c in collections.values()
+                    if any(fnmatch.fnmatch(folder, p) for p in c.patterns))
+                datasets[ds_id] = dataset
             if any(fnmatch.fnmatch(relpath, pat) for pat in self.private_patterns):
                 dataset.private = True
             rid = str(uuid.uuid5(ID_NAMESPACE, f"resource:{relpath}"))
             res = Resource(id=rid, name=path.name, path=path, relpath=relpath,
                            dataset_id=ds_id, position=len(dataset.resources))
-            log.info("DCS102 [%d/%d] preparing %s", index, len(files), relpath)
-            try:
-                self._prepare(res)
-            except Exception as exc:  # noqa: BLE001 - one unreadable upload must not stop DCOR
-                log.warning("DCS107 %s cannot be read (%s: %s); served as a resource without "
-                            "metadata or features", relpath, type(exc).__name__, exc)
-                res.metadata, res.features, res.logs, res.tables = {}, [], {}, {}
+            known = self.resources.get(rid)
+            if known is not None and known.created == path.stat().st_mtime:
+                res = dataclasses.replace(known, position=res.position)
+            else:
+                log.info("DCS102 [%d/%d] preparing %s", index, len(files), relpath)
+                self._prepare_any(res)
             dataset.resources.append(res)
-            self.resources[rid] = res
+            resources[rid] = res
+        self._add_synthetic(datasets, resources, circles)
+        self.circles, self.collections = circles, collections
+        self.datasets, self.resources = datasets, resources
+
+    def _manifest(self) -> dict:
+        path = self.root / MANIFEST
+        if not path.exists():
+            return {}
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise OSError(22, f"{path} is not a readable JSON manifest: {exc}") from None
+        for kind in ("circles", "collections"):
+            for name in manifest.get(kind) or {}:
+                if _slug(name) != name or not 2 <= len(name) <= 100:
+                    raise OSError(22, f"{path}: {name!r} is not a CKAN name (2 to 100 "
+                                      f"lowercase letters, digits, - and _)")
+        return manifest
+
+    def _prepare_any(self, res: Resource) -> None:
+        res.size = res.path.stat().st_size
+        res.created = res.path.stat().st_mtime
+        if not res.is_rtdc:
+            res.sha256, res.etag = _file_digests(res.path)
+            return
+        try:
+            self._prepare(res)
+        except Exception as exc:  # noqa: BLE001 - one unreadable upload must not stop DCOR
+            log.warning("DCS107 %s cannot be read (%s: %s); served as a resource without "
+                        "metadata or features", res.relpath, type(exc).__name__, exc)
+            res.metadata, res.features, res.logs, res.tables = {}, [], {}, {}
+
+    def _add_synthetic(self, datasets: dict[str, Dataset], resources: dict[str, Resource],
+                       circles: dict[str, Group]) -> None:
+        if not self.synthetic:
+            return
+        source = next((r for r in resources.values() if r.is_rtdc and r.features), None)
+        if source is None:
+            raise OSError(22, "a synthetic catalog needs one readable .rtdc file to share")
+        for i in range(self.synthetic):
+            circle = f"synthetic-{i // SYNTHETIC_CIRCLE_SIZE:03d}"
+            if circle not in circles:
+                circles[circle] = Group(group_id("organization", circle), circle, circle)
+            name = f"synthetic-{i:05d}"
+            ds = Dataset(id=str(uuid.uuid5(ID_NAMESPACE, f"dataset:{name}")), name=name,
+                         title=f"Synthetic dataset {i}", private=False, folder=name,
+                         circle=circle)
+            rid = str(uuid.uuid5(ID_NAMESPACE, f"resource:{name}/{source.name}"))
+            res = dataclasses.replace(source, id=rid, dataset_id=ds.id, position=0,
+                                      relpath=f"{name}/{source.name}")
+            ds.resources.append(res)
+            datasets[ds.id] = ds
+            resources[rid] = res
 
     def _prepare(self, res: Resource) -> None:
         import dclab  # the server is the only place that needs dclab at run time
 
-        res.size = res.path.stat().st_size
         res.sha256, res.etag = _file_digests(res.path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -215,6 +345,9 @@ class Catalog:
 
     def is_private(self, res: Resource) -> bool:
         return self.datasets[res.dataset_id].private
+
+    def circle_of(self, res: Resource) -> Group:
+        return self.circles[self.datasets[res.dataset_id].circle]
 
     def summary(self) -> list[dict]:
         """One row per resource, for ``--list`` and for tests."""

@@ -1,0 +1,264 @@
+"""DCOR by name: ``datasets/``, ``circles/`` and ``collections/`` as folders.
+
+What DCOR lists is asked for once and kept for ``ttl`` seconds (``--listing-ttl``), so
+new datasets appear without a remount and a busy ``ls`` costs nothing:
+
+- ``datasets/`` pages through ``package_search`` (1000 rows a request, only the fields
+  it needs; the pages after the first in parallel);
+- ``circles/`` and ``collections/`` are ``organization_list`` and ``group_list``; a
+  circle or a collection lists only its own datasets (``fq``);
+- ``datasets/<name>`` looked up directly is one ``package_show``, never a listing;
+  its folder is that answer: each resource under its DCOR name, a link to the feature
+  folder of each RT-DC resource, and ``dataset.json``.
+
+When DCOR fails, a listing fetched before is served as it was (log ``DCB701``). Names
+that cannot be CKAN names are ENOENT without a request; names DCOR does not know are
+remembered as missing for ``negative_ttl`` seconds.
+
+Name collisions inside a dataset folder: resource files keep their DCOR names and win.
+A resource named ``dataset.json`` hides the package dict (log ``DCB702``); a stem
+that equals another resource's name (or an earlier stem) gets no link (log ``DCB703``);
+the feature folder is still at ``MOUNT/<resource-id>/``.
+"""
+from __future__ import annotations
+
+import datetime
+import errno
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..io import deadline
+from ..io.remote_object import RemoteObject
+from .api import is_resource_id
+from .nodes import BrowseDir, Dir, File, Link, Node
+from .shared import Shared
+from .views import BytesView, LazyRemoteView, RemoteBytesView
+
+log = logging.getLogger(__name__)
+
+CKAN_NAME = re.compile(r"[a-z0-9_-]{2,100}")
+PAGE_ROWS = 1000  # package_search's most rows per request
+RTDC_SUFFIXES = (".rtdc", ".dc")
+
+
+def is_ckan_name(name: str) -> bool:
+    """CKAN's rule for dataset, organization and group names."""
+    return CKAN_NAME.fullmatch(name) is not None
+
+
+def ckan_time(text: Any) -> float | None:
+    """CKAN's UTC timestamps ('2026-01-01T00:00:00.000000') as epoch seconds."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        stamp = datetime.datetime.fromisoformat(text.rstrip("Z"))
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=stamp.tzinfo or datetime.timezone.utc).timestamp()
+
+
+class Listings:
+    """Answers kept for ``ttl`` seconds, one fetch at a time per key; a stale answer
+    is served when a fresh one fails, and ENOENT is remembered for ``negative_ttl``."""
+
+    def __init__(self, ttl: float, negative_ttl: float = 30.0) -> None:
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self._values: dict[Any, tuple[float, Any]] = {}
+        self._missing: dict[Any, float] = {}
+        self._locks: dict[Any, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, fetch: Callable[[], Any]) -> Any:
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # concurrent lookups of one name share one request
+            now = time.monotonic()
+            with self._lock:
+                if self._missing.get(key, 0.0) > now:
+                    raise OSError(errno.ENOENT, f"{key[-1]} not found (remembered)")
+                kept = self._values.get(key)
+            if kept is not None and now - kept[0] < self.ttl:
+                return kept[1]
+            try:
+                value = fetch()
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    with self._lock:
+                        self._missing[key] = now + self.negative_ttl
+                    raise
+                if kept is None or exc.errno == errno.EACCES:
+                    raise
+                log.warning("DCB701 %s: DCOR failed (%s); serving the answer of %.0f s ago",
+                            "/".join(map(str, key)), exc.strerror or exc, now - kept[0])
+                return kept[1]
+            with self._lock:
+                self._values[key] = (time.monotonic(), value)
+            return value
+
+    def peek(self, key: Any) -> Any:
+        """The answer kept for ``key``, however old, or None."""
+        with self._lock:
+            kept = self._values.get(key)
+        return None if kept is None else kept[1]
+
+
+class Browser:
+    """The ``datasets/``, ``circles/`` and ``collections/`` folders of a mount."""
+
+    def __init__(self, shared: Shared, ttl: float, private: bool) -> None:
+        self.shared = shared
+        self.api = shared.api
+        self.pool = shared.pool
+        self.listings = Listings(ttl)
+        self.private = private  # ask for private datasets too (a token is set)
+        self._folders: dict[str, Dir] = {}
+        self._lock = threading.Lock()
+        self.roots: dict[str, Node] = {
+            "datasets": BrowseDir(self._list_datasets, self._dataset_folder),
+            "circles": BrowseDir(lambda: self._list_groups("circles"),
+                                 lambda name: self._group_folder("circles", name)),
+            "collections": BrowseDir(lambda: self._list_groups("collections"),
+                                     lambda name: self._group_folder("collections", name)),
+        }
+
+    # -- questions to DCOR ---------------------------------------------------------------
+    def _search(self, fq: str = "") -> dict[str, float | None]:
+        """name -> metadata_modified of every dataset matching ``fq``: the first page,
+        then all others at once."""
+        params: dict[str, Any] = {"q": "*:*", "rows": PAGE_ROWS, "sort": "name asc",
+                                  "fl": "name,metadata_modified"}
+        if fq:
+            params["fq"] = fq
+        if self.private:
+            params["include_private"] = "true"
+        first = self.api.call("package_search", start=0, **params)
+        pages = [first]
+        count = int(first.get("count", 0)) if isinstance(first, dict) else 0
+        futures = [self.pool.submit(deadline.bind(self.api.call), "package_search",
+                                    start=start, **params)
+                   for start in range(PAGE_ROWS, count, PAGE_ROWS)]
+        pages += [f.result(timeout=deadline.remaining(3600.0)) for f in futures]
+        found: dict[str, float | None] = {}
+        for page in pages:
+            for row in page.get("results", []) if isinstance(page, dict) else []:
+                if isinstance(row, dict) and is_ckan_name(str(row.get("name", ""))):
+                    found[row["name"]] = ckan_time(row.get("metadata_modified"))
+        log.info("DCB704 %s: %d datasets in %d requests", fq or "all datasets", len(found),
+                 len(pages))
+        return found
+
+    def _datasets(self) -> dict[str, float | None]:
+        return self.listings.get(("datasets",), self._search)
+
+    def _group_names(self, kind: str) -> set[str]:
+        action = "organization_list" if kind == "circles" else "group_list"
+        return self.listings.get((kind,), lambda: set(self.api.call(action, limit=1000)))
+
+    def _members(self, kind: str, name: str) -> dict[str, float | None]:
+        field = "organization" if kind == "circles" else "groups"
+        return self.listings.get((kind, name), lambda: self._search(f"{field}:{name}"))
+
+    def _package(self, name: str) -> dict:
+        package = self.listings.get(("package", name),
+                                    lambda: self.api.call("package_show", id=name))
+        if not isinstance(package, dict) or not isinstance(package.get("resources"), list):
+            raise OSError(errno.EIO, f"package_show {name}: not a dataset dict")
+        return package
+
+    def open_file(self, res: dict, private: bool) -> RemoteBytesView:
+        """A resource's bytes by range requests: from the object store where the
+        resource is public, else from where DCOR's download route redirects (asked
+        again when that presigned URL expires)."""
+        route = str(res.get("url", ""))
+        url = None if private else res.get("s3_url")
+        obj = RemoteObject(key=f"dcor-file-{res['id']}",
+                           url=url if isinstance(url, str) and url else
+                           self.api.resolve_download(route),
+                           expires_at=None, cache=self.shared.cache,
+                           fetcher=self.shared.fetcher, background=self.shared.background)
+        if obj.url != url:
+            obj.refresh = lambda: obj.set_url(self.api.resolve_download(route), None)
+        obj.probe()
+        return RemoteBytesView(obj)
+
+    # -- folders -------------------------------------------------------------------------
+    def _list_datasets(self) -> dict[str, Node]:
+        return {name: self._folder(name, mtime) for name, mtime in self._datasets().items()}
+
+    def _dataset_folder(self, name: str) -> Node | None:
+        if not is_ckan_name(name):
+            return None
+        listed = self.listings.peek(("datasets",))
+        if listed is not None and name in listed:
+            return self._folder(name, listed[name])  # no request: it was listed
+        package = self._package(name)  # ENOENT or EACCES if DCOR says so
+        return self._folder(name, ckan_time(package.get("metadata_modified")))
+
+    def _folder(self, name: str, mtime: float | None) -> Dir:
+        with self._lock:
+            folder = self._folders.get(name)
+            if folder is None:
+                folder = self._folders[name] = Dir(lambda: self._dataset_entries(name), mtime)
+            return folder
+
+    def _list_groups(self, kind: str) -> dict[str, Node]:
+        return {name: self._members_folder(kind, name) for name in sorted(self._group_names(kind))
+                if is_ckan_name(name)}
+
+    def _group_folder(self, kind: str, name: str) -> Node | None:
+        if not is_ckan_name(name):
+            return None
+        if name not in self._group_names(kind):
+            raise OSError(errno.ENOENT, f"no {kind[:-1]} {name}")
+        return self._members_folder(kind, name)
+
+    def _members_folder(self, kind: str, name: str) -> Dir:
+        def entries() -> dict[str, Node]:
+            return {ds: Link(f"../../datasets/{ds}", mtime)
+                    for ds, mtime in self._members(kind, name).items()}
+
+        def lookup(ds: str) -> Node | None:
+            return entries().get(ds)
+
+        return BrowseDir(entries, lookup)
+
+    def _dataset_entries(self, name: str) -> dict[str, Node]:
+        package = self._package(name)
+        entries: dict[str, Node] = {}
+        rtdc: list[dict] = []
+        for res in package["resources"]:
+            if not isinstance(res, dict) or not isinstance(res.get("name"), str):
+                continue
+            file_name = res["name"].replace("/", "_")
+            if file_name in entries or file_name in (".", ".."):
+                log.info("DCB705 %s: a second resource named %r is not shown", name, file_name)
+                continue
+            mtime = ckan_time(res.get("created"))
+            size = int(res.get("size") or 0)
+            private = bool(package.get("private"))
+            entries[file_name] = File(
+                lambda r=res, s=size: LazyRemoteView(s, lambda: self.open_file(r, private)),
+                mtime)
+            if file_name.lower().endswith(RTDC_SUFFIXES) and is_resource_id(str(res.get("id"))):
+                rtdc.append(res)
+        if "dataset.json" in entries:
+            log.info("DCB702 %s: a resource is named dataset.json; the package dict is not "
+                     "shown", name)
+        else:
+            text = json.dumps(package, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+            entries["dataset.json"] = File(lambda t=text: BytesView(t.encode()),
+                                           ckan_time(package.get("metadata_modified")))
+        for res in rtdc:
+            stem = res["name"].replace("/", "_").rsplit(".", 1)[0]
+            if not stem or stem in entries:
+                log.info("DCB703 %s: %r is taken; the feature folder of %s is only at "
+                         "MOUNT/%s", name, stem, res["name"], res["id"])
+                continue
+            entries[stem] = Link(f"../../{res['id']}", ckan_time(res.get("created")))
+        return entries
