@@ -54,6 +54,8 @@ LATENCY_MS = 20.0
 BANDWIDTH_MBS = 50.0
 SCALARS = ["deform", "area_um", "bright_avg", "circ"]
 RANDOM_IMAGES = 200
+SYNTHETIC = 10_000  # datasets added to the catalog for the browsing scenarios
+MANY_FILES = 20  # resources of the dataset ``many-files``
 
 
 class HDF5Chain:
@@ -183,16 +185,24 @@ class Bench:
             write_demo_file(self.files["images"], events=IMAGES, with_contours=False,
                             with_traces=False, seed=8)
             marker.touch()
+        many = self.data / "many-files"
+        many.mkdir(parents=True, exist_ok=True)
+        for i in range(MANY_FILES):
+            (many / f"table_{i:02d}.csv").write_text("time,temperature\n0,22.5\n1,22.6\n")
         log = self.workdir / "serve.log"
         with log.open("w") as out:
             self.server = subprocess.Popen(
                 dcorfs_argv("serve", self.data, "--port", self.port,
                             "--cache-dir", self.workdir / "serve-cache",
-                            "--latency-ms", LATENCY_MS, "--bandwidth-mbs", BANDWIDTH_MBS),
+                            "--latency-ms", LATENCY_MS, "--bandwidth-mbs", BANDWIDTH_MBS,
+                            "--synthetic", SYNTHETIC),
                 stdout=out, stderr=subprocess.STDOUT)
         wait_for(api_answers(self.url), self.server, "dcorfs serve", 600, log, interval=0.5)
-        found = requests.get(f"{self.url}/api/3/action/package_search", timeout=30).json()
-        by_name = {r["name"]: r for p in found["result"]["results"] for r in p["resources"]}
+        by_name = {}
+        for kind, path in self.files.items():
+            found = requests.get(f"{self.url}/api/3/action/package_show",
+                                 params={"id": path.parent.name}, timeout=30).json()
+            by_name.update({r["name"]: r for r in found["result"]["resources"]})
         self.rids = {kind: by_name[path.name]["id"] for kind, path in self.files.items()}
         self.condensed = {kind: self.workdir / "serve-cache" /
                           f"{by_name[path.name]['sha256']}_condensed.rtdc"
@@ -225,10 +235,11 @@ class Bench:
         wait_until_warm(mnt)  # its connections opened: what a user who mounted earlier finds
         return mnt
 
-    def mount_rss_mb(self) -> float:
+    def mount_rss_mb(self, field: str = "VmHWM") -> float:
+        """The last mount daemon's peak (VmHWM) or current (VmRSS) memory, MB."""
         proc, _ = self.mounts[-1]
         for line in pathlib.Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
         return float("nan")
 
@@ -271,12 +282,14 @@ class Bench:
                 "store_requests": stats.get("store_requests", 0),
                 "round_trips": stats.get("round_trips", 0),
                 "connections": stats.get("connections", 0),
+                "api_bytes": stats.get("api_bytes", 0),
                 "bytes": stats.get("store_bytes", 0)}
 
     # -- the three contenders ------------------------------------------------------------
     def dcorfs(self, body: str, mnt: pathlib.Path, kind: str) -> dict:
         code = _script(f"""
             import json, os, time, numpy as np
+            root = {str(mnt)!r}
             folder = {str(mnt / self.rids[kind])!r}
         """, body)
         self.reset()
@@ -420,6 +433,60 @@ class Bench:
         return rows
 
 
+def browse(bench: "Bench", deform_round_trips: int) -> list[dict]:
+    """Browsing by name, dcorfs only (dclab has no equivalent): cold, on fresh mounts,
+    the median of ``bench.repeats`` runs; the requests each needed."""
+    lat, bw = LATENCY_MS / 1000, BANDWIDTH_MBS * 1e6
+    rows = []
+    datasets = SYNTHETIC + 3  # scalars, images, many-files
+
+    def cold(body: str) -> dict:
+        def once() -> dict:
+            bench.unmount_all()
+            bench.mount()
+            rss_before = bench.mount_rss_mb("VmRSS")
+            result = bench.dcorfs(body, bench.mounts[-1][1], "scalars")
+            result["rss_growth_mb"] = bench.mount_rss_mb("VmRSS") - rss_before
+            return result
+        return bench.median(once)
+
+    h = cold("assert len(os.listdir(os.path.join(root, 'datasets'))) == "
+             f"{datasets}")
+    # the first page, then the others at once: two round trips and the answers' bytes
+    limit = 2 * lat + h["api_bytes"] / bw
+    rows.append({"scenario": f"(h) ls datasets/ ({datasets:,d} datasets), cold", "dcorfs": h,
+                 "target_requests": -(-datasets // 1000) + 1, "limit_seconds": limit})
+    i = cold("assert len(os.listdir(os.path.join(root, 'circles', 'synthetic-003'))) == 200")
+    rows.append({"scenario": "(i) ls circles/<c>/ (200 datasets), cold", "dcorfs": i,
+                 "target_requests": 2, "limit_seconds": 0.0})
+    j = cold("import subprocess\nsubprocess.run(['ls', '-l', os.path.join(root, 'datasets', "
+             "'many-files')], check=True, capture_output=True)")
+    rows.append({"scenario": f"(j) ls -l datasets/<d>/ ({MANY_FILES} resources), cold",
+                 "dcorfs": j, "target_requests": 1, "limit_seconds": 0.0})
+    stem = bench.files["scalars"].stem
+    k = cold(f"np.load(os.path.join(root, 'datasets', 'scalars', {stem!r}, 'deform.npy'))")
+    rows.append({"scenario": "(k) (a) through datasets/<d>/<stem>/, cold", "dcorfs": k,
+                 "target_round_trips": deform_round_trips + 1, "limit_seconds": 0.0})
+    return rows
+
+
+def browse_markdown(rows: list[dict]) -> str:
+    lines = ["| scenario | dcorfs s | requests | target | round trips | API MB | daemon RSS growth MB |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        d = r["dcorfs"]
+        target = (f"at most {r['target_requests']} requests" if "target_requests" in r
+                  else f"at most {r['target_round_trips']} round trips")
+        lines.append(f"| {r['scenario']} | {d['seconds']:.3f} | {d['requests']} | {target} "
+                     f"| {d['round_trips']} | {d['api_bytes'] / 1e6:.2f} "
+                     f"| {d['rss_growth_mb']:.1f} |")
+    h = rows[0]
+    lines += ["", f"- (h): {h['dcorfs']['seconds'] / h['limit_seconds']:.2f}x the time its "
+                  f"requests need on the link ({h['limit_seconds']:.3f} s: two round trips and "
+                  f"{h['dcorfs']['api_bytes'] / 1e6:.2f} MB of answers)."]
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"Benchmark: {meta['events']:,d} events, {meta['images']:,d} images 80x250; "
              f"link {meta['latency_ms']:g} ms, {meta['bandwidth_mbs']:g} MB/s; "
@@ -483,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench.prepare()
         rows = bench.run()
+        a = next(r for r in rows if r["scenario"].startswith("(a)"))
+        browse_rows = browse(bench, a["dcorfs"]["round_trips"])
     finally:
         bench.unmount_all()
         for chain in bench.chains.values():
@@ -494,8 +563,9 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    markdown = to_markdown(rows, meta)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows,
+                                                  "browse": browse_rows}, indent=1))
+    markdown = to_markdown(rows, meta) + "\nBrowsing by name:\n\n" + browse_markdown(browse_rows)
     (out / "results.md").write_text(markdown)
     print("\n" + markdown)
     print(f"written to {out / 'results.md'} and {out / 'results.json'}")

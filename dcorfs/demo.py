@@ -37,7 +37,7 @@ def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: fl
     from .server.demo_data import write_demo_folder
 
     data = workdir / "data"
-    marker = data / f".events-{events}"
+    marker = data / f".catalog-v2-events-{events}"  # a new layout writes the data anew
     if not marker.exists():
         _say(f"1. writing demo measurements ({events} events, images, masks, contours, "
              f"traces) to {data} ...")
@@ -61,9 +61,6 @@ def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: fl
     mount = None
     try:
         wait_for(api_answers(url), server, "dcorfs serve", 300, serve_log, interval=0.1)
-        found = requests.get(f"{url}/api/3/action/package_search", timeout=10).json()["result"]
-        rid = next(r["id"] for p in found["results"] for r in p["resources"]
-                   if r["name"] == "M001_data.rtdc")
 
         mount_log = workdir / "mount.log"
         _say(f"3. mounting it at {mountpoint}")
@@ -76,9 +73,21 @@ def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: fl
         _say(f"   mounted; connections to the API and the object store ({warm['store']}) "
              f"opened in the background in {warm['seconds']:.2f} s ({warm['state']})")
 
-        folder = mountpoint / rid
         requests.post(f"{url}/_dcorfs/stats/reset", timeout=10)
-        _say(f"\n4. $ ls -l {folder}")
+        _say("\n4. browsing by name")
+        for sub in ("circles", "circles/demo-lab", "collections/demo-study",
+                    "datasets/blood-cells"):
+            listing = sorted(os.listdir(mountpoint / sub))
+            _say(f"   $ ls {sub}/\n     " + "  ".join(
+                f"{name}@" if os.path.islink(mountpoint / sub / name) else name
+                for name in listing))
+        stats = requests.get(f"{url}/_dcorfs/stats", timeout=10).json()
+        _say(f"   (those listings cost {stats.get('api_requests', 0)} API requests)")
+        folder = mountpoint / "datasets" / "blood-cells" / "M001_data"
+        _say(f"   $ readlink {folder.relative_to(mountpoint)}\n     {os.readlink(folder)}")
+
+        requests.post(f"{url}/_dcorfs/stats/reset", timeout=10)
+        _say(f"\n5. $ ls -l {folder}")
         for entry in sorted(folder.iterdir()):
             kind = "d" if entry.is_dir() else "-"
             size = entry.stat().st_size if entry.is_file() else 0
@@ -99,7 +108,7 @@ def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: fl
             array = code()
             took = time.monotonic() - started
             stats = requests.get(f"{url}/_dcorfs/stats", timeout=10).json()
-            _say(f"\n5{letter}. {title}: shape {array.shape}, dtype {array.dtype}, "
+            _say(f"\n6{letter}. {title}: shape {array.shape}, dtype {array.dtype}, "
                  f"{took * 1000:.0f} ms")
             _say(f"   fetched {stats.get('store_bytes', 0):,d} bytes in "
                  f"{stats.get('store_requests', 0)} requests "
@@ -108,7 +117,7 @@ def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: fl
                  f"{file_size:,d}-byte file)")
         deform = np.load(folder / "deform.npy")
         _say(f"\n   deform: mean {deform.mean():.4f}, first values {np.round(deform[:4], 4)}")
-        _say("\n6. unmounting")
+        _say("\n7. unmounting")
     except RuntimeError as exc:
         print(f"dcorfs demo: {exc}", file=sys.stderr)
         return 1

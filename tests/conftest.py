@@ -200,6 +200,9 @@ def browse_dir(corpus_dir, tmp_path_factory) -> pathlib.Path:
             shutil.copy(corpus_dir / source, root / dataset / name)
     (root / "blood-cells" / "notes.txt").write_text("measured on a Monday\n")
     (root / "blood-cells" / "settings.ini").write_text("[camera]\nshutter = 2\n")
+    # the newest dataset holds no RT-DC file (the mount's warm-up must cope)
+    (root / "protocols").mkdir()
+    (root / "protocols" / "staining.txt").write_text("1. stain\n2. wash\n")
     (root / "catalog.json").write_text(json.dumps(BROWSE_MANIFEST))
     return root
 

@@ -39,7 +39,8 @@ class DcorApi:
         self.timeout = timeout
         self.retries = retries
         self._local = threading.local()
-        self._adapter = shared_adapter(pool_size=8)
+        # as many connections as listing pages go out at once (16 pool workers)
+        self._adapter = shared_adapter(pool_size=16)
         self.requests = 0
 
     @property

@@ -135,21 +135,26 @@ class Filesystem:
                  store or "none found")
 
     def _any_store_url(self) -> str | None:
-        """A URL on the object store, from the basins of the newest public resource:
-        one whose artifact exists (it declares features), else any."""
+        """A URL on the object store: the ``s3_url`` of a resource of the newest public
+        dataset, else (an older DCOR) the URL of an RT-DC resource's existing basin."""
         found = self.api.call("package_search", rows=1)
         packages = found.get("results") if isinstance(found, dict) else None
-        urls: list[tuple[bool, str]] = []
         for package in packages if isinstance(packages, list) else []:
-            for res in package.get("resources", []) if isinstance(package, dict) else []:
+            resources = package.get("resources", []) if isinstance(package, dict) else []
+            for res in resources if isinstance(resources, list) else []:
+                if isinstance(res, dict) and isinstance(res.get("s3_url"), str) \
+                        and res["s3_url"].startswith(("http://", "https://")):
+                    return res["s3_url"]
+            for res in resources if isinstance(resources, list) else []:
                 rid = res.get("id", "") if isinstance(res, dict) else ""
-                if not is_resource_id(rid):
+                if not is_resource_id(rid) or not str(res.get("name", "")).endswith(".rtdc"):
                     continue
+                urls: list[tuple[bool, str]] = []
                 specs = self.api.dcserv(rid, "basins")
                 for spec in specs if isinstance(specs, list) else []:
-                    found_urls = spec.get("urls") if isinstance(spec, dict) else None
-                    if isinstance(found_urls, list) and found_urls and isinstance(found_urls[0], str):
-                        urls.append((bool(spec.get("features")), found_urls[0]))
+                    spec_urls = spec.get("urls") if isinstance(spec, dict) else None
+                    if isinstance(spec_urls, list) and spec_urls and isinstance(spec_urls[0], str):
+                        urls.append((bool(spec.get("features")), spec_urls[0]))
                 if urls:
                     return max(urls, key=lambda pair: pair[0])[1]
         return None

@@ -154,6 +154,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _json(self, status: int, payload: Any) -> None:
         body = json.dumps(payload).encode()
+        if not self.path.startswith("/_dcorfs/"):
+            self.config.stats.add(api_bytes=len(body))
         self._send(status, body, "application/json;charset=utf-8")
 
     def _user(self) -> dict | None:
@@ -411,10 +413,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             hits.reverse()
         elif "name asc" not in sort:
             hits.sort(key=lambda d: d.modified, reverse="asc" not in sort)
-        page = [self._package_dict(d.id) for d in hits[start:start + rows]]
         fields = [f for f in re.split(r"[\s,]+", str(params.get("fl", ""))) if f]
-        if fields:
-            page = [{f: pkg[f] for f in fields if f in pkg} for pkg in page]
+        page = [self._package_dict(d.id, fields) for d in hits[start:start + rows]]
         return {"count": len(hits), "sort": sort, "results": page, "facets": {},
                 "search_facets": {}}
 
@@ -556,9 +556,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     out[f"dc:{section}:{key}"] = value
         return out
 
-    def _package_dict(self, ds_id: str) -> dict:
+    def _package_dict(self, ds_id: str, fields: list[str] | None = None) -> dict:
+        """The dataset dict; with ``fields``, only those (Solr's stored fields, as
+        ``fl`` asks), without building the rest."""
         catalog = self.config.catalog
         ds: Dataset = catalog.datasets[ds_id]
+        if fields:
+            cheap = {"id": ds.id, "name": ds.name, "title": ds.title, "private": ds.private,
+                     "metadata_modified": iso_time(ds.modified),
+                     "metadata_created": iso_time(ds.created),
+                     "num_resources": len(ds.resources), "state": "active"}
+            if set(fields) <= set(cheap):
+                return {f: cheap[f] for f in fields}
+            full = self._package_dict(ds_id)
+            return {f: full[f] for f in fields if f in full}
         circle = catalog.circles[ds.circle]
         return {"id": ds.id, "name": ds.name, "title": ds.title, "type": "dataset",
                 "state": "active", "private": ds.private, "owner_org": circle.id,

@@ -238,6 +238,8 @@ class Catalog:
             dataset.resources.append(res)
             resources[rid] = res
         self._add_synthetic(datasets, resources, circles)
+        if not any(ds.circle == ORG_NAME for ds in datasets.values()):
+            del circles[ORG_NAME]  # the default circle exists only when it holds something
         self.circles, self.collections = circles, collections
         self.datasets, self.resources = datasets, resources
 

@@ -8,6 +8,7 @@ images compress like real ones (neither all zeros nor pure noise).
 """
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 import time
@@ -137,9 +138,22 @@ def write_demo_file(path: pathlib.Path, events: int = 2000, images: int | None =
     return path
 
 
+DEMO_CATALOG = {
+    "circles": {"demo-lab": {"title": "dcorfs demo lab", "datasets": ["blood-cells", "beads"]}},
+    "collections": {"demo-study": {"title": "A demo study of blood cells and beads",
+                                   "datasets": ["blood-cells", "beads"]}},
+}
+
+
 def write_demo_folder(folder: pathlib.Path, events: int = 2000) -> list[pathlib.Path]:
-    """The demo's data: one measurement with everything, one small scalar-only one."""
+    """The demo's data, a small DCOR catalog (``catalog.json``): one measurement with
+    everything and its protocol (a supplementary file), and a small scalar-only one,
+    as two datasets in one circle and one collection."""
     folder = pathlib.Path(folder)
-    return [write_demo_file(folder / "blood-cells" / "M001_data.rtdc", events=events, seed=1),
-            write_demo_file(folder / "beads" / "M002_beads.rtdc", events=max(10, events // 4),
-                            seed=2, with_contours=False, with_traces=False)]
+    written = [write_demo_file(folder / "blood-cells" / "M001_data.rtdc", events=events, seed=1),
+               write_demo_file(folder / "beads" / "M002_beads.rtdc", events=max(10, events // 4),
+                               seed=2, with_contours=False, with_traces=False)]
+    protocol = folder / "blood-cells" / "protocol.txt"
+    protocol.write_text("Blood drawn, diluted 1:20 in CellCarrier B, measured at 0.06 ul/s.\n")
+    (folder / "catalog.json").write_text(json.dumps(DEMO_CATALOG, indent=1) + "\n")
+    return written + [protocol]

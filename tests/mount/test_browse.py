@@ -17,7 +17,7 @@ from conftest import BROWSE_MANIFEST
 
 dclab = pytest.importorskip("dclab")
 
-PUBLIC = ["beads-calibration", "blood-cells", "unsorted"]
+PUBLIC = ["beads-calibration", "blood-cells", "protocols", "unsorted"]
 ALL = sorted(PUBLIC + ["blood-private"])
 
 
@@ -46,7 +46,7 @@ def test_every_dataset_circle_and_collection_with_its_members(browse_server, wit
     assert sorted(os.listdir(root / "circles")) == ["bead-lab", "blood-lab", "dcorfs-local"]
     assert sorted(os.listdir(root / "circles" / "blood-lab")) == ["blood-cells", "blood-private"]
     assert os.listdir(root / "circles" / "bead-lab") == ["beads-calibration"]
-    assert os.listdir(root / "circles" / "dcorfs-local") == ["unsorted"]
+    assert sorted(os.listdir(root / "circles" / "dcorfs-local")) == ["protocols", "unsorted"]
     assert sorted(os.listdir(root / "collections")) == sorted(BROWSE_MANIFEST["collections"])
     assert sorted(os.listdir(root / "collections" / "blood-study")) == [
         "beads-calibration", "blood-cells", "blood-private"]
@@ -57,35 +57,43 @@ def test_every_dataset_circle_and_collection_with_its_members(browse_server, wit
 
 
 def test_resource_files_have_dcor_size_and_sha256(browse_server, browse_dir, with_token):
-    folder = with_token.path / "datasets" / "blood-cells"
-    names = sorted(os.listdir(folder))
-    assert names == ["M001_data", "M001_data.rtdc", "M002_scalars", "M002_scalars.rtdc",
-                     "dataset.json", "notes.txt", "settings.ini"]
-    for name in ("M001_data.rtdc", "M002_scalars.rtdc", "notes.txt", "settings.ini"):
-        rid = browse_server.ids[f"blood-cells/{name}"]
+    assert sorted(os.listdir(with_token.path / "datasets" / "blood-cells")) == [
+        "M001_data", "M001_data.rtdc", "M002_scalars", "M002_scalars.rtdc", "dataset.json",
+        "notes.txt", "settings.ini"]
+    checked = 0
+    for relpath, rid in sorted(browse_server.ids.items()):
+        dataset, name = relpath.split("/")
+        path = with_token.path / "datasets" / dataset / name
         expected = resource_show(browse_server, rid)
-        st = os.stat(folder / name)
-        assert st.st_size == expected["size"]
-        data = (folder / name).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == expected["sha256"]
-        assert data == (browse_dir / "blood-cells" / name).read_bytes()
+        st = os.stat(path)
+        assert st.st_size == expected["size"], relpath
+        data = path.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == expected["sha256"], relpath
+        assert data == (browse_dir / relpath).read_bytes()
         # st_mtime from DCOR's timestamps: `ls -lt` and make behave
-        assert abs(st.st_mtime - (browse_dir / "blood-cells" / name).stat().st_mtime) < 1e-3
+        assert abs(st.st_mtime - (browse_dir / relpath).stat().st_mtime) < 1e-3
+        checked += 1
+    assert checked == 8
 
 
 def test_features_through_the_stem_link_equal_the_id_folder_and_dclab(browse_server,
                                                                        browse_dir, with_token):
-    rid = browse_server.ids["blood-cells/M001_data.rtdc"]
-    link = with_token.path / "datasets" / "blood-cells" / "M001_data"
-    assert os.readlink(link) == f"../../{rid}"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with dclab.new_dataset(browse_dir / "blood-cells" / "M001_data.rtdc") as ds:
-            for feat in ("deform", "area_um", "image", "mask"):
-                via_link = (link / f"{feat}.npy").read_bytes()
-                assert via_link == (with_token.path / rid / f"{feat}.npy").read_bytes()
-                expected = np.asarray(ds[feat][:] if feat in ("image", "mask") else ds[feat])
-                assert np.array_equal(np.load(link / f"{feat}.npy"), expected)
+    for relpath, rid in sorted(browse_server.ids.items()):
+        if not relpath.endswith(".rtdc"):
+            continue
+        dataset, name = relpath.split("/")
+        link = with_token.path / "datasets" / dataset / name[:-len(".rtdc")]
+        assert os.readlink(link) == f"../../{rid}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with dclab.new_dataset(browse_dir / relpath) as ds:
+                for feat in ("deform", "image", "mask"):
+                    if feat not in ds.features_innate:
+                        continue
+                    via_link = (link / f"{feat}.npy").read_bytes()
+                    assert via_link == (with_token.path / rid / f"{feat}.npy").read_bytes()
+                    expected = np.asarray(ds[feat][:] if feat != "deform" else ds[feat])
+                    assert np.array_equal(np.load(link / f"{feat}.npy"), expected), relpath
 
 
 def test_dataset_json_is_package_show(browse_server, with_token):
@@ -135,7 +143,7 @@ def test_listings_cost_what_they_must(browse_server, with_token):
     root = with_token.path
     browse_server.reset_stats()
     subprocess.run(["ls", "-l", str(root / "datasets")], check=True, capture_output=True)
-    assert browse_server.stats()["action_package_search"] == 1  # 4 datasets: one page
+    assert browse_server.stats()["action_package_search"] == 1  # 5 datasets: one page
     assert browse_server.stats()["api_requests"] == 1  # stat of the entries: nothing more
     browse_server.reset_stats()
     subprocess.run(["ls", "-l", str(root / "datasets" / "blood-cells")], check=True,
@@ -199,3 +207,34 @@ def test_a_listing_is_served_as_it_was_when_dcor_fails(browse_server, fresh_moun
     finally:
         browse_server.set_faults()
     assert "DCB701" in mnt.log_text()
+
+
+@pytest.fixture(scope="module")
+def large_server(corpus_dir, tmp_path_factory, cache_dir):
+    """10,000 datasets (synthetic, sharing one file) in circles of 200, and one real."""
+    from harness import Server
+
+    data = tmp_path_factory.mktemp("large-data")
+    (data / "real").mkdir()
+    shutil.copy(corpus_dir / "scalars" / "example.rtdc", data / "real" / "example.rtdc")
+    srv = Server(data, tmp_path_factory.mktemp("large-server"), cache_dir,
+                 ["--synthetic", "10000"])
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.timeout(600)
+def test_ten_thousand_datasets_list_in_few_requests(large_server, fresh_mount):
+    mnt = fresh_mount(large_server.url)
+    large_server.reset_stats()
+    names = os.listdir(mnt.path / "datasets")
+    seen = large_server.stats()
+    assert len(names) == 10_001 and len(set(names)) == 10_001
+    assert seen["api_requests"] <= 10_001 // 1000 + 1 + 1, seen  # ceil(N/1000) pages
+    large_server.reset_stats()
+    members = os.listdir(mnt.path / "circles" / "synthetic-003")
+    assert sorted(members) == [f"synthetic-{i:05d}" for i in range(600, 800)]
+    assert large_server.stats()["api_requests"] <= 2
+    # a synthetic dataset reads like any other
+    deform = np.load(mnt.path / "datasets" / "synthetic-04321" / "example" / "deform.npy")
+    assert deform.shape == (5000,)

@@ -1,0 +1,125 @@
+"""The browse folders' rules, without a server: names, timestamps, listings kept and
+served stale, and what a dataset folder shows when names collide."""
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import time
+
+import pytest
+
+from dcorfs.dcor.browse import Browser, Listings, ckan_time, is_ckan_name
+from dcorfs.dcor.nodes import File, Link
+from dcorfs.dcor.shared import Shared
+
+RID = "0123abcd-0000-4000-8000-0000000000{:02d}"
+
+
+def test_ckan_names():
+    for name in ("ab", "blood-study_2", "x" * 100, "0-9"):
+        assert is_ckan_name(name)
+    for name in ("a", "x" * 101, "Blood", "a b", ".Trash", "desktop.ini", "ü-name", ""):
+        assert not is_ckan_name(name)
+
+
+def test_ckan_times_are_utc():
+    assert ckan_time("1970-01-01T00:00:10.500000") == 10.5
+    assert ckan_time("2026-01-01T00:00:00") == 1767225600.0
+    assert ckan_time("") is None and ckan_time(None) is None and ckan_time("soon") is None
+
+
+def test_listings_are_kept_refreshed_and_served_stale():
+    listings = Listings(ttl=0.2)
+    calls = []
+
+    def fetch():
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(errno.EIO, "DCOR is down")
+        return len(calls)
+
+    assert listings.get(("k",), fetch) == 1
+    assert listings.get(("k",), fetch) == 1 and len(calls) == 1  # kept
+    time.sleep(0.25)
+    assert listings.get(("k",), fetch) == 2  # refreshed after the TTL
+    time.sleep(0.25)
+    assert listings.get(("k",), fetch) == 2  # DCOR failed: the old answer, as it was
+    assert len(calls) == 3
+
+
+def test_errors_without_a_kept_answer_and_refusals_are_not_hidden():
+    listings = Listings(ttl=0.0)
+    with pytest.raises(OSError) as info:
+        listings.get(("a",), lambda: (_ for _ in ()).throw(OSError(errno.EIO, "down")))
+    assert info.value.errno == errno.EIO
+    listings.get(("b",), lambda: 1)
+    with pytest.raises(OSError) as info:  # a refusal is an answer, not an outage
+        listings.get(("b",), lambda: (_ for _ in ()).throw(OSError(errno.EACCES, "no")))
+    assert info.value.errno == errno.EACCES
+
+
+def test_not_found_is_remembered():
+    listings = Listings(ttl=60, negative_ttl=0.2)
+    calls = []
+
+    def missing():
+        calls.append(1)
+        raise OSError(errno.ENOENT, "no such dataset")
+
+    for _ in range(3):
+        with pytest.raises(FileNotFoundError):
+            listings.get(("package", "x"), missing)
+    assert len(calls) == 1
+    time.sleep(0.25)
+    with pytest.raises(FileNotFoundError):
+        listings.get(("package", "x"), missing)
+    assert len(calls) == 2
+
+
+class FakeApi:
+    def __init__(self, package: dict) -> None:
+        self.package = package
+        self.calls: list[str] = []
+
+    def call(self, action: str, **params):
+        self.calls.append(action)
+        return self.package
+
+
+def browser_for(package: dict) -> tuple[Browser, FakeApi]:
+    api = FakeApi(package)
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+    shared = Shared(api=api, cache=None, fetcher=None, background=None, pool=pool,  # type: ignore[arg-type]
+                    decoded=None, decoders=None)  # type: ignore[arg-type]
+    return Browser(shared, ttl=60, private=False), api
+
+
+def resource(i: int, name: str, size: int = 10) -> dict:
+    return {"id": RID.format(i), "name": name, "size": size,
+            "created": "2026-01-01T00:00:00.000000"}
+
+
+def test_a_dataset_folder_shows_files_links_and_the_package_dict():
+    browser, api = browser_for({"name": "ds", "metadata_modified": "2026-02-01T00:00:00",
+                                "resources": [resource(1, "M1.rtdc", 1234),
+                                              resource(2, "notes.txt")]})
+    entries = browser._dataset_entries("ds")
+    assert sorted(entries) == ["M1", "M1.rtdc", "dataset.json", "notes.txt"]
+    assert isinstance(entries["M1"], Link) and entries["M1"].target == f"../../{RID.format(1)}"
+    assert isinstance(entries["M1.rtdc"], File) and entries["M1.rtdc"].view.size == 1234
+    assert entries["M1.rtdc"].mtime == 1767225600.0
+    assert api.calls == ["package_show"]  # sizes from the dict: nothing fetched
+
+
+def test_resource_names_win_over_dataset_json_and_stems():
+    browser, _ = browser_for({"name": "ds", "resources": [
+        resource(1, "dataset.json"),  # hides the package dict
+        resource(2, "a.csv"),
+        resource(3, "a.csv.rtdc"),  # its stem is taken by a.csv: no link
+        resource(4, "b.rtdc"),
+        resource(5, "b.rtdc"),  # a second resource of the same name is not shown
+    ]})
+    entries = browser._dataset_entries("ds")
+    assert sorted(entries) == ["a.csv", "a.csv.rtdc", "b", "b.rtdc", "dataset.json"]
+    assert isinstance(entries["dataset.json"], File) and entries["dataset.json"].view.size == 10
+    assert entries["b"].target == f"../../{RID.format(4)}"
