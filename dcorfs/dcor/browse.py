@@ -35,7 +35,7 @@ from typing import Any
 from ..io import deadline
 from ..io.remote_object import RemoteObject
 from .api import is_resource_id
-from .nodes import BrowseDir, Dir, File, Link, Node
+from .nodes import BrowseDir, Dir, File, LazyEntries, Link, Node
 from .shared import Shared
 from .views import BytesView, LazyRemoteView, RemoteBytesView
 
@@ -128,9 +128,9 @@ class Browser:
         }
 
     # -- questions to DCOR ---------------------------------------------------------------
-    def _search(self, fq: str = "") -> dict[str, float | None]:
-        """name -> metadata_modified of every dataset matching ``fq``: the first page,
-        then all others at once."""
+    def _search(self, fq: str = "") -> dict[str, str | None]:
+        """name -> metadata_modified (as DCOR writes it) of every dataset matching
+        ``fq``: the first page, then all others at once."""
         params: dict[str, Any] = {"q": "*:*", "rows": PAGE_ROWS, "sort": "name asc",
                                   "fl": "name,metadata_modified"}
         if fq:
@@ -144,23 +144,23 @@ class Browser:
                                     start=start, **params)
                    for start in range(PAGE_ROWS, count, PAGE_ROWS)]
         pages += [f.result(timeout=deadline.remaining(3600.0)) for f in futures]
-        found: dict[str, float | None] = {}
+        found: dict[str, str | None] = {}
         for page in pages:
             for row in page.get("results", []) if isinstance(page, dict) else []:
                 if isinstance(row, dict) and is_ckan_name(str(row.get("name", ""))):
-                    found[row["name"]] = ckan_time(row.get("metadata_modified"))
+                    found[row["name"]] = row.get("metadata_modified")
         log.info("DCB704 %s: %d datasets in %d requests", fq or "all datasets", len(found),
                  len(pages))
         return found
 
-    def _datasets(self) -> dict[str, float | None]:
+    def _datasets(self) -> dict[str, str | None]:
         return self.listings.get(("datasets",), self._search)
 
     def _group_names(self, kind: str) -> set[str]:
         action = "organization_list" if kind == "circles" else "group_list"
         return self.listings.get((kind,), lambda: set(self.api.call(action, limit=1000)))
 
-    def _members(self, kind: str, name: str) -> dict[str, float | None]:
+    def _members(self, kind: str, name: str) -> dict[str, str | None]:
         field = "organization" if kind == "circles" else "groups"
         return self.listings.get((kind, name), lambda: self._search(f"{field}:{name}"))
 
@@ -189,7 +189,10 @@ class Browser:
 
     # -- folders -------------------------------------------------------------------------
     def _list_datasets(self) -> dict[str, Node]:
-        return {name: self._folder(name, mtime) for name, mtime in self._datasets().items()}
+        """Names at once, folders only when one is looked at: ``ls`` of 10,000 datasets
+        needs the names and nothing else."""
+        datasets = self._datasets()
+        return LazyEntries(list(datasets), lambda name: self._folder(name, datasets[name]))
 
     def _dataset_folder(self, name: str) -> Node | None:
         if not is_ckan_name(name):
@@ -198,13 +201,14 @@ class Browser:
         if listed is not None and name in listed:
             return self._folder(name, listed[name])  # no request: it was listed
         package = self._package(name)  # ENOENT or EACCES if DCOR says so
-        return self._folder(name, ckan_time(package.get("metadata_modified")))
+        return self._folder(name, package.get("metadata_modified"))
 
-    def _folder(self, name: str, mtime: float | None) -> Dir:
+    def _folder(self, name: str, modified: str | None) -> Dir:
         with self._lock:
             folder = self._folders.get(name)
             if folder is None:
-                folder = self._folders[name] = Dir(lambda: self._dataset_entries(name), mtime)
+                folder = self._folders[name] = Dir(lambda: self._dataset_entries(name),
+                                                   ckan_time(modified))
             return folder
 
     def _list_groups(self, kind: str) -> dict[str, Node]:
@@ -220,8 +224,8 @@ class Browser:
 
     def _members_folder(self, kind: str, name: str) -> Dir:
         def entries() -> dict[str, Node]:
-            return {ds: Link(f"../../datasets/{ds}", mtime)
-                    for ds, mtime in self._members(kind, name).items()}
+            return {ds: Link(f"../../datasets/{ds}", ckan_time(modified))
+                    for ds, modified in self._members(kind, name).items()}
 
         def lookup(ds: str) -> Node | None:
             return entries().get(ds)

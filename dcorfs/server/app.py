@@ -120,6 +120,8 @@ class ServerConfig:
     stats: Stats = dataclasses.field(default_factory=Stats)
     faults: FaultInjector = dataclasses.field(default_factory=FaultInjector)
     issued: dict[str, float] = dataclasses.field(default_factory=dict)
+    searches: dict[tuple, list] = dataclasses.field(default_factory=dict)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -397,9 +399,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         query = str(params.get("q", "*:*"))
         text = "" if query in ("*:*", "") else query.lower()
         filters = _filter_terms(str(params.get("fq", "")))
+        sort = str(params.get("sort", "score desc, metadata_modified desc"))
+        hits = self._search(include_private and user is not None, text, tuple(filters), sort)
+        fields = [f for f in re.split(r"[\s,]+", str(params.get("fl", ""))) if f]
+        page = [self._package_dict(d.id, fields) for d in hits[start:start + rows]]
+        return {"count": len(hits), "sort": sort, "results": page, "facets": {},
+                "search_facets": {}}
+
+    def _search(self, private: bool, text: str, filters: tuple, sort: str) -> list[Dataset]:
+        """The datasets a search finds, in order; kept until the catalog changes (a
+        paging client asks for the same search ten times in a row, as Solr caches)."""
+        catalog = self.config.catalog
+        key = (catalog.generation, private, text, filters, sort)
+        with self.config.lock:
+            found = self.config.searches.get(key)
+        if found is not None:
+            return found
         hits = []
-        for ds in self.config.catalog.datasets.values():
-            if ds.private and not (include_private and user is not None):
+        for ds in catalog.datasets.values():
+            if ds.private and not private:
                 continue
             if text and text not in " ".join([ds.name, ds.title] + [r.name for r in
                                                                      ds.resources]).lower():
@@ -407,16 +425,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not all(_matches(ds, field, value) for field, value in filters):
                 continue
             hits.append(ds)
-        sort = str(params.get("sort", "score desc, metadata_modified desc"))
         hits.sort(key=lambda d: d.name)
         if "name desc" in sort:
             hits.reverse()
         elif "name asc" not in sort:
             hits.sort(key=lambda d: d.modified, reverse="asc" not in sort)
-        fields = [f for f in re.split(r"[\s,]+", str(params.get("fl", ""))) if f]
-        page = [self._package_dict(d.id, fields) for d in hits[start:start + rows]]
-        return {"count": len(hits), "sort": sort, "results": page, "facets": {},
-                "search_facets": {}}
+        with self.config.lock:
+            if len(self.config.searches) > 64:
+                self.config.searches.clear()
+            self.config.searches[key] = hits
+        return hits
 
     def action_organization_list(self, params: dict, user: dict | None) -> list:
         return self._group_list(self.config.catalog.circles, "organization", params)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import fnmatch
+import functools
 import hashlib
 import json
 import logging
@@ -47,6 +48,7 @@ SUPPLEMENTARY = (".ini", ".csv", ".tsv", ".pdf", ".txt", ".jpg", ".png", ".tif",
 SYNTHETIC_CIRCLE_SIZE = 200
 
 
+@functools.lru_cache(maxsize=65536)
 def iso_time(epoch: float) -> str:
     """CKAN's timestamp format (UTC, no zone): 2026-01-01T00:00:00.000000."""
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime(
@@ -113,13 +115,13 @@ class Dataset:
     collections: list[str] = dataclasses.field(default_factory=list)
     resources: list[Resource] = dataclasses.field(default_factory=list)
 
-    @property
-    def created(self) -> float:
-        return min((r.created for r in self.resources), default=0.0)
+    created: float = 0.0  # the oldest resource's time
+    modified: float = 0.0  # the newest resource's time
 
-    @property
-    def modified(self) -> float:
-        return max((r.created for r in self.resources), default=0.0)
+    def add(self, res: "Resource") -> None:
+        self.resources.append(res)
+        self.created = min(self.created or res.created, res.created)
+        self.modified = max(self.modified, res.created)
 
 
 def group_id(kind: str, name: str) -> str:
@@ -179,6 +181,7 @@ class Catalog:
         self.cache_dir = pathlib.Path(cache_dir)
         self.private_patterns = list(private_patterns or [])
         self.synthetic = synthetic
+        self.generation = 0
         self.circles: dict[str, Group] = {}
         self.collections: dict[str, Group] = {}
         self.datasets: dict[str, Dataset] = {}
@@ -235,13 +238,14 @@ class Catalog:
             else:
                 log.info("DCS102 [%d/%d] preparing %s", index, len(files), relpath)
                 self._prepare_any(res)
-            dataset.resources.append(res)
+            dataset.add(res)
             resources[rid] = res
         self._add_synthetic(datasets, resources, circles)
         if not any(ds.circle == ORG_NAME for ds in datasets.values()):
             del circles[ORG_NAME]  # the default circle exists only when it holds something
         self.circles, self.collections = circles, collections
         self.datasets, self.resources = datasets, resources
+        self.generation += 1  # searches kept by the server are stale now
 
     def _manifest(self) -> dict:
         path = self.root / MANIFEST
@@ -289,7 +293,7 @@ class Catalog:
             rid = str(uuid.uuid5(ID_NAMESPACE, f"resource:{name}/{source.name}"))
             res = dataclasses.replace(source, id=rid, dataset_id=ds.id, position=0,
                                       relpath=f"{name}/{source.name}")
-            ds.resources.append(res)
+            ds.add(res)
             datasets[ds.id] = ds
             resources[rid] = res
 
