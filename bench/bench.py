@@ -475,8 +475,8 @@ def browse_markdown(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         d = r["dcorfs"]
-        target = (f"at most {r['target_requests']} requests" if "target_requests" in r
-                  else f"at most {r['target_round_trips']} round trips")
+        target = (f"requests <= {r['target_requests']}" if "target_requests" in r
+                  else f"round trips <= {r['target_round_trips']}")
         lines.append(f"| {r['scenario']} | {d['seconds']:.3f} | {d['requests']} | {target} "
                      f"| {d['round_trips']} | {d['api_bytes'] / 1e6:.2f} "
                      f"| {d['rss_growth_mb']:.1f} |")
