@@ -228,7 +228,8 @@ class Bench:
         mnt = pathlib.Path(tempfile.mkdtemp(prefix="dcorfs-bench-"))
         log = self.workdir / "mount.log"
         proc = subprocess.Popen(dcorfs_argv("mount", mnt, "--foreground", "--host", self.url,
-                                            "--log-file", log, "--cache-size", "1G"),
+                                            "--log-file", log, "--cache-size", "1G",
+                                            "--no-disk-cache"),
                                 stdin=subprocess.DEVNULL)
         wait_for(lambda: os.path.ismount(mnt), proc, "dcorfs mount", 30, log)
         self.mounts.append((proc, mnt))

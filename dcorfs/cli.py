@@ -113,7 +113,11 @@ def cmd_mount(args: argparse.Namespace) -> int:
     config = FsConfig(host=host, token=token, cache_bytes=args.cache_size,
                       allow_http=args.allow_insecure_http, timeout=args.timeout,
                       op_timeout=args.op_timeout, max_resources=max(1, args.max_open_resources),
-                      listing_ttl=args.listing_ttl)
+                      listing_ttl=args.listing_ttl,
+                      disk_cache_dir=None if args.no_disk_cache else str(
+                          pathlib.Path(args.cache_dir).expanduser() if args.cache_dir
+                          else paths.cache_dir()),
+                      disk_cache_bytes=args.disk_cache_size)
     return run_mount(mountpoint, config, fuse_options=args.fuse_options)
 
 
@@ -131,7 +135,12 @@ def _mount_in_background(args: argparse.Namespace, mountpoint: pathlib.Path) -> 
                        "--cache-size", args.cache_size, "--log-file", log_file,
                        "--timeout", args.timeout, "--op-timeout", args.op_timeout,
                        "--max-open-resources", args.max_open_resources,
-                       "--listing-ttl", args.listing_ttl, *["-v"] * args.verbose)
+                       "--listing-ttl", args.listing_ttl,
+                       "--disk-cache-size", args.disk_cache_size, *["-v"] * args.verbose)
+    if args.no_disk_cache:
+        argv.append("--no-disk-cache")
+    elif args.cache_dir:
+        argv += ["--cache-dir", str(pathlib.Path(args.cache_dir).expanduser().resolve())]
     if args.token_file:
         argv += ["--token-file", str(pathlib.Path(args.token_file).expanduser().resolve())]
     if args.allow_insecure_http:
@@ -207,6 +216,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     bandwidth_mbs=args.bandwidth_mbs)
 
 
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    from . import prefetch
+
+    features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
+    return prefetch.run(args.paths, features, args.jobs)
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .io.disk_cache import DiskCache
+
+    folder = pathlib.Path(args.cache_dir).expanduser() if args.cache_dir else paths.cache_dir()
+    if not (folder / "index.sqlite").exists():
+        print(f"dcorfs: no disk cache in {folder}")
+        return 0 if args.action == "status" else 1
+    disk = DiskCache(folder, max_bytes=1 << 62)  # the limit belongs to the mounts
+    if args.action == "clear":
+        freed = disk.clear(args.resources or None)
+        print(f"dcorfs: freed {freed / 1e6:,.1f} MB in {folder}")
+        return 0
+    info = disk.summary()
+    print(f"folder:     {info['folder']}")
+    print(f"size:       {info['bytes'] / 1e6:,.1f} MB in {info['blocks']:,d} blocks")
+    print(f"free space: {info['filesystem_free_bytes'] / 1e9:,.1f} of "
+          f"{info['filesystem_bytes'] / 1e9:,.1f} GB (at least 5% is always left free)")
+    print(f"artifacts:  {len(info['artifacts'])}")
+    for item in info["artifacts"][:args.top]:
+        print(f"  {item['bytes'] / 1e6:10,.1f} MB  {item['key']}")
+    print("hits and misses: getfattr -n user.dcorfs.status MOUNT (disk_cache)")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     problem = fuse_problem()
     if problem:
@@ -248,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
                                             "if it exists")
     mount.add_argument("--cache-size", type=parse_size, default=parse_size("1G"),
                        help="memory for the block cache, e.g. 512M, 2G (default: 1G)")
+    mount.add_argument("--cache-dir", metavar="DIR",
+                       help="where fetched bytes are kept across mounts and restarts "
+                            "(default: $XDG_CACHE_HOME/dcorfs, mode 0700)")
+    mount.add_argument("--disk-cache-size", type=parse_size, default=parse_size("10G"),
+                       metavar="SIZE",
+                       help="the most the disk cache holds, e.g. 50G (default: 10G, the "
+                            "scalar features of thousands of measurements or the images of a "
+                            "few; at least 5%% of the filesystem is always left free)")
+    mount.add_argument("--no-disk-cache", action="store_true",
+                       help="keep fetched bytes in memory only")
     mount.add_argument("--timeout", type=float, default=30.0,
                        help="seconds to wait for one HTTP answer (default: %(default)s)")
     mount.add_argument("--op-timeout", type=float, default=60.0,
@@ -341,6 +391,31 @@ def build_parser() -> argparse.ArgumentParser:
     showcase.add_argument("-v", "--verbose", action="count", default=0)
     showcase.set_defaults(func=cmd_demo)
 
+    prefetch = sub.add_parser(
+        "prefetch", help="fill the disk cache for files and folders of a mount",
+        description="Read PATHs (files, resource, dataset, circle or collection folders of "
+                    "a running dcorfs mount) so that their bytes are in the disk cache, "
+                    "with a progress bar. Whole artifacts by default; with --features only "
+                    "those features. Already cached bytes are not fetched again, so a "
+                    "stopped prefetch resumes.")
+    prefetch.add_argument("paths", nargs="+", metavar="PATH")
+    prefetch.add_argument("--features", metavar="NAME,...",
+                          help="only these features of each resource, e.g. deform,area_um")
+    prefetch.add_argument("--jobs", type=int, default=4,
+                          help="files read at once (default: %(default)s)")
+    prefetch.set_defaults(func=cmd_prefetch)
+
+    cache = sub.add_parser("cache", help="show or clear the disk cache",
+                           description="status: what the disk cache holds; clear: drop it "
+                                       "all, or only the given resources' artifacts.")
+    cache.add_argument("action", choices=["status", "clear"])
+    cache.add_argument("resources", nargs="*", metavar="RESOURCE_ID",
+                       help="with clear: only these resources")
+    cache.add_argument("--cache-dir", help="the cache folder (default: $XDG_CACHE_HOME/dcorfs)")
+    cache.add_argument("--top", type=int, default=10,
+                       help="with status: list this many of the largest artifacts")
+    cache.set_defaults(func=cmd_cache)
+
     doctor = sub.add_parser("doctor", help="check that FUSE can run here",
                             description="Say what is missing for mounting, and how to install it.")
     doctor.set_defaults(func=cmd_doctor)
@@ -348,12 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # the mount-helper form: ``dcorfs SOURCE MOUNTPOINT -o OPTIONS`` (mount.fuse3, fstab)
-COMMANDS = {"mount", "unmount", "serve", "demo", "demo-data", "doctor"}
+COMMANDS = {"mount", "unmount", "serve", "demo", "demo-data", "doctor", "prefetch", "cache"}
 HELPER_VALUES = {"host": "--host", "cache_size": "--cache-size", "token_file": "--token-file",
                  "timeout": "--timeout", "op_timeout": "--op-timeout",
                  "max_open_resources": "--max-open-resources", "log_file": "--log-file",
-                 "listing_ttl": "--listing-ttl"}
-HELPER_FLAGS = {"allow_insecure_http": "--allow-insecure-http", "foreground": "--foreground"}
+                 "listing_ttl": "--listing-ttl", "cache_dir": "--cache-dir",
+                 "disk_cache_size": "--disk-cache-size"}
+HELPER_FLAGS = {"allow_insecure_http": "--allow-insecure-http", "foreground": "--foreground",
+                "no_disk_cache": "--no-disk-cache"}
 # mount(8)'s own options; dcorfs is always read-only, so rw and ro change nothing
 HELPER_IGNORED = {"rw", "ro", "defaults", "auto", "noauto", "user", "nouser", "users",
                   "owner", "group", "_netdev", "nofail", "comment"}

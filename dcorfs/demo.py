@@ -64,9 +64,9 @@ def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: fl
 
         mount_log = workdir / "mount.log"
         _say(f"3. mounting it at {mountpoint}")
-        _say(f"   $ dcorfs mount {mountpoint} --host {url}")
+        _say(f"   $ dcorfs mount {mountpoint} --host {url} --no-disk-cache")
         mount = subprocess.Popen(
-            dcorfs_argv("mount", mountpoint, "--host", url, "--foreground",
+            dcorfs_argv("mount", mountpoint, "--host", url, "--foreground", "--no-disk-cache",
                         "--log-file", mount_log), stdin=subprocess.DEVNULL)
         wait_for(lambda: os.path.ismount(mountpoint), mount, "dcorfs mount", 30, mount_log)
         warm = wait_until_warm(mountpoint)["warm_up"]

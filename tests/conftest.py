@@ -20,6 +20,10 @@ EXTENDED_PRIVATE_GLOB = "DCOR-Aid/*"
 
 
 def pytest_configure(config) -> None:
+    # mounts started without --cache-dir (the CLI tests) must not use the user's cache
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="dcorfs-test-xdg-cache-")
     config.addinivalue_line("markers", "expect_warnings(*codes): log codes at WARNING or "
                                        "above that the test provokes on purpose")
 
@@ -121,8 +125,9 @@ def fresh_mount(tmp_path):
         return mnt
 
     yield make
-    for mnt in mounts:
-        assert mnt.unmount() == 0, mnt.log_text()[-3000:]
+    exits = [(mnt, mnt.unmount()) for mnt in mounts]  # every one, before any assert
+    for mnt, code in exits:
+        assert code == mnt.expected_exit, mnt.log_text()[-3000:]
 
 
 @pytest.fixture(scope="session")

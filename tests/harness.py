@@ -99,11 +99,15 @@ class Mount:
     def __init__(self, server_url: str, mountpoint: pathlib.Path, workdir: pathlib.Path,
                  token_file: pathlib.Path | None = None, extra: list[str] | None = None) -> None:
         require_fuse()
+        self.expected_exit = 0  # what unmount() must return; a test that kills it says so
         self.path = mountpoint
         self.path.mkdir(parents=True, exist_ok=True)
         self.log = workdir / f"mount-{mountpoint.name}.log"
+        extra = list(extra or [])
+        if "--cache-dir" not in extra:  # cold unless a test asks for a disk cache
+            extra.append("--no-disk-cache")
         argv = dcorfs_argv("mount", mountpoint, "--foreground", "--host", server_url,
-                           "--log-file", self.log, "-v", *(extra or []))
+                           "--log-file", self.log, "-v", *extra)
         if token_file is not None:
             argv += ["--token-file", str(token_file)]
         env = {k: v for k, v in os.environ.items() if k != "DCOR_API_TOKEN"}
@@ -123,6 +127,11 @@ class Mount:
         except OSError as exc:
             self.unmount()
             raise RuntimeError(f"{exc}\n{self.log_text()}") from None
+
+    def status(self) -> dict:
+        from dcorfs.mount.status import read_status
+
+        return read_status(self.path)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -177,7 +177,9 @@ class Browser:
         again when that presigned URL expires)."""
         route = str(res.get("url", ""))
         url = None if private else res.get("s3_url")
-        obj = RemoteObject(key=f"dcor-file-{res['id']}",
+        # DCOR's key for the resource artifact (as dcserv names it in the basins): the
+        # blocks are shared with MOUNT/<rid>/data.rtdc and the features read from it
+        obj = RemoteObject(key=f"dcor-{'presigned-' if private else ''}resource-{res['id']}",
                            url=url if isinstance(url, str) and url else
                            self.api.resolve_download(route),
                            expires_at=None, cache=self.shared.cache,

@@ -7,12 +7,17 @@ range of a run of missing blocks, so adjacent misses cost one request.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import logging
 import threading
 from collections.abc import Callable
 
 import cachetools
 
 from . import deadline
+from .disk_cache import DiskCache
+
+log = logging.getLogger(__name__)
 
 Fetch = Callable[[int, int], bytes]
 # fetch_into(start, stop, sink): hand the bytes of [start, stop) to sink in order
@@ -20,9 +25,17 @@ FetchInto = Callable[[int, int, Callable[[bytes], None]], None]
 
 
 class BlockCache:
-    def __init__(self, max_bytes: int, block_size: int = 64 * 1024) -> None:
+    """The first level.  With ``disk`` (a ``DiskCache``), blocks missing here are looked
+    for on disk before they are fetched, and fetched blocks are written there in the
+    background (one writer thread: a read never waits for the disk)."""
+
+    def __init__(self, max_bytes: int, block_size: int = 64 * 1024,
+                 disk: DiskCache | None = None) -> None:
         if block_size <= 0 or max_bytes < block_size:
             raise ValueError("the cache must hold at least one block")
+        self.disk = disk
+        self._writer = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="disk")
+                        if disk is not None else None)
         self.block_size = block_size
         self._lru: cachetools.LRUCache = cachetools.LRUCache(maxsize=max_bytes, getsizeof=len)
         self._lock = threading.Lock()
@@ -75,11 +88,52 @@ class BlockCache:
         bs = self.block_size
         blocks = {first_block + i: data[i * bs:(i + 1) * bs]
                   for i in range((len(data) + bs - 1) // bs)}
+        self._insert(key, blocks)
+        if self._writer is not None and blocks:
+            self._writer.submit(self._write_quietly, key, blocks)
+        return blocks
+
+    def _insert(self, key: str, blocks: dict[int, bytes]) -> None:
         with self._lock:
             for index, block in blocks.items():
                 if len(block) <= self._lru.maxsize:
                     self._lru[(key, index)] = block
-        return blocks
+
+    def known_size(self, key: str) -> int | None:
+        """An object's size as stored on disk by an earlier fetch, or None."""
+        return self.disk.object_size(key) if self.disk is not None else None
+
+    def remember_size(self, key: str, size: int) -> None:
+        if self._writer is not None:
+            self._writer.submit(self.disk.set_object_size, key, size)  # type: ignore[union-attr]
+
+    def _write_quietly(self, key: str, blocks: dict[int, bytes]) -> None:
+        try:
+            self.disk.put_many(key, blocks)  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - the disk is an optimisation; reads go on
+            log.exception("DCD805 writing blocks of %s to disk failed", key)
+
+    def _from_disk(self, key: str, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Claimed runs with the blocks found on disk taken out (inserted here and
+        released to their waiters): what is left to fetch."""
+        if self.disk is None:
+            return runs
+        left: list[tuple[int, int]] = []
+        for b0, b1 in runs:
+            found = self.disk.get_run(key, b0, b1)
+            if found:
+                self._insert(key, found)
+                for index in found:
+                    self._release(key, index, index + 1)
+            start = None
+            for index in range(b0, b1 + 1):
+                missing = index < b1 and index not in found
+                if missing and start is None:
+                    start = index
+                elif not missing and start is not None:
+                    left.append((start, index))
+                    start = None
+        return left
 
     def claim(self, key: str, start: int, stop: int) -> list[tuple[int, int]]:
         """Claim the missing blocks of ``[start, stop)`` for a later ``fill``: readers
@@ -94,7 +148,7 @@ class BlockCache:
         short.  On failure the remaining blocks are released too: their waiters then
         fetch for themselves."""
         try:
-            for b0, b1 in runs:
+            for b0, b1 in self._from_disk(key, runs):
                 self._fill_run(key, b0, b1, fetch_into)
         finally:
             for b0, b1 in runs:
@@ -145,14 +199,15 @@ class BlockCache:
         bs = self.block_size
         first, last = start // bs, (stop - 1) // bs
         fetched: dict[int, bytes] = {}
-        runs, waits = self._claim(key, first, last)
+        claimed, waits = self._claim(key, first, last)
+        runs = self._from_disk(key, claimed)
         try:
             for b0, b1 in runs:
                 data = fetch(b0 * bs, min(b1 * bs, size))
                 fetched.update(self.store(key, b0, data))
                 self._release(key, b0, b1)
         finally:
-            for b0, b1 in runs:  # on failure, let waiters try for themselves
+            for b0, b1 in claimed:  # on failure, let waiters try for themselves
                 self._release(key, b0, b1)
         for event in waits.values():
             deadline.wait(event)

@@ -78,6 +78,8 @@ class RemoteObject:
             if self.size >= 0 and result.total != self.size:
                 raise OSError(errno.EIO, f"{self.key} changed size from {self.size} to "
                                          f"{result.total}; refusing mixed data")
+            if self.size < 0:
+                self.cache.remember_size(self.key, result.total)
             self.size = result.total
         return result
 
@@ -91,6 +93,11 @@ class RemoteObject:
         """
         with self._probe_lock:
             if self._probed:
+                return
+            known = self.cache.known_size(self.key)
+            if known is not None:  # fetched before: the disk cache knows its size
+                self.size = known
+                self._probe_known()
                 return
             head = self.background.submit(self._fill_quietly,
                                           self.cache.claim(self.key, 0, PROBE_HEAD))
@@ -112,6 +119,20 @@ class RemoteObject:
             if tail is not None and tail.start > len(first):
                 self.probed.append(tail.data)
             self._probed = True
+
+    def _probe_known(self) -> None:
+        """The probe of an object whose size the disk cache knows: head and tail through
+        the cache (from disk where they are there), the head in the background as usual."""
+        self.background.submit(self._fill_quietly,
+                               self.cache.claim(self.key, 0, min(PROBE_HEAD, self.size)))
+        first = self.cache.read(self.key, 0, PROBE_FIRST, self.size, self._fetch)
+        self.probed = [first]
+        bs = self.cache.block_size  # whole blocks: the first probe stored only those
+        tail_start = max(0, -(-(self.size - PROBE_TAIL) // bs) * bs)
+        if tail_start > len(first) and tail_start < self.size:
+            self.probed.append(self.cache.read(self.key, tail_start, self.size, self.size,
+                                               self._fetch))
+        self._probed = True
 
     def _fill_quietly(self, runs: list[tuple[int, int]]) -> None:
         try:

@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import os
+import pathlib
 import stat
 import threading
 import time
@@ -29,6 +30,7 @@ from ..hdf5 import native_filters
 from ..hdf5.decoding import DecodedCache, DecoderCache
 from ..io.background import BackgroundFetches
 from ..io.block_cache import BlockCache
+from ..io.disk_cache import DiskCache
 from ..io.http import redact
 from ..io.range_fetch import STORE_CONNECTIONS, RangeFetcher
 from .status import STATUS_XATTR
@@ -50,6 +52,8 @@ class FsConfig:
     max_resources: int = 32
     allow_http: bool = False
     listing_ttl: float = 300.0  # seconds a listing of DCOR is kept
+    disk_cache_dir: str | None = None  # None: no disk cache
+    disk_cache_bytes: int = 10 << 30
 
     def __repr__(self) -> str:  # never show the token
         return (f"FsConfig(host={self.host!r}, token={'<set>' if self.token else '<none>'}, "
@@ -61,7 +65,9 @@ class Filesystem:
         self.config = config
         self.api = DcorApi(config.host, config.token, timeout=config.timeout,
                            allow_http=config.allow_http)
-        self.cache = BlockCache(config.cache_bytes, config.block_size)
+        self.disk = (DiskCache(pathlib.Path(config.disk_cache_dir), config.disk_cache_bytes)
+                     if config.disk_cache_dir else None)
+        self.cache = BlockCache(config.cache_bytes, config.block_size, disk=self.disk)
         self.fetcher = RangeFetcher(timeout=config.timeout)
         self.background = BackgroundFetches()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=16,
@@ -306,6 +312,7 @@ class Filesystem:
                 "cache": {"bytes": self.cache.current_bytes, "max_bytes": self.cache.max_bytes,
                           "block_size": self.cache.block_size, "block_hits": self.cache.hits,
                           "blocks_fetched": self.cache.misses},
+                "disk_cache": self.disk.status() if self.disk is not None else None,
                 "network": {"api_requests": self.api.requests,
                             "range_requests": self.fetcher.requests,
                             "range_bytes": self.fetcher.bytes,

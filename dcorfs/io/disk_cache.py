@@ -1,0 +1,263 @@
+"""Blocks on disk that survive restarts, shared by every mount and process of a user.
+
+The in-memory ``BlockCache`` stays in front; this is its second level.  Layout of the
+cache folder (mode 0700):
+
+    index.sqlite          one row per block: key, block number, size, CRC-32, last use;
+                          one row per object: its size (so a remount need not ask)
+    blocks/ab/<id>.blk    the bytes of one block (64 KiB, the last of an object shorter)
+
+- **Atomic writes.**  A block is written to a temporary file and renamed into place, and
+  only then entered in the index (SQLite, WAL mode): a crash at any point leaves either
+  no row, or a row whose file is complete.  An orphaned file without a row is harmless.
+- **Integrity.**  Every read checks the block's length and CRC-32 against the index; a
+  block that fails (bit rot, a torn write, a disk that filled up) is dropped and reported
+  as missing, so it is fetched again and never served.
+- **Size.**  Least recently used blocks go first once the cache holds more than its
+  limit, and whenever the filesystem has less than ``MIN_FREE_SHARE`` free.
+- **Sharing.**  Several processes may use one folder: SQLite serialises the index, and a
+  block written twice at once is the same bytes renamed twice.
+- Keys are the artifacts' stable basin keys, never presigned URLs; nothing else (no
+  token, no URL) is written here.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pathlib
+import sqlite3
+import threading
+import time
+import zlib
+
+log = logging.getLogger(__name__)
+
+#: the filesystem keeps at least this share free, whatever the size limit
+MIN_FREE_SHARE = 0.05
+#: last-use times are written at most this often per block (seconds): LRU needs no more
+TOUCH_EVERY = 60.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks (
+    key TEXT NOT NULL, block INTEGER NOT NULL, size INTEGER NOT NULL,
+    crc INTEGER NOT NULL, used REAL NOT NULL, PRIMARY KEY (key, block));
+CREATE INDEX IF NOT EXISTS blocks_used ON blocks (used);
+CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, size INTEGER NOT NULL);
+"""
+
+
+class DiskCache:
+    def __init__(self, folder: pathlib.Path, max_bytes: int,
+                 min_free_share: float = MIN_FREE_SHARE) -> None:
+        self.folder = pathlib.Path(folder)
+        self.max_bytes = max_bytes
+        self.min_free_share = min_free_share
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.folder, 0o700)  # private data may be cached: the user's eyes only
+        (self.folder / "blocks").mkdir(exist_ok=True, mode=0o700)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._touched: dict[tuple[str, int], float] = {}
+        self.hits = self.misses = self.bad = self.written = 0
+        with self._db() as db:
+            db.executescript(SCHEMA)
+        self._stored = self._total()
+
+    # -- the index -------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.folder / "index.sqlite", timeout=30.0,
+                                 isolation_level=None)  # autocommit; BEGIN where needed
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def _total(self) -> int:
+        return int(self._db().execute("SELECT COALESCE(SUM(size), 0) FROM blocks")
+                   .fetchone()[0])
+
+    def _path(self, key: str, block: int) -> pathlib.Path:
+        name = hashlib.sha1(f"{key}\0{block}".encode()).hexdigest()
+        return self.folder / "blocks" / name[:2] / f"{name}.blk"
+
+    # -- blocks ------------------------------------------------------------------------
+    def get(self, key: str, block: int) -> bytes | None:
+        """The block's bytes if stored and intact, else None (a damaged one is dropped)."""
+        return self.get_run(key, block, block + 1).get(block)
+
+    def get_run(self, key: str, first: int, stop: int) -> dict[int, bytes]:
+        """The intact stored blocks among ``[first, stop)``, with one index query."""
+        try:
+            rows = self._db().execute(
+                "SELECT block, size, crc FROM blocks WHERE key=? AND block>=? AND block<?",
+                (key, first, stop)).fetchall()
+        except sqlite3.Error as exc:
+            log.info("DCD804 cannot read the disk cache's index: %s", exc)
+            rows = []
+        found: dict[int, bytes] = {}
+        damaged = []
+        for block, size, crc in rows:
+            try:
+                data = self._path(key, block).read_bytes()
+            except OSError:
+                data = b""
+            if len(data) != size or zlib.crc32(data) != crc:
+                damaged.append((key, block))
+                continue
+            found[block] = data
+            self._touch(key, block)
+        if damaged:
+            self.bad += len(damaged)
+            log.warning("DCD801 %d block(s) of %s failed their check on disk; fetching "
+                        "them again", len(damaged), key)
+            self._drop(damaged)
+        self.hits += len(found)
+        self.misses += stop - first - len(found)
+        return found
+
+    def object_size(self, key: str) -> int | None:
+        try:
+            row = self._db().execute("SELECT size FROM objects WHERE key=?", (key,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return None if row is None else int(row[0])
+
+    def set_object_size(self, key: str, size: int) -> None:
+        try:
+            self._db().execute("INSERT OR REPLACE INTO objects VALUES (?, ?)", (key, size))
+        except sqlite3.Error as exc:
+            log.info("DCD806 size of %s not stored: %s", key, exc)
+
+    def put(self, key: str, block: int, data: bytes) -> None:
+        self.put_many(key, {block: data})
+
+    def put_many(self, key: str, blocks: dict[int, bytes]) -> None:
+        """Store blocks: each file written and renamed into place, then one index
+        transaction for all.  Errors (a full disk) are logged, never raised: the cache
+        is an optimisation."""
+        rows = []
+        for block, data in sorted(blocks.items()):
+            path = self._path(key, block)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            try:
+                path.parent.mkdir(exist_ok=True, mode=0o700)
+                with open(tmp, "wb") as out:
+                    out.write(data)
+                os.replace(tmp, path)
+            except OSError as exc:
+                log.info("DCD802 block %d of %s not stored on disk: %s", block, key, exc)
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                break  # a full disk: the rest would fail too
+            rows.append((key, block, len(data), zlib.crc32(data), time.time()))
+        if not rows:
+            return
+        try:
+            self._db().executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)",
+                                   rows)
+        except sqlite3.Error as exc:
+            log.info("DCD802 %d blocks of %s not entered in the index: %s", len(rows), key,
+                     exc)
+            return
+        with self._lock:
+            before = self.written
+            self.written += len(rows)
+            self._stored += sum(row[2] for row in rows)
+            over = self._stored > self.max_bytes
+        if over or before // 64 != self.written // 64:
+            self.shrink()
+
+    def _touch(self, key: str, block: int) -> None:
+        now = time.time()
+        with self._lock:
+            if now - self._touched.get((key, block), 0.0) < TOUCH_EVERY:
+                return
+            self._touched[(key, block)] = now
+            if len(self._touched) > 100_000:
+                self._touched.clear()
+        try:
+            self._db().execute("UPDATE blocks SET used=? WHERE key=? AND block=?",
+                               (now, key, block))
+        except sqlite3.Error as exc:  # busy beyond the timeout: the LRU order waits
+            log.debug("cannot record a use of block %d of %s: %s", block, key, exc)
+
+    def _drop(self, blocks: list[tuple[str, int]]) -> None:
+        for key, block in blocks:
+            try:
+                self._path(key, block).unlink(missing_ok=True)
+            except OSError:
+                pass
+        try:
+            self._db().executemany("DELETE FROM blocks WHERE key=? AND block=?", blocks)
+        except sqlite3.Error as exc:
+            log.info("DCD803 cannot drop blocks from the index: %s", exc)
+
+    def free_bytes_needed(self) -> int:
+        """Bytes to free so that the filesystem keeps ``min_free_share`` free."""
+        st = os.statvfs(self.folder)
+        want = self.min_free_share * st.f_blocks * st.f_frsize
+        return max(0, int(want - st.f_bavail * st.f_frsize))
+
+    def shrink(self) -> None:
+        """Drop least recently used blocks until the cache is within its size and the
+        filesystem keeps its free share."""
+        with self._lock:
+            self._stored = self._total()
+            excess = max(self._stored - self.max_bytes, self.free_bytes_needed())
+        while excess > 0:
+            rows = self._db().execute("SELECT key, block, size FROM blocks ORDER BY used "
+                                      "LIMIT 256").fetchall()
+            if not rows:
+                break
+            victims = []
+            for key, block, size in rows:
+                victims.append((key, block))
+                excess -= size
+                if excess <= 0:
+                    break
+            self._drop(victims)
+        with self._lock:
+            self._stored = self._total()
+
+    def summary(self) -> dict:
+        """What the folder holds, for ``dcorfs cache status``."""
+        db = self._db()
+        blocks, stored = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blocks").fetchone()
+        artifacts = db.execute("SELECT key, COUNT(*), SUM(size) FROM blocks GROUP BY key "
+                               "ORDER BY SUM(size) DESC").fetchall()
+        st = os.statvfs(self.folder)
+        return {"folder": str(self.folder), "bytes": int(stored), "blocks": int(blocks),
+                "artifacts": [{"key": k, "blocks": int(n), "bytes": int(b)}
+                              for k, n, b in artifacts],
+                "filesystem_free_bytes": st.f_bavail * st.f_frsize,
+                "filesystem_bytes": st.f_blocks * st.f_frsize}
+
+    def clear(self, matching: list[str] | None = None) -> int:
+        """Drop every block, or those of artifacts whose key contains one of
+        ``matching`` (resource ids); returns the bytes freed."""
+        rows = self._db().execute("SELECT key, block, size FROM blocks").fetchall()
+        victims = [(k, b) for k, b, _ in rows
+                   if not matching or any(m in k for m in matching)]
+        freed = sum(size for k, b, size in rows if (k, b) in set(victims))
+        self._drop(victims)
+        keys = {k for k, _ in victims}
+        with contextlib.suppress(sqlite3.Error):
+            self._db().executemany("DELETE FROM objects WHERE key=?", [(k,) for k in keys])
+        with self._lock:
+            self._stored = self._total()
+        return freed
+
+    def status(self) -> dict:
+        return {"folder": str(self.folder), "bytes": self._stored, "max_bytes": self.max_bytes,
+                "block_hits": self.hits, "block_misses": self.misses,
+                "blocks_failed_check": self.bad}
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None

@@ -1,0 +1,157 @@
+"""The disk cache through real mounts: remounts, crashes, damage, size, sharing."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import h5py
+import hdf5plugin  # noqa: F401
+import pytest
+
+from harness import npy_bytes
+
+RELPATH = "blood-cells/M001_data.rtdc"
+
+
+@pytest.fixture
+def reference(demo_dir):
+    with h5py.File(demo_dir / RELPATH, "r") as h5:
+        return {"deform.npy": npy_bytes(h5["events/deform"][:]),
+                "image.npy": npy_bytes(h5["events/image"][:]),
+                "data.rtdc": (demo_dir / RELPATH).read_bytes()}
+
+
+def read_all(folder, reference) -> None:
+    for name, expected in reference.items():
+        assert (folder / name).read_bytes() == expected, name
+
+
+def test_a_remount_reads_from_disk_without_the_store(demo_server, reference, fresh_mount,
+                                                     tmp_path):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    rid = demo_server.ids[RELPATH]
+    first = fresh_mount(demo_server.url, extra=cache)
+    read_all(first.path / rid, reference)
+    assert first.unmount() == 0
+    second = fresh_mount(demo_server.url, extra=cache)
+    demo_server.reset_stats()  # after the warm-up's connections
+    read_all(second.path / rid, reference)
+    seen = demo_server.stats()
+    assert seen.get("store_requests", 0) == 0, seen  # every byte came from disk
+    status = second.status()
+    assert status["disk_cache"]["block_hits"] > 0
+    assert status["disk_cache"]["bytes"] >= len(reference["data.rtdc"])
+
+
+def test_a_killed_daemon_leaves_a_usable_cache(demo_server, reference, fresh_mount, tmp_path):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    rid = demo_server.ids[RELPATH]
+    demo_server.set_faults(latency_ms=5)  # slow enough to be killed mid-way
+    try:
+        victim = fresh_mount(demo_server.url, extra=cache)
+        fd = os.open(victim.path / rid / "data.rtdc", os.O_RDONLY)
+        try:
+            os.pread(fd, 4 << 20, 0)
+            os.pread(fd, 4 << 20, 8 << 20)
+        finally:
+            os.close(fd)
+        victim.proc.send_signal(signal.SIGKILL)  # in the middle of background fills
+        victim.expected_exit = -signal.SIGKILL
+        victim.proc.wait(timeout=30)
+        victim.unmount()  # clears the dead mount
+    finally:
+        demo_server.set_faults()
+    survivor = fresh_mount(demo_server.url, extra=cache)
+    read_all(survivor.path / rid, reference)
+
+
+@pytest.mark.expect_warnings("DCD801")
+def test_damaged_blocks_are_fetched_again(demo_server, reference, fresh_mount, tmp_path):
+    cache = tmp_path / "cache"
+    rid = demo_server.ids[RELPATH]
+    first = fresh_mount(demo_server.url, extra=["--cache-dir", str(cache)])
+    read_all(first.path / rid, reference)
+    assert first.unmount() == 0
+    damaged = 0
+    for path in sorted((cache / "blocks").rglob("*.blk"))[::7]:
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x40
+        path.write_bytes(bytes(data))
+        damaged += 1
+    demo_server.reset_stats()
+    second = fresh_mount(demo_server.url, extra=["--cache-dir", str(cache)])
+    read_all(second.path / rid, reference)
+    assert demo_server.stats()["store_requests"] > 0  # the damaged ones, fetched again
+    assert second.status()["disk_cache"]["blocks_failed_check"] >= 1
+    assert "DCD801" in second.log_text() and damaged
+
+
+def test_the_cache_keeps_its_size(demo_server, reference, fresh_mount, tmp_path):
+    size = 4 << 20
+    mnt = fresh_mount(demo_server.url, extra=["--cache-dir", str(tmp_path / "cache"),
+                                              "--disk-cache-size", str(size)])
+    rid = demo_server.ids[RELPATH]
+    assert len(reference["data.rtdc"]) > 3 * size
+    read_all(mnt.path / rid, reference)
+    time.sleep(1.0)  # the background writer finishes
+    stored = sum(p.stat().st_size for p in (tmp_path / "cache" / "blocks").rglob("*.blk"))
+    assert stored <= size + 64 * 1024, stored
+
+
+def test_two_mounts_share_one_cache(demo_server, reference, fresh_mount, tmp_path):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    rid = demo_server.ids[RELPATH]
+    one = fresh_mount(demo_server.url, extra=cache)
+    two = fresh_mount(demo_server.url, extra=cache)
+    read_all(one.path / rid, reference)
+    time.sleep(1.0)
+    demo_server.reset_stats()
+    read_all(two.path / rid, reference)
+    assert demo_server.stats().get("store_bytes", 0) < len(reference["data.rtdc"]) // 10
+
+
+def dcorfs_cli(*args, timeout=300):
+    import subprocess
+
+    from dcorfs.processes import dcorfs_argv
+
+    return subprocess.run(dcorfs_argv(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def test_prefetch_fills_the_cache_for_a_remount(demo_server, demo_dir, reference, fresh_mount,
+                                                tmp_path):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    rid = demo_server.ids[RELPATH]
+    mnt = fresh_mount(demo_server.url, extra=cache)
+    done = dcorfs_cli("prefetch", mnt.path / "datasets" / "blood-cells", "--jobs", "2")
+    assert done.returncode == 0, done.stderr
+    assert "prefetch" in done.stderr and "B/s" in done.stderr  # tqdm's bar: bytes and rate
+    again = dcorfs_cli("prefetch", mnt.path / rid)  # all cached: resumes at once
+    assert again.returncode == 0, again.stderr
+    assert mnt.unmount() == 0
+    second = fresh_mount(demo_server.url, extra=cache)
+    demo_server.reset_stats()
+    read_all(second.path / rid, reference)
+    assert demo_server.stats().get("store_requests", 0) == 0
+    status = dcorfs_cli("cache", "status", "--cache-dir", tmp_path / "cache")
+    assert status.returncode == 0 and f"resource-{rid}" in status.stdout
+    cleared = dcorfs_cli("cache", "clear", rid, "--cache-dir", tmp_path / "cache")
+    assert cleared.returncode == 0 and "freed" in cleared.stdout
+    status = dcorfs_cli("cache", "status", "--cache-dir", tmp_path / "cache")
+    assert f"resource-{rid}" not in status.stdout
+
+
+def test_prefetch_says_up_front_what_it_cannot_do(demo_server, fresh_mount, tmp_path):
+    rid = demo_server.ids[RELPATH]
+    small = fresh_mount(demo_server.url, extra=["--cache-dir", str(tmp_path / "cache"),
+                                                "--disk-cache-size", "1M"])
+    demo_server.reset_stats()
+    refused = dcorfs_cli("prefetch", small.path / rid)
+    assert refused.returncode == 2 and "will not fit" in refused.stderr
+    # nothing but the probes that learn the artifacts' sizes (their first MiB and tail)
+    assert demo_server.stats().get("store_bytes", 0) < 3 * 1024 ** 2
+    features = dcorfs_cli("prefetch", small.path / rid, "--features", "deform")
+    assert features.returncode == 0, features.stderr
+    outside = dcorfs_cli("prefetch", tmp_path)
+    assert outside.returncode == 2 and "not inside a dcorfs mount" in outside.stderr
