@@ -48,6 +48,7 @@ class Resource:
         self._metadata: concurrent.futures.Future | None = None
         self._listing_prepared = False
         self._listing_started = False
+        self.public = False  # no basin is perishable: DCOR's answers may be kept on disk
         self.root = Dir(self._root_entries)
 
     # -- basins --------------------------------------------------------------------
@@ -55,12 +56,33 @@ class Resource:
         """Fetch the basin list: proves the id exists and is readable with our token.
 
         The metadata (for ``metadata.json``) is asked for at the same time, so a
-        listing does not wait for one more round trip later.
+        listing does not wait for one more round trip later.  A public resource whose
+        answers the disk cache holds is opened from them without asking DCOR: published
+        data never changes, and only private data needs the token checked.
         """
-        self._metadata = self.pool.submit(deadline.bind(self.api.dcserv), self.rid, "metadata")
-        specs = self.api.dcserv(self.rid, "basins")
-        if not isinstance(specs, list):
-            raise OSError(errno.EIO, f"dcserv basins for {self.rid} is not a list")
+        stored = self._stored("basins")
+        if isinstance(stored, list) and stored and not any(
+                isinstance(s, dict) and s.get("perishable") for s in stored):
+            specs = stored
+            self.public = True
+            meta = self._stored("metadata")
+            self._metadata = concurrent.futures.Future()
+            if meta is not None:
+                self._metadata.set_result(meta)
+            else:
+                self._metadata = self.pool.submit(deadline.bind(self._answer), "metadata")
+            log.info("DCR406 %s opened from the disk cache's answers", self.rid)
+        else:
+            self._metadata = self.pool.submit(deadline.bind(self.api.dcserv), self.rid,
+                                              "metadata")
+            specs = self.api.dcserv(self.rid, "basins")
+            if not isinstance(specs, list):
+                raise OSError(errno.EIO, f"dcserv basins for {self.rid} is not a list")
+            self.public = not any(isinstance(s, dict) and s.get("perishable") for s in specs)
+            if self.public and self.shared.disk is not None:
+                self._keep("basins", specs)
+                self._metadata.add_done_callback(
+                    lambda f: None if f.exception() else self._keep("metadata", f.result()))
         for spec in specs:
             if not isinstance(spec, dict) or spec.get("format") not in ("http", "s3"):
                 continue
@@ -75,6 +97,26 @@ class Resource:
             self.basins.append(Basin(spec, obj, self.shared))
         if not self.basins:
             raise OSError(errno.EIO, f"DCOR lists no readable basin for {self.rid}")
+
+    # -- DCOR's answers, kept on disk for public resources -------------------------------
+    def _stored(self, query: str) -> Any:
+        disk = self.shared.disk
+        return None if disk is None else disk.answer(f"dcserv:{self.rid}:{query}")
+
+    def _keep(self, query: str, value: Any) -> None:
+        if self.shared.disk is not None and self.public:
+            self.shared.disk.keep_answer(f"dcserv:{self.rid}:{query}", value)
+
+    def _answer(self, query: str) -> Any:
+        """``dcserv`` for ``query``, from the disk cache for a public resource that has
+        been asked before."""
+        if self.public:
+            stored = self._stored(query)
+            if stored is not None:
+                return stored
+        value = self.api.dcserv(self.rid, query)
+        self._keep(query, value)
+        return value
 
     def refresh_basins(self) -> None:
         """Fetch fresh presigned URLs; concurrent callers share one refresh."""
@@ -196,11 +238,11 @@ class Resource:
                 raise OSError(errno.EIO, "metadata was not requested")
             meta = self._metadata.result(timeout=deadline.remaining(3600.0))
         except (OSError, concurrent.futures.TimeoutError):  # errors are not kept: ask again
-            meta = self.api.dcserv(self.rid, "metadata")
+            meta = self._answer("metadata")
         return (json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
     def _log_entries(self) -> dict[str, Node]:
-        logs = self.api.dcserv(self.rid, "logs") or {}
+        logs = self._answer("logs") or {}
         entries: dict[str, Node] = {}
         for name, lines in logs.items():
             text = "".join(f"{line}\n" for line in lines)
@@ -208,7 +250,7 @@ class Resource:
         return entries
 
     def _table_entries(self) -> dict[str, Node]:
-        tables = self.api.dcserv(self.rid, "tables") or {}
+        tables = self._answer("tables") or {}
         entries: dict[str, Node] = {}
         for name, content in tables.items():
             array = table_array(content)

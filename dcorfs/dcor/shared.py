@@ -7,6 +7,7 @@ import dataclasses
 from ..hdf5.decoding import DecodedCache, DecoderCache
 from ..io.background import BackgroundFetches
 from ..io.block_cache import BlockCache
+from ..io.disk_cache import DiskCache
 from ..io.range_fetch import RangeFetcher
 from .api import DcorApi
 
@@ -20,3 +21,4 @@ class Shared:
     pool: concurrent.futures.Executor  # decode and listing tasks; they may wait for fetches
     decoded: DecodedCache  # decoded chunks, so 128 KiB kernel reads do not re-decode
     decoders: DecoderCache  # in-memory HDF5 files that run unusual filter pipelines
+    disk: DiskCache | None = None  # the disk cache, also for DCOR's answers about public data

@@ -4,7 +4,9 @@ The in-memory ``BlockCache`` stays in front; this is its second level.  Layout o
 cache folder (mode 0700):
 
     index.sqlite          one row per block: key, block number, size, CRC-32, last use;
-                          one row per object: its size (so a remount need not ask)
+                          one row per object: its size (so a remount need not ask);
+                          DCOR's answers about public resources (basins, metadata,
+                          logs, tables), which never change once published
     blocks/ab/<id>.blk    the bytes of one block (64 KiB, the last of an object shorter)
 
 - **Atomic writes.**  A block is written to a temporary file and renamed into place, and
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import pathlib
@@ -31,6 +34,7 @@ import sqlite3
 import threading
 import time
 import zlib
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ CREATE TABLE IF NOT EXISTS blocks (
     crc INTEGER NOT NULL, used REAL NOT NULL, PRIMARY KEY (key, block));
 CREATE INDEX IF NOT EXISTS blocks_used ON blocks (used);
 CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL,
+                                    stored REAL NOT NULL);
 """
 
 
@@ -134,6 +140,24 @@ class DiskCache:
 
     def put(self, key: str, block: int, data: bytes) -> None:
         self.put_many(key, {block: data})
+
+    def answer(self, key: str) -> Any:
+        """A stored answer of DCOR's (decoded JSON), or None."""
+        try:
+            row = self._db().execute("SELECT value FROM answers WHERE key=?", (key,)).fetchone()
+            return None if row is None else json.loads(row[0])
+        except (sqlite3.Error, ValueError) as exc:
+            log.info("DCD807 stored answer %s unreadable: %s", key, exc)
+            return None
+
+    def keep_answer(self, key: str, value: Any) -> None:
+        """Store an answer; only ever called for public resources, whose answers hold
+        no presigned URL and no token."""
+        try:
+            self._db().execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?)",
+                               (key, json.dumps(value), time.time()))
+        except (sqlite3.Error, TypeError, ValueError) as exc:
+            log.info("DCD808 answer %s not stored: %s", key, exc)
 
     def put_many(self, key: str, blocks: dict[int, bytes]) -> None:
         """Store blocks: each file written and renamed into place, then one index
@@ -247,6 +271,9 @@ class DiskCache:
         keys = {k for k, _ in victims}
         with contextlib.suppress(sqlite3.Error):
             self._db().executemany("DELETE FROM objects WHERE key=?", [(k,) for k in keys])
+            answers = [k for (k,) in self._db().execute("SELECT key FROM answers")
+                       if not matching or any(m in k for m in matching)]
+            self._db().executemany("DELETE FROM answers WHERE key=?", [(k,) for k in answers])
         with self._lock:
             self._stored = self._total()
         return freed

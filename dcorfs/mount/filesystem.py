@@ -74,7 +74,7 @@ class Filesystem:
                                                           thread_name_prefix="decode")
         self.shared = Shared(
             api=self.api, cache=self.cache, fetcher=self.fetcher, background=self.background,
-            pool=self.pool, decoders=DecoderCache(),
+            pool=self.pool, decoders=DecoderCache(), disk=self.disk,
             decoded=DecodedCache(max_bytes=min(64 << 20, max(config.cache_bytes // 4, 1 << 20))))
         self.browser = Browser(self.shared, config.listing_ttl, private=bool(config.token))
         # resources kept open, least recently used first; evicted when not in use

@@ -155,3 +155,39 @@ def test_prefetch_says_up_front_what_it_cannot_do(demo_server, fresh_mount, tmp_
     assert features.returncode == 0, features.stderr
     outside = dcorfs_cli("prefetch", tmp_path)
     assert outside.returncode == 2 and "not inside a dcorfs mount" in outside.stderr
+
+
+def test_a_remount_asks_nothing_for_cached_public_data(demo_server, fresh_mount, tmp_path,
+                                                       reference):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    rid = demo_server.ids[RELPATH]
+    private = demo_server.ids["beads/M002_beads.rtdc"]
+
+    def use(mnt):
+        folder = mnt.path / rid
+        got = {"deform": (folder / "deform.npy").read_bytes(),
+               "meta": (folder / "metadata.json").read_text(),
+               "logs": {p.name: p.read_text() for p in (folder / "logs").iterdir()},
+               "tables": sorted(os.listdir(folder / "tables"))}
+        (mnt.path / private / "deform.npy").read_bytes()
+        return got
+
+    first = fresh_mount(demo_server.url, token_file=demo_server.token_file, extra=cache)
+    before = use(first)
+    assert first.unmount() == 0
+    second = fresh_mount(demo_server.url, token_file=demo_server.token_file, extra=cache)
+    demo_server.reset_stats()
+    folder = second.path / rid
+    assert (folder / "deform.npy").read_bytes() == reference["deform.npy"]
+    public_seen = demo_server.stats()
+    assert public_seen.get("api_requests", 0) == 0 and public_seen.get("store_requests", 0) == 0
+    assert use(second) == before
+    seen = demo_server.stats()
+    # the private resource asked DCOR again (its token is checked online); nothing else did
+    assert seen.get("action_dcserv", 0) >= 1 and seen.get("store_requests", 0) == 0
+    assert "DCR406" in second.log_text()
+    assert second.unmount() == 0
+    for path in (tmp_path / "cache").rglob("*"):  # no presigned URL, no token on disk
+        if path.is_file() and path.suffix != ".blk":
+            text = path.read_bytes()
+            assert b"Signature=" not in text and demo_server.token.encode() not in text, path
