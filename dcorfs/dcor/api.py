@@ -61,15 +61,12 @@ class DcorApi:
                 delay = backoff_delay(attempt, 0.25, wait_next)
                 time.sleep(min(delay, deadline.remaining(delay)))
                 wait_next = 0.0
-            self.requests += 1
-            left = deadline.remaining(self.timeout)
             try:
-                resp = self.session.get(url, params=params, allow_redirects=False,
-                                        timeout=(min(10.0, left), left))
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                log.warning("DCA201 %s: %s (attempt %d/%d)", action, type(exc).__name__,
+                resp = self._get(url, params=params)
+            except OSError as exc:
+                log.warning("DCA201 %s: %s (attempt %d/%d)", action, exc.strerror,
                             attempt + 1, self.retries + 1)
-                error = OSError(errno.EIO, f"DCOR at {self.base} unreachable ({type(exc).__name__})")
+                error = exc
                 continue
             if resp.status_code >= 500 or resp.status_code == 429:
                 log.warning("DCA202 %s answered %d (attempt %d/%d)", action, resp.status_code,
@@ -85,20 +82,24 @@ class DcorApi:
                                resp.headers.get("Content-Type", "no content type"))
         raise error
 
+    def _get(self, url: str, **kwargs: Any) -> requests.Response:
+        """One GET to DCOR's host with the token, within the operation's deadline;
+        a transport failure is EIO."""
+        self.requests += 1
+        left = deadline.remaining(self.timeout)
+        try:
+            return self.session.get(url, allow_redirects=False,
+                                    timeout=(min(10.0, left), left), **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise OSError(errno.EIO, f"DCOR at {self.base} unreachable "
+                                     f"({type(exc).__name__})") from None
+
     def resolve_download(self, url: str) -> str:
         """Where a download route (``/dataset/<id>/resource/<rid>/download/<name>``)
         redirects: a presigned object URL.  The token is sent, so only to DCOR's host."""
         if not url.startswith(self.base + "/"):
             raise OSError(errno.EIO, f"download route {redact(url)} is not on {self.base}")
-        self.requests += 1
-        left = deadline.remaining(self.timeout)
-        try:
-            resp = self.session.get(url, allow_redirects=False, stream=True,
-                                    timeout=(min(10.0, left), left))
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise OSError(errno.EIO, f"DCOR at {self.base} unreachable "
-                                     f"({type(exc).__name__})") from None
-        with resp:
+        with self._get(url, stream=True) as resp:
             location = resp.headers.get("Location", "")
             if resp.status_code in (301, 302, 303, 307, 308) and location:
                 return location
