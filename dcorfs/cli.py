@@ -193,7 +193,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       private=args.private, token_file=pathlib.Path(args.token_file) if args.token_file else None,
                       latency_ms=args.latency_ms, bandwidth_mbs=args.bandwidth_mbs,
                       presign_ttl=args.presign_ttl, list_only=args.list, faults=args.faults,
-                      synthetic=args.synthetic)
+                      synthetic=args.synthetic, handshake_round_trips=args.handshake_rtts,
+                      idle_close_s=args.idle_close_s)
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -347,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="delay added to every request, to imitate a distant server")
     serve.add_argument("--bandwidth-mbs", type=float, default=0.0,
                        help="shared link bandwidth in MB/s for response bodies (0: unlimited)")
+    serve.add_argument("--handshake-rtts", type=int, default=1, metavar="N",
+                       help="round trips charged to every new connection: 1 for TCP, 2-3 "
+                            "with TLS as on DCOR (default: %(default)s)")
+    serve.add_argument("--idle-close-s", type=float, default=0.0, metavar="SECONDS",
+                       help="close keep-alive connections idle this long, as nginx (75) and "
+                            "S3 (about 20) do (default: 0, never)")
     serve.add_argument("--private", action="append", default=[], metavar="GLOB",
                        help="make the datasets of files matching GLOB (relative path) private; "
                             "repeatable")

@@ -73,6 +73,8 @@ class Resource:
                 self._metadata = self.pool.submit(deadline.bind(self._answer), "metadata")
             log.info("DCR406 %s opened from the disk cache's answers", self.rid)
         else:
+            if self.shared.reopen is not None:
+                self.shared.reopen()
             self._metadata = self.pool.submit(deadline.bind(self.api.dcserv), self.rid,
                                               "metadata")
             specs = self.api.dcserv(self.rid, "basins")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+from collections.abc import Callable
 
 from ..hdf5.decoding import DecodedCache, DecoderCache
 from ..io.background import BackgroundFetches
@@ -22,3 +23,5 @@ class Shared:
     decoded: DecodedCache  # decoded chunks, so 128 KiB kernel reads do not re-decode
     decoders: DecoderCache  # in-memory HDF5 files that run unusual filter pipelines
     disk: DiskCache | None = None  # the disk cache, also for DCOR's answers about public data
+    # called before a resource is asked about over the network: reopens idle connections
+    reopen: Callable[[], None] | None = None

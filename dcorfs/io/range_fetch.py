@@ -68,6 +68,7 @@ class RangeFetcher:
         self._adapter = shared_adapter()
         self.requests = 0
         self.bytes = 0
+        self.last_used = time.monotonic()  # when the last request went out
 
     @property
     def session(self) -> requests.Session:
@@ -117,6 +118,7 @@ class RangeFetcher:
         suffix = start < 0
         headers = {"Range": f"bytes={start}" if suffix else f"bytes={start}-{stop - 1}"}
         self.requests += 1
+        self.last_used = time.monotonic()
         log.debug("GET %s %s", redact(url), headers["Range"])
         left = deadline.remaining(self.timeout)
         try:

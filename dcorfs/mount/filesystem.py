@@ -8,6 +8,7 @@ a short while, other errors never (the next try may succeed).
 from __future__ import annotations
 
 import collections
+import contextlib
 import concurrent.futures
 import dataclasses
 import errno
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 
 NEGATIVE_TTL = 30.0
 BLKSIZE = 1024 * 1024
+# servers close keep-alive connections that sat idle (S3 after about 20 s, nginx after
+# 75 s); after this long without a request, opening a resource first reopens store
+# connections, while its API query is on the way, so the reads after it find them open
+REOPEN_AFTER = 5.0
 
 
 @dataclasses.dataclass
@@ -75,6 +80,7 @@ class Filesystem:
         self.shared = Shared(
             api=self.api, cache=self.cache, fetcher=self.fetcher, background=self.background,
             pool=self.pool, decoders=DecoderCache(), disk=self.disk,
+            reopen=self._reopen_if_idle,
             decoded=DecodedCache(max_bytes=min(64 << 20, max(config.cache_bytes // 4, 1 << 20))))
         self.browser = Browser(self.shared, config.listing_ttl, private=bool(config.token))
         # resources kept open, least recently used first; evicted when not in use
@@ -86,6 +92,7 @@ class Filesystem:
         self._handles: dict[int, tuple[str, File]] = {}
         self._next_fh = itertools.count(1)
         self._warm_up: dict = {"state": "not started", "store": None}
+        self._store_url: str | None = None  # any object of the store, for reopening
         self.mounted_at = time.time()
         self.uid = os.getuid()
         self.gid = os.getgid()
@@ -105,12 +112,17 @@ class Filesystem:
         with self._lock:
             self._warm_up = {"state": "running", "store": None}
         started = time.monotonic()
-        pings = [self.pool.submit(self._ping) for _ in range(2)]
+        # both pings go out together, so that each opens a connection of its own (the
+        # first lookup sends two queries at once); a barrier, not luck, sees to it
+        together = threading.Barrier(2, timeout=5.0)
+        pings = [self.pool.submit(self._ping, together) for _ in range(2)]
         # it waits for pool tasks, so it must not hold a pool worker itself
         threading.Thread(target=self._warm_up_store, args=(pings, started), daemon=True,
                          name="warm-up").start()
 
-    def _ping(self) -> None:
+    def _ping(self, together: threading.Barrier) -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            together.wait()
         self.api.call("status_show")
 
     def _warm_up_store(self, pings: list[concurrent.futures.Future], started: float) -> None:
@@ -120,6 +132,7 @@ class Filesystem:
                 ping.result()
             url = self._any_store_url()
             if url is not None:
+                self._store_url = url
                 store = redact(url).split("/", 3)[2]
                 opens = [self.background.submit(self.fetcher.fetch, url, 0, 1)
                          for _ in range(STORE_CONNECTIONS)]
@@ -199,6 +212,26 @@ class Filesystem:
                 old.close()
                 log.info("DCF103 closed resource %s (least recently used)", old.rid)
             return res
+
+    def _reopen_if_idle(self) -> None:
+        """Open ``STORE_CONNECTIONS`` store connections in the background if none was
+        used for ``REOPEN_AFTER`` seconds: their handshakes then overlap the API query
+        instead of delaying the first reads (one request of one byte each)."""
+        url = self._store_url
+        idle = time.monotonic() - self.fetcher.last_used
+        if url is None or idle < REOPEN_AFTER:
+            return
+        self.fetcher.last_used = time.monotonic()
+        log.info("DCF106 reopening %d store connections after %.0f s without a request",
+                 STORE_CONNECTIONS, idle)
+        for _ in range(STORE_CONNECTIONS):
+            self.background.submit(self._touch_store, url)
+
+    def _touch_store(self, url: str) -> None:
+        try:
+            self.fetcher.fetch(url, 0, 1)
+        except OSError as exc:  # an answer of any kind opened the connection
+            log.debug("reopening a store connection: %s", exc)
 
     def _evictable(self) -> list[Resource]:
         """Take resources beyond ``max_resources`` out, oldest first, skipping open ones.

@@ -121,6 +121,8 @@ class ServerConfig:
     faults: FaultInjector = dataclasses.field(default_factory=FaultInjector)
     issued: dict[str, float] = dataclasses.field(default_factory=dict)
     searches: dict[tuple, list] = dataclasses.field(default_factory=dict)
+    handshake_round_trips: int = 1  # charged to every new connection
+    idle_close_s: float = 0.0  # close keep-alive connections idle this long (0: never)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
@@ -169,8 +171,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        # a new TCP connection costs a round trip (SYN, SYN-ACK) before its first request
-        self.config.link.round_trip()
+        # a new connection costs round trips before its first request: one for TCP's
+        # handshake, one or two more for TLS, which real DCOR and its store use
+        for _ in range(self.config.handshake_round_trips):
+            self.config.link.round_trip()
         self._new_connection = True
 
     def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
@@ -754,8 +758,13 @@ class DcorServer:
     def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int = 8000,
                  store_port: int = 0) -> None:
         self.config = config
-        api_handler = type("ApiHandler", (_Handler,), {"config": config, "is_store": False})
-        store_handler = type("StoreHandler", (_Handler,), {"config": config, "is_store": True})
+        # socketserver's per-connection timeout: a keep-alive connection that waits longer
+        # than this for its next request is closed, as nginx (75 s) and S3 (~20 s) do
+        idle = {"timeout": config.idle_close_s} if config.idle_close_s > 0 else {}
+        api_handler = type("ApiHandler", (_Handler,), {"config": config, "is_store": False,
+                                                       **idle})
+        store_handler = type("StoreHandler", (_Handler,), {"config": config, "is_store": True,
+                                                           **idle})
         self.api = _ThreadingServer((host, port), api_handler)
         self.store = _ThreadingServer((host, store_port), store_handler)
         config.api_base = f"http://{host}:{self.api.server_address[1]}"
