@@ -55,6 +55,8 @@ BANDWIDTH_MBS = 50.0
 SCALARS = ["deform", "area_um", "bright_avg", "circ"]
 RANDOM_IMAGES = 200
 SYNTHETIC = 10_000  # datasets added to the catalog for the browsing scenarios
+HANDSHAKE_RTTS = 2  # a new connection costs TCP's and TLS 1.3's round trips, as on DCOR
+IDLE_CLOSE_S = 20.0  # idle keep-alive connections are closed, as S3 does after about 20 s
 MANY_FILES = 20  # resources of the dataset ``many-files``
 
 
@@ -142,10 +144,30 @@ class HDF5Chain:
 
 
 def _script(prelude: str, body: str) -> str:
-    """A timed program: ``prelude`` (imports, untimed) then ``body`` (timed)."""
+    """A timed program: ``prelude`` (imports, untimed) then ``body`` (timed).  A body
+    that times itself (processes of its own) sets ``inner`` to its seconds."""
     return "\n".join([textwrap.dedent(prelude).strip(), "t0 = time.perf_counter()",
                       textwrap.dedent(body).strip(),
-                      'print(json.dumps({"seconds": time.perf_counter() - t0}))'])
+                      'print(json.dumps({"seconds": globals().get("inner", '
+                      'time.perf_counter() - t0)}))'])
+
+
+def _together(imports: str, work: str, argv: str, margin: float = 3.0) -> str:
+    """A body that runs ``work`` in four processes at once, timed inside them: each
+    imports first, then waits for a common start ``margin`` seconds ahead, works, and
+    prints when it finished; ``inner`` is the last finish minus the start.  Process
+    start and imports, which differ between contenders, are not timed."""
+    child = (f"import sys, time; {imports}; start = float(sys.argv[-1]); "
+             f"time.sleep(max(0.0, start - time.time())); {work}; print(time.time())")
+    return f"""
+        import subprocess, sys
+        start = time.time() + {margin}
+        procs = [subprocess.Popen([sys.executable, "-c", {child!r}, *({argv}), str(start)],
+                                  stdout=subprocess.PIPE, text=True) for f in {SCALARS!r}]
+        ends = [float(p.communicate()[0].split()[-1]) for p in procs]
+        assert all(p.returncode == 0 for p in procs)
+        inner = max(ends) - start
+    """
 
 
 def _timed_python(code: str) -> dict:
@@ -195,6 +217,7 @@ class Bench:
                 dcorfs_argv("serve", self.data, "--port", self.port,
                             "--cache-dir", self.workdir / "serve-cache",
                             "--latency-ms", LATENCY_MS, "--bandwidth-mbs", BANDWIDTH_MBS,
+                            "--handshake-rtts", HANDSHAKE_RTTS, "--idle-close-s", IDLE_CLOSE_S,
                             "--synthetic", SYNTHETIC),
                 stdout=out, stderr=subprocess.STDOUT)
         wait_for(api_answers(self.url), self.server, "dcorfs serve", 600, log, interval=0.5)
@@ -405,27 +428,16 @@ class Bench:
             2 + max(chains[img].listing_round_trips(),
                     chains["images condensed"].listing_round_trips()), 0)
 
-        body_g = f"""
-            import subprocess, sys
-            code = "import numpy as np, sys; np.load(sys.argv[1])"
-            procs = [subprocess.Popen([sys.executable, "-c", code, os.path.join(folder, f + ".npy")])
-                     for f in {SCALARS!r}]
-            assert all(p.wait() == 0 for p in procs)
-        """
-        body_g_dclab = f"""
-            import subprocess, sys
-            code = ("import warnings, dclab, sys; warnings.simplefilter('ignore'); "
-                    "ds = dclab.new_dataset(sys.argv[1], host=sys.argv[2], use_ssl=False); ds[sys.argv[3]][:]")
-            procs = [subprocess.Popen([sys.executable, "-c", code, {self.rids[sca]!r}, {self.url.split('//')[1]!r}, f])
-                     for f in {SCALARS!r}]
-            assert all(p.wait() == 0 for p in procs)
-        """
-        body_g_local = f"""
-            import subprocess, sys
-            code = "import h5py, hdf5plugin, sys; h5py.File(sys.argv[1], 'r', locking=False)['events'][sys.argv[2]][:]"
-            procs = [subprocess.Popen([sys.executable, "-c", code, {str(self.files[sca])!r}, f]) for f in {SCALARS!r}]
-            assert all(p.wait() == 0 for p in procs)
-        """
+        body_g = _together("import numpy as np", "np.load(sys.argv[1])",
+                           "[os.path.join(folder, f + '.npy')]")
+        body_g_dclab = _together(
+            "import warnings, dclab; warnings.simplefilter('ignore')",
+            "ds = dclab.new_dataset(sys.argv[1], host=sys.argv[2], use_ssl=False); "
+            "ds[sys.argv[3]][:]", f"[{self.rids[sca]!r}, {self.url.split('//')[1]!r}, f]")
+        body_g_local = _together(
+            "import h5py, hdf5plugin",
+            "h5py.File(sys.argv[1], 'r', locking=False)['events'][sys.argv[2]][:]",
+            f"[{str(self.files[sca])!r}, f]")
         four = sum(self.chunk_bytes(src, f)[0] for f in SCALARS)
         row("(g) four processes, four features, cold", self.cold(body_g, sca)[0],
             self.median(lambda: self.dclab(body_g_dclab, sca)),
@@ -490,7 +502,9 @@ def browse_markdown(rows: list[dict]) -> str:
 
 def to_markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"Benchmark: {meta['events']:,d} events, {meta['images']:,d} images 80x250; "
-             f"link {meta['latency_ms']:g} ms, {meta['bandwidth_mbs']:g} MB/s; "
+             f"link {meta['latency_ms']:g} ms, {meta['bandwidth_mbs']:g} MB/s, "
+             f"{meta['handshake_rtts']} round trips per new connection, idle connections "
+             f"closed after {meta['idle_close_s']:g} s; "
              f"{meta['date']} on {meta['machine']}; cold figures are the median of "
              f"{meta['repeats']} runs, warm ones the best of 3.", "",
              "| scenario | dcorfs s | dclab s | local h5py s | dclab / dcorfs | dcorfs / limit "
@@ -500,9 +514,10 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
     for r in rows:
         d, c, loc = r["dcorfs"], r["dclab"], r["local"]
         ratio_limit = d["seconds"] / r["limit_seconds"] if r["limit_seconds"] else float("nan")
+        c_ratio = c["seconds"] / d["seconds"]
         lines.append(
             f"| {r['scenario']} | {d['seconds']:.3f} | {c['seconds']:.3f} | {loc['seconds']:.3f} "
-            f"| {c['seconds'] / d['seconds']:.1f}x | "
+            f"| {'-' if r['scenario'].startswith('(e') else f'{c_ratio:.1f}x'} | "
             f"{'-' if r['limit_seconds'] == 0 else f'{ratio_limit:.2f}x'} "
             f"| {d.get('requests', '-')} | {d.get('round_trips', '-')} | {d.get('bytes', 0) / 1e6:.2f} "
             f"| {c.get('requests', '-')} | {c.get('round_trips', '-')} | {c.get('bytes', 0) / 1e6:.2f} |")
@@ -511,7 +526,7 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         if "feature_compressed_bytes" in r:
             notes.append(f"- (a): feature compressed {r['feature_compressed_bytes'] / 1e6:.2f} MB; "
                          f"dcorfs transferred {r['dcorfs']['bytes'] / r['feature_compressed_bytes']:.2f}x that. "
-                         f"New connections (each costs a round trip): dcorfs "
+                         f"New connections (each costs {meta['handshake_rtts']} round trips): dcorfs "
                          f"{r['dcorfs']['connections']}, dclab {r['dclab']['connections']}.")
         if "image_compressed_bytes" in r:
             notes.append(f"- (c): {r['image_compressed_bytes'] / 1e6:.1f} MB of compressed images, "
@@ -528,6 +543,10 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
             notes.append(f"- (f): {r['dcorfs']['requests']} requests "
                          f"({r['dcorfs']['api_requests']} API, {r['dcorfs']['store_requests']} object store) "
                          f"in {r['dcorfs']['round_trips']} round trips.")
+    notes.append("- (e): dcorfs re-reads from its caches; dclab has none across processes, so "
+                 "its column is another cold read and no ratio is shown.")
+    notes.append("- (g): four processes start together and are timed inside (after their "
+                 "imports, from a common start to the last one's end), alike for all three.")
     notes.append("- Round trips: the longest chain of requests that each reached the server after "
                  "the one before was answered (the server's count), i.e. the latencies a "
                  "contender waited for one after another.")
@@ -560,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         if bench.server is not None:
             stop(bench.server)
     meta = {"events": EVENTS, "images": IMAGES, "latency_ms": LATENCY_MS, "repeats": bench.repeats,
+            "handshake_rtts": HANDSHAKE_RTTS, "idle_close_s": IDLE_CLOSE_S,
             "bandwidth_mbs": BANDWIDTH_MBS, "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
     out = pathlib.Path(args.out)
