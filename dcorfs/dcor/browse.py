@@ -37,7 +37,7 @@ from ..io.remote_object import RemoteObject
 from .api import is_resource_id
 from .nodes import BrowseDir, Dir, File, LazyEntries, Link, Node
 from .shared import Shared
-from .views import BytesView, LazyRemoteView, RemoteBytesView
+from .views import BytesView, LazyRemoteView
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class Browser:
             raise OSError(errno.EIO, f"package_show {name}: not a dataset dict")
         return package
 
-    def open_file(self, res: dict, private: bool) -> RemoteBytesView:
+    def open_file(self, res: dict, private: bool) -> RemoteObject:
         """A resource's bytes by range requests: from the object store where the
         resource is public, else from where DCOR's download route redirects (asked
         again when that presigned URL expires)."""
@@ -187,7 +187,7 @@ class Browser:
         if obj.url != url:
             obj.refresh = lambda: obj.set_url(self.api.resolve_download(route), None)
         obj.probe()
-        return RemoteBytesView(obj)
+        return obj
 
     # -- folders -------------------------------------------------------------------------
     def _list_datasets(self) -> dict[str, Node]:

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..io.remote_object import RemoteObject
 from .npy_format import npy_header
 
 RowReader = Callable[[int, int], np.ndarray]
@@ -105,15 +106,15 @@ class LazyRemoteView:
     """A file whose size is known from DCOR and whose bytes come from a remote object
     made on the first read (``stat`` of a listed resource costs no request)."""
 
-    def __init__(self, size: int, open_object: Callable[[], "RemoteBytesView"]) -> None:
+    def __init__(self, size: int, open_object: Callable[[], RemoteObject]) -> None:
         self.size = size
         self._open = open_object
-        self._remote: RemoteBytesView | None = None
+        self._obj: RemoteObject | None = None
         self._lock = threading.Lock()
 
     def read(self, offset: int, size: int) -> bytes:
         with self._lock:
-            if self._remote is None:
-                self._remote = self._open()
+            if self._obj is None:
+                self._obj = self._open()
         end = min(offset + size, self.size)
-        return self._remote.obj.read(offset, end) if end > offset else b""
+        return self._obj.read(offset, end) if end > offset else b""

@@ -264,9 +264,10 @@ class DiskCache:
         """Drop every block, or those of artifacts whose key contains one of
         ``matching`` (resource ids); returns the bytes freed."""
         rows = self._db().execute("SELECT key, block, size FROM blocks").fetchall()
-        victims = [(k, b) for k, b, _ in rows
-                   if not matching or any(m in k for m in matching)]
-        freed = sum(size for k, b, size in rows if (k, b) in set(victims))
+        picked = [(k, b, size) for k, b, size in rows
+                  if not matching or any(m in k for m in matching)]
+        victims = [(k, b) for k, b, _ in picked]
+        freed = sum(size for _, _, size in picked)
         self._drop(victims)
         keys = {k for k, _ in victims}
         with contextlib.suppress(sqlite3.Error):
