@@ -103,6 +103,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"dcorfs: {exc.strerror}", file=sys.stderr)
         return 2
+    if args.offline and args.no_disk_cache:
+        print("dcorfs: --offline serves the disk cache; it cannot go with --no-disk-cache",
+              file=sys.stderr)
+        return 2
     token = read_token(args.token_file)
     if not args.foreground:
         return _mount_in_background(args, mountpoint)
@@ -117,7 +121,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                       disk_cache_dir=None if args.no_disk_cache else str(
                           pathlib.Path(args.cache_dir).expanduser() if args.cache_dir
                           else paths.cache_dir()),
-                      disk_cache_bytes=args.disk_cache_size)
+                      disk_cache_bytes=args.disk_cache_size, offline=args.offline)
     return run_mount(mountpoint, config, fuse_options=args.fuse_options)
 
 
@@ -137,6 +141,8 @@ def _mount_in_background(args: argparse.Namespace, mountpoint: pathlib.Path) -> 
                        "--max-open-resources", args.max_open_resources,
                        "--listing-ttl", args.listing_ttl,
                        "--disk-cache-size", args.disk_cache_size, *["-v"] * args.verbose)
+    if args.offline:
+        argv.append("--offline")
     if args.no_disk_cache:
         argv.append("--no-disk-cache")
     elif args.cache_dir:
@@ -194,7 +200,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       latency_ms=args.latency_ms, bandwidth_mbs=args.bandwidth_mbs,
                       presign_ttl=args.presign_ttl, list_only=args.list, faults=args.faults,
                       synthetic=args.synthetic, handshake_round_trips=args.handshake_rtts,
-                      idle_close_s=args.idle_close_s)
+                      idle_close_s=args.idle_close_s,
+                      intra_dataset_basins=not args.no_intra_dataset_basins)
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -299,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "few; at least 5%% of the filesystem is always left free)")
     mount.add_argument("--no-disk-cache", action="store_true",
                        help="keep fetched bytes in memory only")
+    mount.add_argument("--offline", action="store_true",
+                       help="never touch the network: serve what the disk cache holds "
+                            "(listings, resources, bytes read or prefetched before); the rest "
+                            "fails at once with EIO. Without it, a mount that cannot reach "
+                            "DCOR goes offline by itself and back online when DCOR answers")
     mount.add_argument("--timeout", type=float, default=30.0,
                        help="seconds to wait for one HTTP answer (default: %(default)s)")
     mount.add_argument("--op-timeout", type=float, default=60.0,
@@ -354,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-close-s", type=float, default=0.0, metavar="SECONDS",
                        help="close keep-alive connections idle this long, as nginx (75) and "
                             "S3 (about 20) do (default: 0, never)")
+    serve.add_argument("--no-intra-dataset-basins", action="store_true",
+                       help="declare in the condensed basin only the condensed file's own "
+                            "features (DCOR's enable_intra_dataset_basins = false; by default "
+                            "it also declares image, mask, contour and trace, as DCOR does)")
     serve.add_argument("--private", action="append", default=[], metavar="GLOB",
                        help="make the datasets of files matching GLOB (relative path) private; "
                             "repeatable")
@@ -437,7 +453,7 @@ HELPER_VALUES = {"host": "--host", "cache_size": "--cache-size", "token_file": "
                  "listing_ttl": "--listing-ttl", "cache_dir": "--cache-dir",
                  "disk_cache_size": "--disk-cache-size"}
 HELPER_FLAGS = {"allow_insecure_http": "--allow-insecure-http", "foreground": "--foreground",
-                "no_disk_cache": "--no-disk-cache"}
+                "no_disk_cache": "--no-disk-cache", "offline": "--offline"}
 # mount(8)'s own options; dcorfs is always read-only, so rw and ro change nothing
 HELPER_IGNORED = {"rw", "ro", "defaults", "auto", "noauto", "user", "nouser", "users",
                   "owner", "group", "_netdev", "nofail", "comment"}

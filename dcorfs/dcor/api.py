@@ -8,6 +8,7 @@ bounded number of times with backoff; HTTP error answers are not retried, except
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import re
 import threading
@@ -17,6 +18,7 @@ from typing import Any
 import requests
 
 from ..io import deadline
+from ..io.reachability import Reachability, Unreachable, cannot_connect
 from ..io.http import (backoff_delay, check_plain_http, new_session, redact, retry_after,
                        shared_adapter)
 
@@ -32,7 +34,8 @@ def is_resource_id(name: str) -> bool:
 
 class DcorApi:
     def __init__(self, host_url: str, token: str = "", timeout: float = 30.0,
-                 retries: int = 3, allow_http: bool = False) -> None:
+                 retries: int = 3, allow_http: bool = False,
+                 reach: Reachability | None = None) -> None:
         self.base = host_url.rstrip("/")
         check_plain_http(self.base, allow_http)
         self._token = token
@@ -41,6 +44,7 @@ class DcorApi:
         self._local = threading.local()
         # as many connections as listing pages go out at once (16 pool workers)
         self._adapter = shared_adapter(pool_size=16)
+        self.reach = reach or Reachability()
         self.requests = 0
 
     @property
@@ -63,6 +67,8 @@ class DcorApi:
                 wait_next = 0.0
             try:
                 resp = self._get(url, params=params)
+            except Unreachable:
+                raise
             except OSError as exc:
                 log.warning("DCA201 %s: %s (attempt %d/%d)", action, exc.strerror,
                             attempt + 1, self.retries + 1)
@@ -85,14 +91,19 @@ class DcorApi:
     def _get(self, url: str, **kwargs: Any) -> requests.Response:
         """One GET to DCOR's host with the token, within the operation's deadline;
         a transport failure is EIO."""
+        self.reach.check(url)
         self.requests += 1
         left = deadline.remaining(self.timeout)
         try:
-            return self.session.get(url, allow_redirects=False,
+            resp = self.session.get(url, allow_redirects=False,
                                     timeout=(min(10.0, left), left), **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
+            if cannot_connect(exc):
+                self.reach.failed(url)
             raise OSError(errno.EIO, f"DCOR at {self.base} unreachable "
                                      f"({type(exc).__name__})") from None
+        self.reach.answered(url)
+        return resp
 
     def resolve_download(self, url: str) -> str:
         """Where a download route (``/dataset/<id>/resource/<rid>/download/<name>``)
@@ -108,6 +119,14 @@ class DcorApi:
             if resp.status_code in (401, 403):
                 raise OSError(errno.EACCES, f"download of {redact(url)} refused")
             raise OSError(errno.EIO, f"download route answered {resp.status_code}")
+
+    def token_id(self, salt: str) -> str | None:
+        """A salted, slow hash of the token (None without one): what the disk cache
+        records to serve private answers offline only to the token they were given to."""
+        if not self._token:
+            return None
+        digest = hashlib.pbkdf2_hmac("sha256", self._token.encode(), salt.encode(), 100_000)
+        return digest.hex()[:32]
 
     def dcserv(self, rid: str, query: str) -> Any:
         return self.call("dcserv", id=rid, query=query, version="2")

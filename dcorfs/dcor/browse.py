@@ -11,7 +11,9 @@ new datasets appear without a remount and a busy ``ls`` costs nothing:
   its folder is that answer: each resource under its DCOR name, a link to the feature
   folder of each RT-DC resource, and ``dataset.json``.
 
-When DCOR fails, a listing fetched before is served as it was (log ``DCB701``). Names
+A listing older than the TTL is served while it is asked for again in the background;
+when DCOR fails, it stays as it was (log ``DCB701``).  With the disk cache, listings
+are kept there too: a remount lists at once, and offline lists what was listed. Names
 that cannot be CKAN names are ENOENT without a request; names DCOR does not know are
 remembered as missing for ``negative_ttl`` seconds.
 
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..io import deadline
+from ..io.disk_cache import DiskCache
 from ..io.remote_object import RemoteObject
 from .api import is_resource_id
 from .nodes import BrowseDir, Dir, File, LazyEntries, Link, Node
@@ -63,15 +66,23 @@ def ckan_time(text: Any) -> float | None:
 
 
 class Listings:
-    """Answers kept for ``ttl`` seconds, one fetch at a time per key; a stale answer
-    is served when a fresh one fails, and ENOENT is remembered for ``negative_ttl``."""
+    """DCOR's answers, kept for ``ttl`` seconds and then revalidated in the background
+    while the kept answer is served (a failed revalidation keeps it: DCB701).  One
+    fetch at a time per key; ENOENT is remembered for ``negative_ttl``.  With
+    ``disk``, answers are also kept there under ``scope`` (``public``, or the salted
+    hash of the token they were given to), so a remount, or a mount that cannot
+    reach DCOR, lists what was listed before."""
 
-    def __init__(self, ttl: float, negative_ttl: float = 30.0) -> None:
+    def __init__(self, ttl: float, negative_ttl: float = 30.0, disk: DiskCache | None = None,
+                 scope: str = "public") -> None:
         self.ttl = ttl
         self.negative_ttl = negative_ttl
+        self.disk = disk
+        self.scope = scope
         self._values: dict[Any, tuple[float, Any]] = {}
         self._missing: dict[Any, float] = {}
         self._locks: dict[Any, threading.Lock] = {}
+        self._refreshing: set[Any] = set()
         self._lock = threading.Lock()
 
     def get(self, key: Any, fetch: Callable[[], Any]) -> Any:
@@ -83,7 +94,11 @@ class Listings:
                 if self._missing.get(key, 0.0) > now:
                     raise OSError(errno.ENOENT, f"{key[-1]} not found (remembered)")
                 kept = self._values.get(key)
-            if kept is not None and now - kept[0] < self.ttl:
+            if kept is None:
+                kept = self._from_disk(key)
+            if kept is not None:
+                if now - kept[0] >= self.ttl:
+                    self._revalidate(key, fetch, kept[0])
                 return kept[1]
             try:
                 value = fetch()
@@ -91,15 +106,58 @@ class Listings:
                 if exc.errno == errno.ENOENT:
                     with self._lock:
                         self._missing[key] = now + self.negative_ttl
-                    raise
-                if kept is None or exc.errno == errno.EACCES:
-                    raise
-                log.warning("DCB701 %s: DCOR failed (%s); serving the answer of %.0f s ago",
-                            "/".join(map(str, key)), exc.strerror or exc, now - kept[0])
-                return kept[1]
-            with self._lock:
-                self._values[key] = (time.monotonic(), value)
+                raise
+            self._set(key, value)
             return value
+
+    def _set(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._values[key] = (time.monotonic(), value)
+        if self.disk is not None:
+            self.disk.keep_answer(self._disk_key(key), value)
+
+    def _disk_key(self, key: Any) -> str:
+        return f"listing:{self.scope}:" + "/".join(map(str, key))
+
+    def _from_disk(self, key: Any) -> tuple[float, Any] | None:
+        """An answer a mount kept on disk, dated on the monotonic clock."""
+        stored = None if self.disk is None else self.disk.answer_stored(self._disk_key(key))
+        if stored is None:
+            return None
+        kept = (time.monotonic() - max(0.0, time.time() - stored[1]), stored[0])
+        with self._lock:
+            self._values.setdefault(key, kept)
+        return kept
+
+    def _revalidate(self, key: Any, fetch: Callable[[], Any], fetched_at: float) -> None:
+        """Ask again in a thread of its own (one per key at a time)."""
+        with self._lock:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+
+        def run() -> None:
+            try:
+                value = fetch()
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.EACCES):  # an answer: it is gone
+                    with self._lock:
+                        self._values.pop(key, None)
+                        if exc.errno == errno.ENOENT:
+                            self._missing[key] = time.monotonic() + self.negative_ttl
+                    if self.disk is not None:
+                        self.disk.forget_answer(self._disk_key(key))
+                else:
+                    log.warning("DCB701 %s: DCOR failed (%s); serving the answer of %.0f s "
+                                "ago", "/".join(map(str, key)), exc.strerror or exc,
+                                time.monotonic() - fetched_at)
+            else:
+                self._set(key, value)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(key)
+
+        threading.Thread(target=run, daemon=True, name="revalidate").start()
 
     def peek(self, key: Any) -> Any:
         """The answer kept for ``key``, however old, or None."""
@@ -115,7 +173,8 @@ class Browser:
         self.shared = shared
         self.api = shared.api
         self.pool = shared.pool
-        self.listings = Listings(ttl)
+        self.listings = Listings(ttl, disk=shared.disk,
+                                 scope=(shared.token_id or "token") if private else "public")
         self.private = private  # ask for private datasets too (a token is set)
         self._folders: dict[str, Dir] = {}
         self._lock = threading.Lock()
@@ -156,9 +215,9 @@ class Browser:
     def _datasets(self) -> dict[str, str | None]:
         return self.listings.get(("datasets",), self._search)
 
-    def _group_names(self, kind: str) -> set[str]:
+    def _group_names(self, kind: str) -> list[str]:
         action = "organization_list" if kind == "circles" else "group_list"
-        return self.listings.get((kind,), lambda: set(self.api.call(action, limit=1000)))
+        return self.listings.get((kind,), lambda: sorted(self.api.call(action, limit=1000)))
 
     def _members(self, kind: str, name: str) -> dict[str, str | None]:
         field = "organization" if kind == "circles" else "groups"

@@ -57,34 +57,31 @@ class Resource:
 
         The metadata (for ``metadata.json``) is asked for at the same time, so a
         listing does not wait for one more round trip later.  A public resource whose
-        answers the disk cache holds is opened from them without asking DCOR: published
-        data never changes, and only private data needs the token checked.
+        answers the disk cache holds is opened from them without asking DCOR:
+        published data never changes (they are asked again in the background once
+        older than ``answers_ttl``).  A private one always asks DCOR, which checks the
+        token; only when DCOR cannot be reached is it opened from the answers kept for
+        this same token.
         """
-        stored = self._stored("basins")
-        if isinstance(stored, list) and stored and not any(
-                isinstance(s, dict) and s.get("perishable") for s in stored):
-            specs = stored
+        stored = self._disk_answer(self._public_key("basins"))
+        if stored is not None and _all_public(stored[0]):
+            specs = stored[0]
             self.public = True
-            meta = self._stored("metadata")
-            self._metadata = concurrent.futures.Future()
-            if meta is not None:
-                self._metadata.set_result(meta)
-            else:
-                self._metadata = self.pool.submit(deadline.bind(self._answer), "metadata")
+            self._metadata = self.pool.submit(deadline.bind(self._answer), "metadata")
+            if time.time() - stored[1] > self.shared.answers_ttl:
+                self.pool.submit(self._revalidate)
             log.info("DCR406 %s opened from the disk cache's answers", self.rid)
         else:
-            if self.shared.reopen is not None:
-                self.shared.reopen()
-            self._metadata = self.pool.submit(deadline.bind(self.api.dcserv), self.rid,
-                                              "metadata")
-            specs = self.api.dcserv(self.rid, "basins")
-            if not isinstance(specs, list):
-                raise OSError(errno.EIO, f"dcserv basins for {self.rid} is not a list")
-            self.public = not any(isinstance(s, dict) and s.get("perishable") for s in specs)
-            if self.public and self.shared.disk is not None:
-                self._keep("basins", specs)
-                self._metadata.add_done_callback(
-                    lambda f: None if f.exception() else self._keep("metadata", f.result()))
+            try:
+                specs = self._ask_basins()
+            except OSError as exc:
+                private = self._disk_answer(self._private_key("basins"))
+                if exc.errno != errno.EIO or private is None:
+                    raise
+                specs = private[0]
+                self._metadata = self.pool.submit(deadline.bind(self._answer), "metadata")
+                log.info("DCR408 %s: DCOR cannot be reached (%s); opened from the answers "
+                         "kept for this token", self.rid, exc.strerror)
         for spec in specs:
             if not isinstance(spec, dict) or spec.get("format") not in ("http", "s3"):
                 continue
@@ -97,26 +94,106 @@ class Resource:
                                background=self.shared.background,
                                refresh=self.refresh_basins if spec.get("perishable") else None)
             self.basins.append(Basin(spec, obj, self.shared))
+            if str(spec.get("name", "")).startswith("resource") and self.shared.disk is not None:
+                self.shared.disk.watch_complete(key, self._check_original)
         if not self.basins:
             raise OSError(errno.EIO, f"DCOR lists no readable basin for {self.rid}")
 
-    # -- DCOR's answers, kept on disk for public resources -------------------------------
-    def _stored(self, query: str) -> Any:
+    def _ask_basins(self) -> list:
+        """``dcserv`` basins and (in parallel) metadata, kept on disk once answered."""
+        if self.shared.reopen is not None:
+            self.shared.reopen()
+        self._metadata = self.pool.submit(deadline.bind(self.api.dcserv), self.rid,
+                                          "metadata")
+        specs = self.api.dcserv(self.rid, "basins")
+        if not isinstance(specs, list):
+            raise OSError(errno.EIO, f"dcserv basins for {self.rid} is not a list")
+        self.public = _all_public(specs)
+        self._keep("basins", specs)
+        self._metadata.add_done_callback(
+            lambda f: None if f.exception() else self._keep("metadata", f.result()))
+        return specs
+
+    def _revalidate(self) -> None:
+        """Ask DCOR again about a public resource opened from stored answers: a changed
+        answer replaces the stored one (the next open uses it); a resource that is
+        gone or no longer public loses its stored answers."""
+        try:
+            specs = self.api.dcserv(self.rid, "basins")
+            meta = self.api.dcserv(self.rid, "metadata")
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.EACCES):
+                self._forget_public_answers(f"gone from DCOR or not public ({exc.strerror})")
+            return
+        if not _all_public(specs):
+            self._forget_public_answers("no longer public")
+            return
+        stored = self._disk_answer(self._public_key("basins"))
+        if stored is None or stored[0] != specs:
+            log.info("DCR407 %s: DCOR's basins changed; the next open uses them", self.rid)
+        self._keep("basins", specs)
+        self._keep("metadata", meta)
+
+    def _forget_public_answers(self, why: str) -> None:
+        if self.shared.disk is not None:
+            for query in ("basins", "metadata", "logs", "tables"):
+                self.shared.disk.forget_answer(self._public_key(query))
+        log.info("DCR407 %s is %s; its stored answers are dropped", self.rid, why)
+
+    def _check_original(self, key: str) -> None:
+        """Every block of the original is on disk: check it against DCOR's sha256 (in
+        the pool: the disk's writer thread calls this)."""
+        def check() -> None:
+            try:
+                sha = self.api.call("resource_show", id=self.rid).get("sha256")
+            except (OSError, AttributeError) as exc:
+                log.info("DCR410 %s: no sha256 to check the cached original against (%s)",
+                         self.rid, exc)
+                return
+            if isinstance(sha, str) and len(sha) == 64 and self.shared.disk is not None:
+                self.shared.disk.verify(key, sha)
+        self.pool.submit(check)
+
+    # -- DCOR's answers, kept on disk ----------------------------------------------------
+    def _public_key(self, query: str) -> str:
+        return f"dcserv:{self.rid}:{query}"
+
+    def _private_key(self, query: str) -> str | None:
+        token_id = self.shared.token_id
+        return None if token_id is None else f"private:{token_id}:dcserv:{self.rid}:{query}"
+
+    def _disk_answer(self, key: str | None) -> tuple[Any, float] | None:
         disk = self.shared.disk
-        return None if disk is None else disk.answer(f"dcserv:{self.rid}:{query}")
+        return None if disk is None or key is None else disk.answer_stored(key)
 
     def _keep(self, query: str, value: Any) -> None:
-        if self.shared.disk is not None and self.public:
-            self.shared.disk.keep_answer(f"dcserv:{self.rid}:{query}", value)
+        """Store an answer: a public resource's for everyone, a private one's under the
+        token's hash, its presigned URLs cut to their unsigned form."""
+        disk = self.shared.disk
+        if disk is None:
+            return
+        if self.public:
+            disk.keep_answer(self._public_key(query), value)
+            return
+        key = self._private_key(query)
+        if key is not None:
+            disk.keep_answer(key, _unsigned(value) if query == "basins" else value)
 
     def _answer(self, query: str) -> Any:
-        """``dcserv`` for ``query``, from the disk cache for a public resource that has
-        been asked before."""
+        """``dcserv`` for ``query``: from the disk cache for a public resource asked
+        before; else from DCOR, and from the disk when DCOR cannot be reached."""
         if self.public:
-            stored = self._stored(query)
+            stored = self._disk_answer(self._public_key(query))
             if stored is not None:
-                return stored
-        value = self.api.dcserv(self.rid, query)
+                return stored[0]
+        try:
+            value = self.api.dcserv(self.rid, query)
+        except OSError as exc:
+            key = self._public_key(query) if self.public else self._private_key(query)
+            stored = self._disk_answer(key)
+            if exc.errno != errno.EIO or stored is None:
+                raise
+            return stored[0]
         self._keep(query, value)
         return value
 
@@ -263,6 +340,21 @@ class Resource:
     def close(self) -> None:
         for basin in self.basins:
             basin.close()
+
+
+def _all_public(specs: Any) -> bool:
+    """Whether a basin list is a public resource's: a list with no perishable basin."""
+    return isinstance(specs, list) and bool(specs) and not any(
+        isinstance(s, dict) and s.get("perishable") for s in specs)
+
+
+def _unsigned(specs: Any) -> Any:
+    """Basins with presigned URLs cut before their query: no signature goes to disk."""
+    if not isinstance(specs, list):
+        return specs
+    return [{**s, "urls": [u.split("?", 1)[0] for u in s.get("urls") or []
+                           if isinstance(u, str)]} if isinstance(s, dict) else s
+            for s in specs]
 
 
 def _safe_name(name: str) -> str:

@@ -25,3 +25,7 @@ class Shared:
     disk: DiskCache | None = None  # the disk cache, also for DCOR's answers about public data
     # called before a resource is asked about over the network: reopens idle connections
     reopen: Callable[[], None] | None = None
+    # a salted hash of the token: private answers on disk are served offline only to it
+    token_id: str | None = None
+    # seconds after which answers kept on disk are asked for again, in the background
+    answers_ttl: float = 300.0

@@ -99,13 +99,26 @@ class BlockCache:
                 if len(block) <= self._lru.maxsize:
                     self._lru[(key, index)] = block
 
-    def known_size(self, key: str) -> int | None:
-        """An object's size as stored on disk by an earlier fetch, or None."""
-        return self.disk.object_size(key) if self.disk is not None else None
+    def known_object(self, key: str) -> tuple[int, str | None] | None:
+        """(size, ETag) of an object as stored on disk by an earlier fetch, or None."""
+        return self.disk.object_info(key) if self.disk is not None else None
 
-    def remember_size(self, key: str, size: int) -> None:
+    def remember_object(self, key: str, size: int, etag: str | None) -> None:
         if self._writer is not None:
-            self._writer.submit(self.disk.set_object_size, key, size)  # type: ignore[union-attr]
+            self._writer.submit(self.disk.set_object, key, size, etag)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        """Finish the disk writes under way (an unmount loses nothing it fetched)."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+
+    def forget(self, key: str) -> None:
+        """Drop every block of ``key``, here and on disk: the object changed."""
+        with self._lock:
+            for cached in [k for k in self._lru.keys() if k[0] == key]:
+                self._lru.pop(cached, None)
+        if self.disk is not None:
+            self.disk.forget(key)
 
     def _write_quietly(self, key: str, blocks: dict[int, bytes]) -> None:
         try:

@@ -4,9 +4,12 @@ The in-memory ``BlockCache`` stays in front; this is its second level.  Layout o
 cache folder (mode 0700):
 
     index.sqlite          one row per block: key, block number, size, CRC-32, last use;
-                          one row per object: its size (so a remount need not ask);
-                          DCOR's answers about public resources (basins, metadata,
-                          logs, tables), which never change once published
+                          one row per object: its size and ETag (so a remount need
+                          not ask, and a changed object is noticed), and the sha256 it
+                          was checked against once complete;
+                          DCOR's answers (basins without signatures, metadata, logs,
+                          tables, listings), private ones under a salted hash of the
+                          token they were given to
     blocks/ab/<id>.blk    the bytes of one block (64 KiB, the last of an object shorter)
 
 - **Atomic writes.**  A block is written to a temporary file and renamed into place, and
@@ -19,8 +22,10 @@ cache folder (mode 0700):
   limit, and whenever the filesystem has less than ``MIN_FREE_SHARE`` free.
 - **Sharing.**  Several processes may use one folder: SQLite serialises the index, and a
   block written twice at once is the same bytes renamed twice.
-- Keys are the artifacts' stable basin keys, never presigned URLs; nothing else (no
-  token, no URL) is written here.
+- **Originals checked.**  When every block of an object is stored, its owner may check
+  them all against DCOR's sha256 (``verify``); a mismatch drops the object.
+- Keys are the artifacts' stable basin keys, never presigned URLs; no token and no
+  signature is written here.
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ import pathlib
 import sqlite3
 import threading
 import time
+import secrets
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -51,7 +58,10 @@ CREATE INDEX IF NOT EXISTS blocks_used ON blocks (used);
 CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL,
                                     stored REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+#: columns added to ``objects`` after its first version (a cache folder outlives versions)
+OBJECT_COLUMNS = {"etag": "TEXT", "sha256": "TEXT"}
 
 
 class DiskCache:
@@ -67,8 +77,15 @@ class DiskCache:
         self._lock = threading.Lock()
         self._touched: dict[tuple[str, int], float] = {}
         self.hits = self.misses = self.bad = self.written = 0
+        self._watchers: dict[str, Callable[[str], None]] = {}
         with self._db() as db:
             db.executescript(SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(objects)")}
+            for column, kind in OBJECT_COLUMNS.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE objects ADD COLUMN {column} {kind}")
+            db.execute("INSERT OR IGNORE INTO settings VALUES ('salt', ?)",
+                       (secrets.token_hex(16),))
         self._stored = self._total()
 
     # -- the index -------------------------------------------------------------------
@@ -125,34 +142,119 @@ class DiskCache:
         self.misses += stop - first - len(found)
         return found
 
-    def object_size(self, key: str) -> int | None:
+    def object_info(self, key: str) -> tuple[int, str | None] | None:
+        """(size, ETag) of an object fetched before, or None."""
         try:
-            row = self._db().execute("SELECT size FROM objects WHERE key=?", (key,)).fetchone()
+            row = self._db().execute("SELECT size, etag FROM objects WHERE key=?",
+                                     (key,)).fetchone()
         except sqlite3.Error:
             return None
-        return None if row is None else int(row[0])
+        return None if row is None else (int(row[0]), row[1])
 
-    def set_object_size(self, key: str, size: int) -> None:
+    def set_object(self, key: str, size: int, etag: str | None) -> None:
         try:
-            self._db().execute("INSERT OR REPLACE INTO objects VALUES (?, ?)", (key, size))
+            self._db().execute(
+                "INSERT INTO objects (key, size, etag) VALUES (?, ?, ?) ON CONFLICT (key) "
+                "DO UPDATE SET size=excluded.size, etag=COALESCE(excluded.etag, etag)",
+                (key, size, etag))
         except sqlite3.Error as exc:
             log.info("DCD806 size of %s not stored: %s", key, exc)
+
+    def forget(self, key: str) -> None:
+        """Drop an object: its blocks and what is known of it (it changed on the store)."""
+        try:
+            blocks = [(key, b) for (b,) in self._db().execute(
+                "SELECT block FROM blocks WHERE key=?", (key,))]
+            self._drop(blocks)
+            self._db().execute("DELETE FROM objects WHERE key=?", (key,))
+        except sqlite3.Error as exc:
+            log.info("DCD803 cannot drop %s from the index: %s", key, exc)
+        with self._lock:
+            self._stored = self._total()
+
+    # -- whole objects -------------------------------------------------------------------
+    def watch_complete(self, key: str, callback: Callable[[str], None]) -> None:
+        """Call ``callback(key)`` (on the writing thread) once every block of ``key``
+        is stored, unless it was checked before; for the check against DCOR's sha256."""
+        with self._lock:
+            self._watchers[key] = callback
+        self._maybe_complete(key)
+
+    def _maybe_complete(self, key: str) -> None:
+        with self._lock:
+            callback = self._watchers.get(key)
+        if callback is None:
+            return
+        try:
+            row = self._db().execute(
+                "SELECT o.size, o.sha256, (SELECT COALESCE(SUM(size), 0) FROM blocks "
+                "WHERE key=o.key) FROM objects o WHERE o.key=?", (key,)).fetchone()
+        except sqlite3.Error:
+            return
+        if row is None or row[1] or int(row[2]) != int(row[0]):
+            return
+        with self._lock:
+            if self._watchers.pop(key, None) is None:
+                return
+        callback(key)
+
+    def verify(self, key: str, sha256: str) -> bool | None:
+        """Check every stored block of ``key`` against ``sha256``: True (and recorded),
+        False (the object is dropped), or None when not all of it is stored."""
+        try:
+            row = self._db().execute("SELECT size FROM objects WHERE key=?", (key,)).fetchone()
+            blocks = self._db().execute("SELECT block, size FROM blocks WHERE key=? "
+                                        "ORDER BY block", (key,)).fetchall()
+        except sqlite3.Error:
+            return None
+        if row is None or sum(size for _, size in blocks) != row[0]:
+            return None
+        digest = hashlib.sha256()
+        for block, _ in blocks:
+            data = self.get(key, block)
+            if data is None:
+                return None  # damaged, and dropped: fetched again later
+            digest.update(data)
+        if digest.hexdigest() != sha256.lower():
+            log.warning("DCD809 %s: the %d bytes cached do not match DCOR's sha256; "
+                        "dropped, to be fetched again", key, row[0])
+            self.forget(key)
+            return False
+        with contextlib.suppress(sqlite3.Error):
+            self._db().execute("UPDATE objects SET sha256=? WHERE key=?", (sha256, key))
+        log.info("DCD810 %s: all %d bytes match DCOR's sha256", key, row[0])
+        return True
+
+    def salt(self) -> str:
+        """This folder's random salt, for hashing the tokens private answers belong to."""
+        return str(self._db().execute("SELECT value FROM settings WHERE name='salt'")
+                   .fetchone()[0])
 
     def put(self, key: str, block: int, data: bytes) -> None:
         self.put_many(key, {block: data})
 
     def answer(self, key: str) -> Any:
         """A stored answer of DCOR's (decoded JSON), or None."""
+        found = self.answer_stored(key)
+        return None if found is None else found[0]
+
+    def answer_stored(self, key: str) -> tuple[Any, float] | None:
+        """(answer, when it was stored, epoch seconds), or None."""
         try:
-            row = self._db().execute("SELECT value FROM answers WHERE key=?", (key,)).fetchone()
-            return None if row is None else json.loads(row[0])
+            row = self._db().execute("SELECT value, stored FROM answers WHERE key=?",
+                                     (key,)).fetchone()
+            return None if row is None else (json.loads(row[0]), float(row[1]))
         except (sqlite3.Error, ValueError) as exc:
             log.info("DCD807 stored answer %s unreadable: %s", key, exc)
             return None
 
+    def forget_answer(self, key: str) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db().execute("DELETE FROM answers WHERE key=?", (key,))
+
     def keep_answer(self, key: str, value: Any) -> None:
-        """Store an answer; only ever called for public resources, whose answers hold
-        no presigned URL and no token."""
+        """Store an answer.  Callers strip presigned signatures first; an answer never
+        holds a token."""
         try:
             self._db().execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?)",
                                (key, json.dumps(value), time.time()))
@@ -194,6 +296,7 @@ class DiskCache:
             over = self._stored > self.max_bytes
         if over or before // 64 != self.written // 64:
             self.shrink()
+        self._maybe_complete(key)
 
     def _touch(self, key: str, block: int) -> None:
         now = time.time()

@@ -20,6 +20,7 @@ import requests
 import urllib3.exceptions
 
 from . import deadline
+from .reachability import Reachability, cannot_connect
 from .http import backoff_delay, new_session, redact, retry_after, shared_adapter
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,13 @@ class CountingSink:
 
 
 class RangeResult:
-    __slots__ = ("data", "start", "total")
+    __slots__ = ("data", "start", "total", "etag")
 
-    def __init__(self, data: bytes, start: int, total: int) -> None:
+    def __init__(self, data: bytes, start: int, total: int, etag: str | None = None) -> None:
         self.data = data
         self.start = start  # the first byte's offset (a tail read learns it from the answer)
         self.total = total  # the object's size, -1 if the store did not say
+        self.etag = etag  # the object's version as the store names it, if it does
 
 
 # connections to the object store opened at mount, and the most a bulk fetch uses at
@@ -60,8 +62,10 @@ STORE_CONNECTIONS = 4
 class RangeFetcher:
     """GETs byte ranges with a timeout, bounded retries and full response checks."""
 
-    def __init__(self, timeout: float = 30.0, retries: int = 3, backoff: float = 0.25) -> None:
+    def __init__(self, timeout: float = 30.0, retries: int = 3, backoff: float = 0.25,
+                 reach: Reachability | None = None) -> None:
         self.timeout = timeout
+        self.reach = reach or Reachability()
         self.retries = retries
         self.backoff = backoff
         self._local = threading.local()
@@ -117,6 +121,7 @@ class RangeFetcher:
     def _fetch_once(self, url: str, start: int, stop: int, sink: Sink | None) -> RangeResult:
         suffix = start < 0
         headers = {"Range": f"bytes={start}" if suffix else f"bytes={start}-{stop - 1}"}
+        self.reach.check(url)  # Unreachable (not Retryable) when the store is down
         self.requests += 1
         self.last_used = time.monotonic()
         log.debug("GET %s %s", redact(url), headers["Range"])
@@ -125,15 +130,19 @@ class RangeFetcher:
             resp = self.session.get(url, headers=headers, timeout=(min(10.0, left), left),
                                     stream=True, allow_redirects=False)
         except (requests.ConnectionError, requests.Timeout) as exc:
+            if cannot_connect(exc):
+                self.reach.failed(url)
             raise Retryable(f"{type(exc).__name__}") from None
+        self.reach.answered(url)
         with resp:
             if resp.status_code != 206:
                 raise status_error(resp.status_code, url, start, stop, retry_after(resp))
             start, expected_stop, total = check_content_range(
                 resp.headers.get("Content-Range", ""), start, stop)
+            etag = resp.headers.get("ETag") or None
             if sink is not None:
                 self._stream_body(resp, expected_stop - start, sink)
-                return RangeResult(b"", start, total)
+                return RangeResult(b"", start, total, etag)
             try:
                 data = resp.raw.read(expected_stop - start + 1, decode_content=True)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
@@ -141,7 +150,7 @@ class RangeFetcher:
             if len(data) != expected_stop - start:
                 raise Retryable(f"body has {len(data)} bytes, expected {expected_stop - start}")
             self.bytes += len(data)
-            return RangeResult(data, start, total)
+            return RangeResult(data, start, total, etag)
 
     def _stream_body(self, resp: requests.Response, length: int, sink: Sink) -> None:
         got = 0

@@ -44,6 +44,8 @@ class RemoteObject:
         self.background = background
         self.refresh = refresh
         self.size = -1
+        self.etag: str | None = None  # the version whose bytes are cached
+        self.stale = False  # it changed on the store: its cached bytes were dropped
         self._lock = threading.Lock()
         self._probe_lock = threading.Lock()
         self.probed: list[bytes] = []  # head (and tail) of the file, for metadata hints
@@ -61,6 +63,8 @@ class RemoteObject:
         self._fetch_result(start, stop, sink)
 
     def _fetch_result(self, start: int, stop: int, sink: Sink | None = None) -> RangeResult:
+        if self.stale:
+            raise OSError(errno.ESTALE, f"{self.key} changed on the store; open it again")
         if self.expires_at is not None and time.time() >= self.expires_at and self.refresh:
             log.info("DCR401 presigned URL for %s is about to expire, refreshing", self.key)
             self.refresh()
@@ -74,14 +78,32 @@ class RemoteObject:
             self.refresh()
             resume = start + (0 if streamed is None else streamed.delivered)
             result = self.fetcher.fetch(self.url, resume, stop, streamed)
-        if result.total >= 0:
-            if self.size >= 0 and result.total != self.size:
-                raise OSError(errno.EIO, f"{self.key} changed size from {self.size} to "
-                                         f"{result.total}; refusing mixed data")
-            if self.size < 0:
-                self.cache.remember_size(self.key, result.total)
-            self.size = result.total
+        self._check_version(result)
         return result
+
+    def _check_version(self, result: RangeResult) -> None:
+        """The answer must be of the version whose bytes are cached: a different size or
+        ETag means the object changed on the store.  Its cached bytes are then dropped
+        and this handle refuses to read on (ESTALE): mixing versions would hand out
+        wrong bytes.  The resource is opened afresh on the next lookup."""
+        changed = ((result.total >= 0 and self.size >= 0 and result.total != self.size)
+                   or (result.etag is not None and self.etag is not None
+                       and result.etag != self.etag))
+        if changed:
+            with self._lock:
+                first = not self.stale
+                self.stale = True
+            if first:
+                log.warning("DCR409 %s changed on the store (size %d -> %d, ETag %s -> %s); "
+                            "its cached bytes are dropped", self.key, self.size, result.total,
+                            self.etag, result.etag)
+                self.cache.forget(self.key)
+            raise OSError(errno.ESTALE, f"{self.key} changed on the store; open it again")
+        if self.size < 0 and result.total >= 0 or self.etag is None and result.etag:
+            self.size = result.total if result.total >= 0 else self.size
+            self.etag = self.etag or result.etag
+            if self.size >= 0:
+                self.cache.remember_object(self.key, self.size, self.etag)
 
     def probe(self) -> None:
         """Learn the size with a first read (HEAD does not work on presigned URLs).
@@ -94,9 +116,9 @@ class RemoteObject:
         with self._probe_lock:
             if self._probed:
                 return
-            known = self.cache.known_size(self.key)
+            known = self.cache.known_object(self.key)
             if known is not None:  # fetched before: the disk cache knows its size
-                self.size = known
+                self.size, self.etag = known
                 self._probe_known()
                 return
             head = self.background.submit(self._fill_quietly,

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import pathlib
+import sqlite3
 import stat
 import threading
 import time
@@ -34,6 +35,7 @@ from ..io.block_cache import BlockCache
 from ..io.disk_cache import DiskCache
 from ..io.http import redact
 from ..io.range_fetch import STORE_CONNECTIONS, RangeFetcher
+from ..io.reachability import Reachability
 from .status import STATUS_XATTR
 
 log = logging.getLogger(__name__)
@@ -59,28 +61,43 @@ class FsConfig:
     listing_ttl: float = 300.0  # seconds a listing of DCOR is kept
     disk_cache_dir: str | None = None  # None: no disk cache
     disk_cache_bytes: int = 10 << 30
+    offline: bool = False  # never touch the network: serve what the disk cache holds
 
     def __repr__(self) -> str:  # never show the token
         return (f"FsConfig(host={self.host!r}, token={'<set>' if self.token else '<none>'}, "
                 f"cache_bytes={self.cache_bytes})")
 
 
+def open_disk_cache(config: FsConfig) -> DiskCache | None:
+    """The disk cache the config asks for, or None: a cache that cannot be opened (a
+    full or read-only disk) leaves the mount working from the network."""
+    if not config.disk_cache_dir:
+        return None
+    try:
+        return DiskCache(pathlib.Path(config.disk_cache_dir), config.disk_cache_bytes)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("DCD811 the disk cache in %s cannot be used (%s); reading from the "
+                    "network only", config.disk_cache_dir, exc)
+        return None
+
+
 class Filesystem:
     def __init__(self, config: FsConfig) -> None:
         self.config = config
+        self.reach = Reachability(forced=config.offline)
         self.api = DcorApi(config.host, config.token, timeout=config.timeout,
-                           allow_http=config.allow_http)
-        self.disk = (DiskCache(pathlib.Path(config.disk_cache_dir), config.disk_cache_bytes)
-                     if config.disk_cache_dir else None)
+                           allow_http=config.allow_http, reach=self.reach)
+        self.disk = open_disk_cache(config)
         self.cache = BlockCache(config.cache_bytes, config.block_size, disk=self.disk)
-        self.fetcher = RangeFetcher(timeout=config.timeout)
+        self.fetcher = RangeFetcher(timeout=config.timeout, reach=self.reach)
         self.background = BackgroundFetches()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=16,
                                                           thread_name_prefix="decode")
         self.shared = Shared(
             api=self.api, cache=self.cache, fetcher=self.fetcher, background=self.background,
             pool=self.pool, decoders=DecoderCache(), disk=self.disk,
-            reopen=self._reopen_if_idle,
+            reopen=self._reopen_if_idle, answers_ttl=config.listing_ttl,
+            token_id=self.api.token_id(self.disk.salt()) if self.disk is not None else None,
             decoded=DecodedCache(max_bytes=min(64 << 20, max(config.cache_bytes // 4, 1 << 20))))
         self.browser = Browser(self.shared, config.listing_ttl, private=bool(config.token))
         # resources kept open, least recently used first; evicted when not in use
@@ -109,6 +126,10 @@ class Filesystem:
         status (``warm_up``) and the log (DCF105, DCF104 if it failed); the first
         lookup reports errors to its caller.
         """
+        if self.config.offline:
+            with self._lock:
+                self._warm_up = {"state": "offline", "store": None}
+            return
         with self._lock:
             self._warm_up = {"state": "running", "store": None}
         started = time.monotonic()
@@ -319,10 +340,16 @@ class Filesystem:
             handle = self._handles.get(fh)
         if handle is None:
             raise OSError(errno.EBADF, f"no open file {fh}")
-        node = handle[1]
+        rid, node = handle
         if offset < 0 or size < 0:
             raise OSError(errno.EINVAL, "negative offset or size")
-        return node.view.read(offset, size)
+        try:
+            return node.view.read(offset, size)
+        except OSError as exc:
+            if exc.errno == errno.ESTALE:  # it changed on DCOR: the next lookup reopens it
+                with self._lock:
+                    self.resources.pop(rid, None)
+            raise
 
     def release(self, fh: int) -> None:
         with self._lock:
@@ -346,7 +373,7 @@ class Filesystem:
                           "block_size": self.cache.block_size, "block_hits": self.cache.hits,
                           "blocks_fetched": self.cache.misses},
                 "disk_cache": self.disk.status() if self.disk is not None else None,
-                "network": {"api_requests": self.api.requests,
+                "network": {**self.reach.status(), "api_requests": self.api.requests,
                             "range_requests": self.fetcher.requests,
                             "range_bytes": self.fetcher.bytes,
                             "background": self.background.counts()},
@@ -375,3 +402,4 @@ class Filesystem:
         self.shared.decoders.close()
         for res in list(self.resources.values()):
             res.close()
+        self.cache.close()

@@ -21,7 +21,7 @@ def run(data_dir: pathlib.Path, host: str, port: int, store_port: int, cache_dir
         private: list[str], token_file: pathlib.Path | None, latency_ms: float,
         bandwidth_mbs: float, presign_ttl: float, list_only: bool,
         faults: str | None = None, synthetic: int = 0, handshake_round_trips: int = 1,
-        idle_close_s: float = 0.0) -> int:
+        idle_close_s: float = 0.0, intra_dataset_basins: bool = True) -> int:
     catalog = Catalog(data_dir, cache_dir, private, synthetic=synthetic)
     catalog.scan()
     if list_only:
@@ -33,7 +33,8 @@ def run(data_dir: pathlib.Path, host: str, port: int, store_port: int, cache_dir
     tokens = {read_or_create_token(token_file)} if token_file else set()
     config = ServerConfig(catalog=catalog, tokens=tokens,
                           link=Link(latency_ms, bandwidth_mbs), presign_ttl=presign_ttl,
-                          handshake_round_trips=handshake_round_trips, idle_close_s=idle_close_s)
+                          handshake_round_trips=handshake_round_trips, idle_close_s=idle_close_s,
+                          intra_dataset_basins=intra_dataset_basins)
     if faults:
         config.faults.set(Faults.from_dict(json.loads(faults)))
     server = DcorServer(config, host=host, port=port, store_port=store_port)

@@ -123,6 +123,9 @@ class ServerConfig:
     searches: dict[tuple, list] = dataclasses.field(default_factory=dict)
     handshake_round_trips: int = 1  # charged to every new connection
     idle_close_s: float = 0.0  # close keep-alive connections idle this long (0: never)
+    # DCOR's enable_intra_dataset_basins (on by default there): the condensed basin also
+    # declares the original's features that the condensed file lacks (image, contour...)
+    intra_dataset_basins: bool = True
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
@@ -526,6 +529,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 basin["urls"] = [self.object_url(artifact, res.id)]
             if res.artifact_path(artifact) is not None:
                 basin["features"] = list(features)
+                if artifact == "condensed" and self.config.intra_dataset_basins:
+                    basin["features"] += [f for f in res.features if f not in features]
             basins.append(basin)
         return basins
 

@@ -11,6 +11,7 @@ import pytest
 from dcorfs.dcor.browse import Browser, Listings, ckan_time, is_ckan_name
 from dcorfs.dcor.nodes import File, Link
 from dcorfs.dcor.shared import Shared
+from dcorfs.io.disk_cache import DiskCache
 
 RID = "0123abcd-0000-4000-8000-0000000000{:02d}"
 
@@ -28,7 +29,16 @@ def test_ckan_times_are_utc():
     assert ckan_time("") is None and ckan_time(None) is None and ckan_time("soon") is None
 
 
-def test_listings_are_kept_refreshed_and_served_stale():
+def wait_for_calls(calls: list, count: int) -> None:
+    for _ in range(200):
+        if len(calls) >= count:
+            time.sleep(0.05)  # the answer is kept just after the call returns
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{count} calls expected, {len(calls)} made")
+
+
+def test_listings_are_kept_revalidated_in_the_background_and_served_stale():
     listings = Listings(ttl=0.2)
     calls = []
 
@@ -41,10 +51,24 @@ def test_listings_are_kept_refreshed_and_served_stale():
     assert listings.get(("k",), fetch) == 1
     assert listings.get(("k",), fetch) == 1 and len(calls) == 1  # kept
     time.sleep(0.25)
-    assert listings.get(("k",), fetch) == 2  # refreshed after the TTL
+    assert listings.get(("k",), fetch) == 1  # served at once, asked again behind it
+    wait_for_calls(calls, 2)
+    assert listings.get(("k",), fetch) == 2  # the new answer
     time.sleep(0.25)
+    assert listings.get(("k",), fetch) == 2
+    wait_for_calls(calls, 3)
     assert listings.get(("k",), fetch) == 2  # DCOR failed: the old answer, as it was
-    assert len(calls) == 3
+
+
+def test_listings_on_disk_serve_a_new_instance(tmp_path):
+    disk = DiskCache(tmp_path / "cache", max_bytes=1 << 20)
+    Listings(ttl=60, disk=disk).get(("datasets",), lambda: {"a": None})
+    fresh = Listings(ttl=60, disk=disk)  # a remount, maybe offline
+    assert fresh.get(("datasets",), lambda: (_ for _ in ()).throw(
+        OSError(errno.EIO, "down"))) == {"a": None}
+    other_token = Listings(ttl=60, disk=disk, scope="0f" * 16)
+    with pytest.raises(OSError):  # a token's listings are its own
+        other_token.get(("datasets",), lambda: (_ for _ in ()).throw(OSError(errno.EIO, "down")))
 
 
 def test_errors_without_a_kept_answer_and_refusals_are_not_hidden():
@@ -53,8 +77,16 @@ def test_errors_without_a_kept_answer_and_refusals_are_not_hidden():
         listings.get(("a",), lambda: (_ for _ in ()).throw(OSError(errno.EIO, "down")))
     assert info.value.errno == errno.EIO
     listings.get(("b",), lambda: 1)
+    calls = []
+
+    def refuse():
+        calls.append(1)
+        raise OSError(errno.EACCES, "no")
+
+    assert listings.get(("b",), refuse) == 1  # served while asked again
+    wait_for_calls(calls, 1)
     with pytest.raises(OSError) as info:  # a refusal is an answer, not an outage
-        listings.get(("b",), lambda: (_ for _ in ()).throw(OSError(errno.EACCES, "no")))
+        listings.get(("b",), refuse)
     assert info.value.errno == errno.EACCES
 
 

@@ -22,10 +22,10 @@ def test_blocks_and_sizes_come_back_from_a_new_instance(tmp_path):
     disk = DiskCache(tmp_path / "c", max_bytes=1 << 30)
     disk.put("k", 3, block(3))
     disk.put("k", 4, block(4, 100))
-    disk.set_object_size("k", 4 * BS + 100)
+    disk.set_object("k", 4 * BS + 100, None)
     again = DiskCache(tmp_path / "c", max_bytes=1 << 30)  # another mount, or a restart
     assert again.get_run("k", 0, 10) == {3: block(3), 4: block(4, 100)}
-    assert again.object_size("k") == 4 * BS + 100 and again.object_size("other") is None
+    assert again.object_info("k") == (4 * BS + 100, None) and again.object_info("other") is None
     assert oct((tmp_path / "c").stat().st_mode & 0o777) == "0o700"
 
 
@@ -117,3 +117,86 @@ def test_the_block_cache_reads_through_the_disk(tmp_path):
     third = BlockCache(1 << 20, BS, disk=DiskCache(tmp_path, 1 << 30))
     assert third.read("obj", 0, len(data), len(data), fetch) == data
     assert calls == [(4 * BS, 5 * BS)]
+
+
+def test_a_complete_object_is_checked_against_its_sha256(tmp_path, caplog):
+    import hashlib
+
+    disk = DiskCache(tmp_path / "c", max_bytes=1 << 30)
+    data = b"".join(block(i) for i in range(3)) + b"tail"
+    disk.set_object("orig", len(data), '"v1"')
+    done = []
+    disk.watch_complete("orig", done.append)
+    for i in range(3):
+        disk.put("orig", i, data[i * BS:(i + 1) * BS])
+        assert disk.verify("orig", hashlib.sha256(data).hexdigest()) in (None, False) or i == 3
+    assert done == []  # the last block is missing
+    disk.put("orig", 3, b"tail")
+    assert done == ["orig"]
+    assert disk.verify("orig", hashlib.sha256(data).hexdigest()) is True
+    disk.watch_complete("orig", done.append)  # checked once: not again
+    assert done == ["orig"]
+    other = data[:-1] + b"X"  # DCOR's sha256 says the bytes are not the original's
+    disk.set_object("bad", len(other), None)
+    for i in range(4):
+        disk.put("bad", i, other[i * BS:(i + 1) * BS])
+    with caplog.at_level(logging.WARNING):
+        assert disk.verify("bad", hashlib.sha256(data).hexdigest()) is False
+    assert "DCD809" in caplog.text
+    assert disk.get_run("bad", 0, 4) == {} and disk.object_info("bad") is None
+    caplog.clear()
+
+
+class FakeStore:
+    """A fetcher for ``RemoteObject``: one object whose version can change."""
+
+    def __init__(self, data: bytes, etag: str) -> None:
+        self.data, self.etag, self.requests = data, etag, 0
+
+    def fetch(self, url, start, stop, sink=None):
+        from dcorfs.io.range_fetch import RangeResult
+
+        self.requests += 1
+        if start < 0:
+            start, stop = max(0, len(self.data) + start), len(self.data)
+        piece = self.data[start:min(stop, len(self.data))]
+        if sink is not None:
+            sink(piece)
+            piece = b""
+        return RangeResult(piece, start, len(self.data), self.etag)
+
+
+def test_an_object_whose_etag_changed_is_dropped(tmp_path, caplog):
+    import errno
+
+    from dcorfs.io.background import BackgroundFetches
+    from dcorfs.io.remote_object import RemoteObject
+
+    disk = DiskCache(tmp_path / "c", max_bytes=1 << 30)
+    old = b"".join(block(i) for i in range(40))
+    store = FakeStore(old, '"v1"')
+    background = BackgroundFetches()
+
+    def open_object() -> tuple[BlockCache, RemoteObject]:
+        cache = BlockCache(8 << 20, BS, disk=disk)
+        return cache, RemoteObject("k", "http://store/k", None, cache, store, background)
+
+    cache, obj = open_object()
+    assert obj.read(0, 16 * BS) == old[:16 * BS]  # the head, as the first open reads it
+    cache._writer.shutdown(wait=True)  # everything fetched is on disk now
+    store.data, store.etag = bytes(len(old)), '"v2"'  # replaced on the store, same size
+    cache, obj = open_object()  # a remount
+    sent = store.requests
+    assert obj.read(0, 3 * BS) == old[:3 * BS]  # from disk, no request: DCOR's data never change
+    assert store.requests == sent
+    with caplog.at_level(logging.WARNING), pytest.raises(OSError) as info:
+        obj.read(30 * BS, 31 * BS)  # the first answer of the store shows the new version
+    assert info.value.errno == errno.ESTALE and "DCR409" in caplog.text
+    assert disk.get_run("k", 0, 40) == {}  # the old bytes are gone, on disk and in memory
+    with pytest.raises(OSError):
+        obj.read(0, BS)  # this handle never mixes versions
+    cache._writer.shutdown(wait=True)
+    cache, obj = open_object()  # opened again: the new version only
+    assert obj.read(0, 3 * BS) == bytes(3 * BS)
+    background.shutdown()
+    caplog.clear()

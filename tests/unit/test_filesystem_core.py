@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import pathlib
 
 import h5py
 import hdf5plugin  # noqa: F401
@@ -133,3 +134,67 @@ def test_status_says_what_the_mount_does(core, in_thread_server):
     assert status["network"]["range_bytes"] > 0 and status["cache"]["bytes"] > 0
     assert set(status["decoder"]) == {"native", "problems"}
     assert core.listxattr("/") == ["user.dcorfs.status"]
+
+
+def offline_core(in_thread_server, cache: str, token: str = "") -> Filesystem:
+    return Filesystem(FsConfig(host=in_thread_server.url, token=token, disk_cache_dir=cache,
+                               offline=True))
+
+
+def test_offline_serves_what_the_disk_cache_holds(in_thread_server, corpus_dir, tmp_path):
+    cache = str(tmp_path / "cache")
+    rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
+    online = Filesystem(FsConfig(host=in_thread_server.url, disk_cache_dir=cache))
+    try:
+        deform = read_all(online, f"/{rid}/deform.npy")
+        meta = read_all(online, f"/{rid}/metadata.json")
+        datasets = online.readdir("/datasets")
+    finally:
+        online.close()
+    before = in_thread_server.stats.snapshot()
+    fs = offline_core(in_thread_server, cache)
+    try:
+        assert fs.status()["network"]["state"] == "offline"
+        assert read_all(fs, f"/{rid}/deform.npy") == deform
+        assert read_all(fs, f"/{rid}/metadata.json") == meta
+        assert fs.readdir("/datasets") == datasets
+        with pytest.raises(OSError) as info:  # never read: not on this machine
+            read_all(fs, f"/{rid}/image.npy")
+        assert info.value.errno == errno.EIO
+        with pytest.raises(OSError) as info:  # never opened
+            fs.getattr("/" + in_thread_server.ids["deflate/deflate_images.rtdc"])
+        assert info.value.errno == errno.EIO
+        assert fs.status()["network"]["refused_at_once"] >= 2
+    finally:
+        fs.close()
+    after = in_thread_server.stats.snapshot()
+    assert after.get("api_requests", 0) == before.get("api_requests", 0)
+    assert after.get("store_requests", 0) == before.get("store_requests", 0)
+
+
+def test_offline_a_private_resource_needs_the_same_token(in_thread_server, tmp_path):
+    cache = str(tmp_path / "cache")
+    rid = in_thread_server.ids["private/calibration_beads.rtdc"]
+    online = Filesystem(FsConfig(host=in_thread_server.url, token=in_thread_server.TOKEN,
+                                 disk_cache_dir=cache))
+    try:
+        deform = read_all(online, f"/{rid}/deform.npy")
+    finally:
+        online.close()
+    fs = offline_core(in_thread_server, cache, token=in_thread_server.TOKEN)
+    try:
+        assert read_all(fs, f"/{rid}/deform.npy") == deform
+    finally:
+        fs.close()
+    for token in ("another-token", ""):
+        fs = offline_core(in_thread_server, cache, token=token)
+        try:
+            with pytest.raises(OSError) as info:
+                fs.getattr(f"/{rid}/deform.npy")
+            assert info.value.errno == errno.EIO
+        finally:
+            fs.close()
+    for path in pathlib.Path(cache).rglob("*"):  # no signature, no token on disk
+        if path.is_file() and path.suffix != ".blk":
+            text = path.read_bytes()
+            assert b"Signature=" not in text and in_thread_server.TOKEN.encode() not in text
