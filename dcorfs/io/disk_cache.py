@@ -77,6 +77,7 @@ class DiskCache:
         self._lock = threading.Lock()
         self._touched: dict[tuple[str, int], float] = {}
         self.hits = self.misses = self.bad = self.written = 0
+        self._write_error_said = -1e9
         self._watchers: dict[str, Callable[[str], None]] = {}
         with self._db() as db:
             db.executescript(SCHEMA)
@@ -274,8 +275,11 @@ class DiskCache:
                 with open(tmp, "wb") as out:
                     out.write(data)
                 os.replace(tmp, path)
-            except OSError as exc:
-                log.info("DCD802 block %d of %s not stored on disk: %s", block, key, exc)
+            except OSError as exc:  # said once a minute: a full disk fails every block
+                now = time.monotonic()
+                level = logging.INFO if now - self._write_error_said > 60 else logging.DEBUG
+                self._write_error_said = now if level == logging.INFO else self._write_error_said
+                log.log(level, "DCD802 block %d of %s not stored on disk: %s", block, key, exc)
                 with contextlib.suppress(OSError):
                     tmp.unlink(missing_ok=True)
                 break  # a full disk: the rest would fail too

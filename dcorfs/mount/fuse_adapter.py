@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import mfusepy
 
 from ..io.deadline import deadline
+from ..io.reachability import Unreachable
 from .filesystem import Filesystem, FsConfig
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ def _errors_mapped(func: Callable[..., T]) -> Callable[..., T]:
             raise mfusepy.FuseOSError(errno.EIO) from None
         except OSError as exc:
             code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.EIO
-            level = logging.DEBUG if code in ANSWERS else logging.WARNING
+            # offline, "not cached" is the expected answer: DCN901 said once why
+            level = (logging.DEBUG if code in ANSWERS else
+                     logging.INFO if isinstance(exc, Unreachable) else logging.WARNING)
             log.log(level, "DCM501 %s%r: %s", func.__name__, args[:1], exc.strerror or exc)
             raise mfusepy.FuseOSError(code) from None
         except Exception:  # noqa: BLE001 - anything unexpected is EIO, never a crash

@@ -33,6 +33,12 @@ def test_a_remount_reads_from_disk_without_the_store(demo_server, reference, fre
     rid = demo_server.ids[RELPATH]
     first = fresh_mount(demo_server.url, extra=cache)
     read_all(first.path / rid, reference)
+    for _ in range(300):  # the whole original is cached: checked against DCOR's sha256
+        if "DCD810" in first.log_text():
+            break
+        time.sleep(0.1)
+    assert f"DCD810 dcor-resource-{rid}: all {len(reference['data.rtdc'])} bytes match" \
+        in first.log_text()
     assert first.unmount() == 0
     second = fresh_mount(demo_server.url, extra=cache)
     demo_server.reset_stats()  # after the warm-up's connections
