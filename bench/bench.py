@@ -247,12 +247,13 @@ class Bench:
             return sum(sizes[c] for c in touched), len(touched)
 
     # -- mounts and stats -------------------------------------------------------------
-    def mount(self) -> pathlib.Path:
+    def mount(self, cache_dir: pathlib.Path | None = None) -> pathlib.Path:
+        """A fresh mount; without ``cache_dir``, with no disk cache (cold means cold)."""
         mnt = pathlib.Path(tempfile.mkdtemp(prefix="dcorfs-bench-"))
         log = self.workdir / "mount.log"
+        disk = ["--cache-dir", cache_dir] if cache_dir is not None else ["--no-disk-cache"]
         proc = subprocess.Popen(dcorfs_argv("mount", mnt, "--foreground", "--host", self.url,
-                                            "--log-file", log, "--cache-size", "1G",
-                                            "--no-disk-cache"),
+                                            "--log-file", log, "--cache-size", "1G", *disk),
                                 stdin=subprocess.DEVNULL)
         wait_for(lambda: os.path.ismount(mnt), proc, "dcorfs mount", 30, log)
         self.mounts.append((proc, mnt))
@@ -483,6 +484,112 @@ def browse(bench: "Bench", deform_round_trips: int) -> list[dict]:
     return rows
 
 
+def idle_mounts(bench: "Bench", count: int) -> list[tuple[subprocess.Popen, pathlib.Path, float]]:
+    """Mounts for (m), started before every other scenario so that they sit idle while
+    those run: (process, mount point, when their warm-up ended)."""
+    made = []
+    for _ in range(count):
+        mnt = bench.mount()
+        proc, _ = bench.mounts.pop()
+        made.append((proc, mnt, time.monotonic()))
+    return made
+
+
+def disk_cache(bench: "Bench", rows: list[dict], idle: list, idle_s: float) -> list[dict]:
+    """The disk cache and idle connections (issue 12's targets), beside (a) and (c)."""
+    lat, bw = LATENCY_MS / 1000, BANDWIDTH_MBS * 1e6
+    a = next(r for r in rows if r["scenario"].startswith("(a)"))
+    c = next(r for r in rows if r["scenario"].startswith("(c)"))
+    out = []
+    body_a = "np.load(os.path.join(folder, 'deform.npy'))"
+    body_c = "np.load(os.path.join(folder, 'image.npy'))"
+
+    # (l) a remount finds the feature on disk: no request, and how close to local disk
+    def remount_once() -> dict:
+        bench.unmount_all()
+        cache = pathlib.Path(tempfile.mkdtemp(prefix="dcorfs-bench-cache-"))
+        bench.dcorfs(body_a, bench.mount(cache), "scalars")
+        bench.unmount_all()
+        result = bench.dcorfs(body_a, bench.mount(cache), "scalars")
+        bench.unmount_all()
+        subprocess.run(["rm", "-rf", str(cache)], check=True)
+        return result
+    local_a = a["local"]
+    lm = bench.median(remount_once)
+    out.append({"scenario": "(l) (a) after a remount, from the disk cache", "dcorfs": lm,
+                "compare": local_a, "compare_name": "local h5py", "target": "<= 3x local h5py, "
+                "0 requests", "ratio": lm["seconds"] / local_a["seconds"]})
+
+    # (m) after sitting idle: the server closed every connection
+    def idle_once() -> dict:
+        proc, mnt, since = idle.pop(0)
+        bench.mounts.append((proc, mnt))  # unmounted with the others from now on
+        time.sleep(max(0.0, since + idle_s - time.monotonic()))
+        return bench.dcorfs(body_a, mnt, "scalars")
+    results = sorted((idle_once() for _ in range(len(idle))), key=lambda r: r["seconds"])
+    m = dict(results[len(results) // 2])
+    m["runs_seconds"] = [round(r["seconds"], 4) for r in results]
+    limit = (a["limit_round_trips"] + HANDSHAKE_RTTS) * lat + a["limit_bytes"] / bw
+    out.append({"scenario": f"(m) (a) after {idle_s:.0f} s idle", "dcorfs": m,
+                "compare": a["dclab"], "compare_name": "dclab (a)",
+                "target": ">= 3x faster than dclab, <= 1.5x the limit with handshakes",
+                "ratio": a["dclab"]["seconds"] / m["seconds"], "limit_seconds": limit})
+    bench.unmount_all()
+
+    # (n) dcorfs prefetch of the image resource: how much of the link it uses
+    def prefetch_once() -> dict:
+        bench.unmount_all()
+        cache = pathlib.Path(tempfile.mkdtemp(prefix="dcorfs-bench-cache-"))
+        mnt = bench.mount(cache)
+        result = bench.dcorfs("import contextlib, io\nfrom dcorfs import prefetch\n"
+                              "with contextlib.redirect_stderr(io.StringIO()):\n"
+                              "    assert prefetch.run([folder], None, 4) == 0", mnt, "images")
+        bench.unmount_all()
+        subprocess.run(["rm", "-rf", str(cache)], check=True)
+        result["link_share"] = result["bytes"] / result["seconds"] / bw
+        return result
+    n = bench.median(prefetch_once)
+    out.append({"scenario": f"(n) dcorfs prefetch of a resource ({n['bytes'] / 1e6:.0f} MB)",
+                "dcorfs": n, "target": ">= 85% of the link",
+                "ratio": n["link_share"]})
+
+    # (o) cold reads that also fill the disk cache, against (a) and (c) without it
+    for name, body, kind, without in (("(a)", body_a, "scalars", a), ("(c)", body_c, "images", c)):
+        def filling_once(body=body, kind=kind) -> dict:
+            bench.unmount_all()
+            cache = pathlib.Path(tempfile.mkdtemp(prefix="dcorfs-bench-cache-"))
+            result = bench.dcorfs(body, bench.mount(cache), kind)
+            bench.unmount_all()
+            subprocess.run(["rm", "-rf", str(cache)], check=True)
+            return result
+        o = bench.median(filling_once)
+        out.append({"scenario": f"(o) {name} cold, with the disk cache on", "dcorfs": o,
+                    "compare": without["dcorfs"], "compare_name": f"{name} without it",
+                    "target": "<= 1.10x without it",
+                    "ratio": o["seconds"] / without["dcorfs"]["seconds"]})
+    return out
+
+
+def disk_markdown(rows: list[dict]) -> str:
+    lines = ["| scenario | dcorfs s | compared with | its s | ratio | target | requests "
+             "| round trips | MB |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        d, other = r["dcorfs"], r.get("compare")
+        ratio = (f"{r['ratio'] * 100:.0f}% of the link" if r["scenario"].startswith("(n)")
+                 else f"{r['ratio']:.2f}x")
+        lines.append(f"| {r['scenario']} | {d['seconds']:.3f} | {r.get('compare_name', '-')} "
+                     f"| {other['seconds'] if other else float('nan'):.3f} | {ratio} "
+                     f"| {r['target']} | {d['requests']} | {d['round_trips']} "
+                     f"| {d['bytes'] / 1e6:.2f} |")
+    for r in rows:
+        if "limit_seconds" in r:
+            lines += ["", f"- {r['scenario'][:3]}: {r['dcorfs']['seconds'] / r['limit_seconds']:.2f}x "
+                          f"the limit counted with the handshakes of new connections "
+                          f"({r['limit_seconds']:.3f} s); {r['dcorfs']['connections']} new "
+                          f"connections."]
+    return "\n".join(lines) + "\n"
+
+
 def browse_markdown(rows: list[dict]) -> str:
     lines = ["| scenario | dcorfs s | requests | target | round trips | API MB | daemon RSS growth MB |",
              "|---|---|---|---|---|---|---|"]
@@ -562,17 +669,24 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: %(default)s)")
     parser.add_argument("--out", default="bench-results",
                         help="folder for results.md and results.json (default: %(default)s)")
+    parser.add_argument("--idle-s", type=float, default=120.0,
+                        help="how long the mounts of (m) sit idle before they read "
+                             "(default: %(default)s)")
     args = parser.parse_args(argv)
     workdir = pathlib.Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     bench = Bench(workdir)
     bench.repeats = max(1, args.repeats)
+    idle: list = []
     try:
         bench.prepare()
+        idle = idle_mounts(bench, bench.repeats)
         rows = bench.run()
         a = next(r for r in rows if r["scenario"].startswith("(a)"))
         browse_rows = browse(bench, a["dcorfs"]["round_trips"])
+        disk_rows = disk_cache(bench, rows, idle, args.idle_s)
     finally:
+        bench.mounts.extend((proc, mnt) for proc, mnt, _ in idle)
         bench.unmount_all()
         for chain in bench.chains.values():
             chain.close()
@@ -585,8 +699,10 @@ def main(argv: list[str] | None = None) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows,
-                                                  "browse": browse_rows}, indent=1))
-    markdown = to_markdown(rows, meta) + "\nBrowsing by name:\n\n" + browse_markdown(browse_rows)
+                                                  "browse": browse_rows, "disk": disk_rows},
+                                                 indent=1))
+    markdown = (to_markdown(rows, meta) + "\nBrowsing by name:\n\n" + browse_markdown(browse_rows)
+                + "\nThe disk cache and idle connections:\n\n" + disk_markdown(disk_rows))
     (out / "results.md").write_text(markdown)
     print("\n" + markdown)
     print(f"written to {out / 'results.md'} and {out / 'results.json'}")

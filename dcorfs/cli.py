@@ -238,7 +238,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if not (folder / "index.sqlite").exists():
         print(f"dcorfs: no disk cache in {folder}")
         return 0 if args.action == "status" else 1
-    disk = DiskCache(folder, max_bytes=1 << 62)  # the limit belongs to the mounts
+    # the limit belongs to the mounts: this one neither enforces nor records one
+    disk = DiskCache(folder, max_bytes=1 << 62, record_limit=False)
     if args.action == "clear":
         freed = disk.clear(args.resources or None)
         print(f"dcorfs: freed {freed / 1e6:,.1f} MB in {folder}")
@@ -246,12 +247,17 @@ def cmd_cache(args: argparse.Namespace) -> int:
     info = disk.summary()
     print(f"folder:     {info['folder']}")
     print(f"size:       {info['bytes'] / 1e6:,.1f} MB in {info['blocks']:,d} blocks")
+    limit = info["max_bytes"]
+    print("limit:      " + (f"{limit / 1e9:,.1f} GB (--disk-cache-size of the last mount)"
+                             if limit else "not set yet (no mount has used this folder)"))
     print(f"free space: {info['filesystem_free_bytes'] / 1e9:,.1f} of "
           f"{info['filesystem_bytes'] / 1e9:,.1f} GB (at least 5% is always left free)")
-    print(f"artifacts:  {len(info['artifacts'])}")
+    print(f"resources:  {info['resources']} ({len(info['artifacts'])} artifacts)")
+    looked = info["hits"] + info["misses"]
+    print("hit rate:   " + (f"{info['hits'] / looked:.1%} of {looked:,d} block lookups"
+                            if looked else "no lookups yet"))
     for item in info["artifacts"][:args.top]:
         print(f"  {item['bytes'] / 1e6:10,.1f} MB  {item['key']}")
-    print("hits and misses: getfattr -n user.dcorfs.status MOUNT (disk_cache)")
     return 0
 
 

@@ -10,27 +10,19 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
-import re
 import threading
 import time
 from typing import Any
 
 import requests
 
+from ..ids import is_resource_id  # noqa: F401 - the dcor layer's name for it
 from ..io import deadline
 from ..io.reachability import Reachability, Unreachable, cannot_connect
 from ..io.http import (backoff_delay, check_plain_http, new_session, redact, retry_after,
                        shared_adapter)
 
 log = logging.getLogger(__name__)
-
-RESOURCE_ID = re.compile(r"[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}")
-
-
-def is_resource_id(name: str) -> bool:
-    """DCOR's id rule (lower-case hex 8-4-4-4-12; not necessarily an RFC 4122 UUID)."""
-    return RESOURCE_ID.fullmatch(name) is not None
-
 
 class DcorApi:
     def __init__(self, host_url: str, token: str = "", timeout: float = 30.0,

@@ -43,6 +43,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from ..ids import RESOURCE_ID
+
 log = logging.getLogger(__name__)
 
 #: the filesystem keeps at least this share free, whatever the size limit
@@ -66,7 +68,7 @@ OBJECT_COLUMNS = {"etag": "TEXT", "sha256": "TEXT"}
 
 class DiskCache:
     def __init__(self, folder: pathlib.Path, max_bytes: int,
-                 min_free_share: float = MIN_FREE_SHARE) -> None:
+                 min_free_share: float = MIN_FREE_SHARE, record_limit: bool = True) -> None:
         self.folder = pathlib.Path(folder)
         self.max_bytes = max_bytes
         self.min_free_share = min_free_share
@@ -78,6 +80,7 @@ class DiskCache:
         self._touched: dict[tuple[str, int], float] = {}
         self.hits = self.misses = self.bad = self.written = 0
         self._write_error_said = -1e9
+        self._counted = (0, 0)  # hits and misses already added to the folder's totals
         self._watchers: dict[str, Callable[[str], None]] = {}
         with self._db() as db:
             db.executescript(SCHEMA)
@@ -87,6 +90,9 @@ class DiskCache:
                     db.execute(f"ALTER TABLE objects ADD COLUMN {column} {kind}")
             db.execute("INSERT OR IGNORE INTO settings VALUES ('salt', ?)",
                        (secrets.token_hex(16),))
+            if record_limit:  # for ``dcorfs cache status``: the limit of the last mount
+                db.execute("INSERT OR REPLACE INTO settings VALUES ('max_bytes', ?)",
+                           (str(max_bytes),))
         self._stored = self._total()
 
     # -- the index -------------------------------------------------------------------
@@ -333,9 +339,27 @@ class DiskCache:
         want = self.min_free_share * st.f_blocks * st.f_frsize
         return max(0, int(want - st.f_bavail * st.f_frsize))
 
+    def record_use(self) -> None:
+        """Add this process's hits and misses since the last call to the folder's totals
+        (for the hit rate of ``dcorfs cache status``)."""
+        with self._lock:
+            hits, misses = self.hits - self._counted[0], self.misses - self._counted[1]
+            self._counted = (self.hits, self.misses)
+        if not hits and not misses:
+            return
+        try:
+            for name, value in (("hits", hits), ("misses", misses)):
+                self._db().execute(
+                    "INSERT INTO settings VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                    "SET value=CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
+                    (name, str(value)))
+        except sqlite3.Error as exc:
+            log.debug("hit counts not recorded: %s", exc)
+
     def shrink(self) -> None:
         """Drop least recently used blocks until the cache is within its size and the
         filesystem keeps its free share."""
+        self.record_use()
         with self._lock:
             self._stored = self._total()
             excess = max(self._stored - self.max_bytes, self.free_bytes_needed())
@@ -361,7 +385,13 @@ class DiskCache:
         artifacts = db.execute("SELECT key, COUNT(*), SUM(size) FROM blocks GROUP BY key "
                                "ORDER BY SUM(size) DESC").fetchall()
         st = os.statvfs(self.folder)
+        settings = dict(db.execute("SELECT name, value FROM settings"))
+        resources = {match.group(0) for k, _, _ in artifacts
+                     if (match := RESOURCE_ID.search(k)) is not None}
         return {"folder": str(self.folder), "bytes": int(stored), "blocks": int(blocks),
+                "max_bytes": int(settings["max_bytes"]) if "max_bytes" in settings else None,
+                "hits": int(settings.get("hits", 0)), "misses": int(settings.get("misses", 0)),
+                "resources": len(resources),
                 "artifacts": [{"key": k, "blocks": int(n), "bytes": int(b)}
                               for k, n, b in artifacts],
                 "filesystem_free_bytes": st.f_bavail * st.f_frsize,
@@ -392,6 +422,7 @@ class DiskCache:
                 "blocks_failed_check": self.bad}
 
     def close(self) -> None:
+        self.record_use()
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()

@@ -403,3 +403,5 @@ class Filesystem:
         for res in list(self.resources.values()):
             res.close()
         self.cache.close()
+        if self.disk is not None:
+            self.disk.close()

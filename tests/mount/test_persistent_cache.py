@@ -133,6 +133,7 @@ def test_prefetch_fills_the_cache_for_a_remount(demo_server, demo_dir, reference
     done = dcorfs_cli("prefetch", mnt.path / "datasets" / "blood-cells", "--jobs", "2")
     assert done.returncode == 0, done.stderr
     assert "prefetch" in done.stderr and "B/s" in done.stderr  # tqdm's bar: bytes and rate
+    listed = os.listdir(mnt.path / "datasets" / "blood-cells")
     again = dcorfs_cli("prefetch", mnt.path / rid)  # all cached: resumes at once
     assert again.returncode == 0, again.stderr
     assert mnt.unmount() == 0
@@ -140,8 +141,16 @@ def test_prefetch_fills_the_cache_for_a_remount(demo_server, demo_dir, reference
     demo_server.reset_stats()
     read_all(second.path / rid, reference)
     assert demo_server.stats().get("store_requests", 0) == 0
+    assert second.unmount() == 0  # its hits are added to the folder's counts
     status = dcorfs_cli("cache", "status", "--cache-dir", tmp_path / "cache")
     assert status.returncode == 0 and f"resource-{rid}" in status.stdout
+    assert "limit:      10.7 GB" in status.stdout  # the default 10 GiB
+    # the dataset's resources: the measurement and its supplementary files
+    assert int(status.stdout.split("resources:")[1].split()[0]) == len(
+        listed) - 2  # not dataset.json and the link to the feature folder
+    assert "free space:" in status.stdout
+    hit_rate = float(status.stdout.split("hit rate:")[1].split("%")[0])
+    assert hit_rate > 50  # the second mount read everything from disk
     cleared = dcorfs_cli("cache", "clear", rid, "--cache-dir", tmp_path / "cache")
     assert cleared.returncode == 0 and "freed" in cleared.stdout
     status = dcorfs_cli("cache", "status", "--cache-dir", tmp_path / "cache")
