@@ -250,7 +250,7 @@ def test_stalled_server_fails_within_the_deadline(fault_server, references, fres
     assert "DCF301" in mnt.log_text() or "DCM50" in mnt.log_text()
 
 
-@pytest.mark.expect_warnings("DCF301", "DCM501", "DCM506", "DCA201", "DCF101")
+@pytest.mark.expect_warnings("DCF301", "DCM501", "DCM506", "DCA201", "DCF101", "DCN901")
 @pytest.mark.timeout(300)
 def test_server_restarted_mid_read(fault_dir, references, tmp_path, cache_dir, fresh_mount):
     store_port = free_port()

@@ -56,7 +56,10 @@ def test_dcserv_queries(server):
         assert "expires" not in basin["urls"][0].lower()
     # the condensed file adds features computed from the images (as DCOR's does)
     assert "bright_sd" in basins[0]["features"] and "bright_sd" not in basins[1]["features"]
-    assert "image" in basins[1]["features"] and "image" not in basins[0]["features"]
+    # DCOR's intra-dataset basins (on by default): the condensed basin also declares the
+    # original's features that the condensed file lacks
+    assert set(basins[1]["features"]) <= set(basins[0]["features"])
+    assert "image" in basins[1]["features"] and "image" in basins[0]["features"]
     # trace_list without traces: DCOR's KeyError, a 500
     no_trace = server.ids["scalars/example.rtdc"]
     assert action(server, "dcserv", id=no_trace, query="trace_list").status_code == 500
@@ -165,3 +168,21 @@ def test_serve_list_prints_stable_ids(server, corpus_dir, cache_dir):
 
 def test_stats_count_no_token_at_the_store(server, mount):
     assert server.stats().get("store_auth_headers", 0) == 0
+
+
+def test_intra_dataset_basins_can_be_turned_off(in_thread_server):
+    rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
+
+    def basins():
+        return requests.get(f"{in_thread_server.url}/api/3/action/dcserv",
+                            params={"id": rid, "query": "basins", "version": "2"},
+                            timeout=30).json()["result"]
+    on = basins()
+    in_thread_server.config.intra_dataset_basins = False  # --no-intra-dataset-basins
+    try:
+        off = basins()
+    finally:
+        in_thread_server.config.intra_dataset_basins = True
+    assert "image" in on[0]["features"] and "image" not in off[0]["features"]
+    assert "image" in off[1]["features"] and on[1] == off[1]
+    assert set(on[0]["features"]) == set(off[0]["features"]) | set(off[1]["features"])
