@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from ..io.remote_object import RemoteObject
+from ..io.sequential import SequentialReadahead
 from .npy_format import npy_header
 
 RowReader = Callable[[int, int], np.ndarray]
@@ -92,14 +93,18 @@ class NpyView:
 
 
 class RemoteBytesView:
-    """An artifact byte for byte (``data.rtdc``), straight through the block cache."""
+    """An artifact byte for byte (``data.rtdc``), straight through the block cache; read
+    front to back, it streams ahead (``io/sequential.py``)."""
 
     def __init__(self, obj) -> None:
         self.obj = obj
         self.size = obj.size
+        self._stream = SequentialReadahead(obj)
 
     def read(self, offset: int, size: int) -> bytes:
-        return self.obj.read(offset, min(offset + size, self.size))
+        end = min(offset + size, self.size)
+        self._stream.before_read(offset, end)
+        return self.obj.read(offset, end)
 
 
 class LazyRemoteView:
@@ -109,12 +114,12 @@ class LazyRemoteView:
     def __init__(self, size: int, open_object: Callable[[], RemoteObject]) -> None:
         self.size = size
         self._open = open_object
-        self._obj: RemoteObject | None = None
+        self._obj: RemoteBytesView | None = None
         self._lock = threading.Lock()
 
     def read(self, offset: int, size: int) -> bytes:
         with self._lock:
             if self._obj is None:
-                self._obj = self._open()
+                self._obj = RemoteBytesView(self._open())
         end = min(offset + size, self.size)
-        return self._obj.read(offset, end) if end > offset else b""
+        return self._obj.read(offset, end - offset) if end > offset else b""

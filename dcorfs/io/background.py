@@ -13,6 +13,7 @@ make.  The pool size bounds the threads and the requests in flight.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -24,10 +25,26 @@ log = logging.getLogger(__name__)
 BACKGROUND_WORKERS = 24
 
 
+def prestart(executor: concurrent.futures.ThreadPoolExecutor, count: int) -> None:
+    """Start ``count`` of an executor's worker threads now, not on first use: a thread
+    costs about a millisecond to start, and a read right after mounting (or a remount
+    reading from the disk cache, where nothing else takes that long) would pay it many
+    times over.  Each start task waits until all have started, so none is reused."""
+    together = threading.Barrier(count, timeout=5.0)
+
+    def started() -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            together.wait()
+
+    for _ in range(count):
+        executor.submit(started)
+
+
 class BackgroundFetches:
     """``submit`` a network-only task; ``counts`` for the mount's status."""
 
     def __init__(self, workers: int = BACKGROUND_WORKERS) -> None:
+        self.workers = workers
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers,
                                                            thread_name_prefix="net")
         self._lock = threading.Lock()
@@ -46,6 +63,9 @@ class BackgroundFetches:
         with self._lock:
             self.queued -= 1
             self.done += 1
+
+    def prestart(self) -> None:
+        prestart(self._pool, self.workers)
 
     def counts(self) -> dict[str, int]:
         with self._lock:

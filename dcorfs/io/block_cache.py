@@ -20,6 +20,7 @@ from .disk_cache import DiskCache
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[int, int], bytes]
+DISK_BATCH = 16  # blocks read from disk before their waiters are released
 # fetch_into(start, stop, sink): hand the bytes of [start, stop) to sink in order
 FetchInto = Callable[[int, int, Callable[[bytes], None]], None]
 
@@ -128,16 +129,21 @@ class BlockCache:
 
     def _from_disk(self, key: str, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """Claimed runs with the blocks found on disk taken out (inserted here and
-        released to their waiters): what is left to fetch."""
+        released to their waiters, ``DISK_BATCH`` blocks at a time, so that a reader
+        waiting for a run's first block does not wait for its last): what is left to
+        fetch."""
         if self.disk is None:
             return runs
         left: list[tuple[int, int]] = []
         for b0, b1 in runs:
-            found = self.disk.get_run(key, b0, b1)
-            if found:
-                self._insert(key, found)
-                for index in found:
-                    self._release(key, index, index + 1)
+            found: dict[int, bytes] = {}
+            for first in range(b0, b1, DISK_BATCH):
+                batch = self.disk.get_run(key, first, min(first + DISK_BATCH, b1))
+                if batch:
+                    self._insert(key, batch)
+                    for index in batch:
+                        self._release(key, index, index + 1)
+                    found.update(batch)
             start = None
             for index in range(b0, b1 + 1):
                 missing = index < b1 and index not in found
@@ -153,6 +159,21 @@ class BlockCache:
         that need them meanwhile wait for that fetch instead of making their own."""
         bs = self.block_size
         return self._claim(key, start // bs, (stop - 1) // bs)[0]
+
+    def claim_missing(self, key: str, start: int, stop: int) -> list[tuple[int, int]]:
+        """``claim`` for the blocks of ``[start, stop)`` that the disk does not hold."""
+        bs = self.block_size
+        first, last = start // bs, (stop - 1) // bs
+        on_disk = self.disk.stored_blocks(key, first, last + 1) if self.disk else set()
+        runs: list[tuple[int, int]] = []
+        for index in range(first, last + 1):
+            if index in on_disk:
+                continue
+            if runs and runs[-1][1] == index:
+                runs[-1] = (runs[-1][0], index + 1)
+            else:
+                runs.append((index, index + 1))
+        return [run for b0, b1 in runs for run in self._claim(key, b0, b1 - 1)[0]]
 
     def fill(self, key: str, runs: list[tuple[int, int]], fetch_into: FetchInto) -> None:
         """Fetch claimed runs, one request each, and release every block as soon as its

@@ -149,6 +149,16 @@ class DiskCache:
         self.misses += stop - first - len(found)
         return found
 
+    def stored_blocks(self, key: str, first: int, stop: int) -> set[int]:
+        """Which of the blocks ``[first, stop)`` the index holds (not checked here:
+        ``get_run`` checks each when it is read)."""
+        try:
+            return {b for (b,) in self._db().execute(
+                "SELECT block FROM blocks WHERE key=? AND block>=? AND block<?",
+                (key, first, stop))}
+        except sqlite3.Error:
+            return set()
+
     def object_info(self, key: str) -> tuple[int, str | None] | None:
         """(size, ETag) of an object fetched before, or None."""
         try:

@@ -144,9 +144,12 @@ class RemoteObject:
 
     def _probe_known(self) -> None:
         """The probe of an object whose size the disk cache knows: head and tail through
-        the cache (from disk where they are there), the head in the background as usual."""
-        self.background.submit(self._fill_quietly,
-                               self.cache.claim(self.key, 0, min(PROBE_HEAD, self.size)))
+        the cache, from disk where they are there; the head's blocks that are not on
+        disk are fetched in the background as usual (those on disk are read when asked
+        for: a remount should not read a MiB from disk that it may not need)."""
+        head = self.cache.claim_missing(self.key, 0, min(PROBE_HEAD, self.size))
+        if head:
+            self.background.submit(self._fill_quietly, head)
         first = self.cache.read(self.key, 0, PROBE_FIRST, self.size, self._fetch)
         self.probed = [first]
         bs = self.cache.block_size  # whole blocks: the first probe stored only those

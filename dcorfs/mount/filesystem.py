@@ -30,7 +30,7 @@ from ..dcor.resource_folder import Resource
 from ..dcor.shared import Shared
 from ..hdf5 import native_filters
 from ..hdf5.decoding import DecodedCache, DecoderCache
-from ..io.background import BackgroundFetches
+from ..io.background import BackgroundFetches, prestart
 from ..io.block_cache import BlockCache
 from ..io.disk_cache import DiskCache
 from ..io.http import redact
@@ -41,6 +41,7 @@ from .status import STATUS_XATTR
 log = logging.getLogger(__name__)
 
 NEGATIVE_TTL = 30.0
+DECODE_WORKERS = 16  # the pool for decodes and listing tasks (they may wait for fetches)
 BLKSIZE = 1024 * 1024
 # servers close keep-alive connections that sat idle (S3 after about 20 s, nginx after
 # 75 s); after this long without a request, opening a resource first reopens store
@@ -91,7 +92,7 @@ class Filesystem:
         self.cache = BlockCache(config.cache_bytes, config.block_size, disk=self.disk)
         self.fetcher = RangeFetcher(timeout=config.timeout, reach=self.reach)
         self.background = BackgroundFetches()
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=16,
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=DECODE_WORKERS,
                                                           thread_name_prefix="decode")
         self.shared = Shared(
             api=self.api, cache=self.cache, fetcher=self.fetcher, background=self.background,
@@ -126,6 +127,8 @@ class Filesystem:
         status (``warm_up``) and the log (DCF105, DCF104 if it failed); the first
         lookup reports errors to its caller.
         """
+        prestart(self.pool, DECODE_WORKERS)
+        self.background.prestart()
         if self.config.offline:
             with self._lock:
                 self._warm_up = {"state": "offline", "store": None}
