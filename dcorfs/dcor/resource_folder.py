@@ -152,7 +152,10 @@ class Resource:
                 return
             if isinstance(sha, str) and len(sha) == 64 and self.shared.disk is not None:
                 self.shared.disk.verify(key, sha)
-        self.pool.submit(check)
+        try:
+            self.pool.submit(check)
+        except RuntimeError:  # unmounting: the pool is shut down; the next mount checks
+            log.debug("%s: unmounting, the sha256 check waits for the next mount", key)
 
     # -- DCOR's answers, kept on disk ----------------------------------------------------
     def _public_key(self, query: str) -> str:
