@@ -29,6 +29,7 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 STREAM_PIECE = 128 * 1024  # bytes handed to a sink at a time
 
 Sink = Callable[[bytes], None]
+Check = Callable[[int, "str | None"], None]
 
 
 class CountingSink:
@@ -82,7 +83,8 @@ class RangeFetcher:
             session = self._local.session = new_session(self._adapter)
         return session
 
-    def fetch(self, url: str, start: int, stop: int, sink: Sink | None = None) -> RangeResult:
+    def fetch(self, url: str, start: int, stop: int, sink: Sink | None = None,
+              check: Check | None = None) -> RangeResult:
         """Exactly the bytes ``[start, stop)`` of ``url``, or an OSError with an errno.
 
         ``start < 0`` asks for the last ``-start`` bytes (``stop`` is ignored), for
@@ -90,7 +92,8 @@ class RangeFetcher:
         handed over in order, piece by piece as it arrives, instead of returned in
         ``data``: the first blocks of a long run are usable before its last ones
         have crossed the link.  A retry after a broken body then asks only for the
-        bytes not yet handed over.
+        bytes not yet handed over.  ``check(total, etag)`` sees each answer's object
+        size and ETag before its body is taken, and may refuse it by raising.
         """
         if start >= 0 and stop <= start:
             raise OSError(errno.EINVAL, f"empty range {start}-{stop}")
@@ -106,8 +109,8 @@ class RangeFetcher:
             resume = start + (0 if counted is None else counted.delivered)
             try:
                 if counted is None:
-                    return self._fetch_once(url, start, stop, None)
-                result = self._fetch_once(url, resume, stop, counted)
+                    return self._fetch_once(url, start, stop, None, check)
+                result = self._fetch_once(url, resume, stop, counted, check)
                 result.start = start
                 return result
             except Retryable as exc:
@@ -118,7 +121,8 @@ class RangeFetcher:
         assert last_error is not None
         raise last_error
 
-    def _fetch_once(self, url: str, start: int, stop: int, sink: Sink | None) -> RangeResult:
+    def _fetch_once(self, url: str, start: int, stop: int, sink: Sink | None,
+                    check: Check | None = None) -> RangeResult:
         suffix = start < 0
         headers = {"Range": f"bytes={start}" if suffix else f"bytes={start}-{stop - 1}"}
         self.reach.check(url)  # Unreachable (not Retryable) when the store is down
@@ -140,6 +144,8 @@ class RangeFetcher:
             start, expected_stop, total = check_content_range(
                 resp.headers.get("Content-Range", ""), start, stop)
             etag = resp.headers.get("ETag") or None
+            if check is not None:
+                check(total, etag)
             if sink is not None:
                 self._stream_body(resp, expected_stop - start, sink)
                 return RangeResult(b"", start, total, etag)

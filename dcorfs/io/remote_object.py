@@ -70,40 +70,40 @@ class RemoteObject:
             self.refresh()
         streamed = None if sink is None else CountingSink(sink)
         try:
-            result = self.fetcher.fetch(self.url, start, stop, streamed)
+            return self.fetcher.fetch(self.url, start, stop, streamed, self._check_version)
         except OSError as exc:
             if exc.errno != errno.EACCES or self.refresh is None:
                 raise
             log.info("DCR402 %s answered 403, refreshing its presigned URL", redact(self.url))
             self.refresh()
             resume = start + (0 if streamed is None else streamed.delivered)
-            result = self.fetcher.fetch(self.url, resume, stop, streamed)
-        self._check_version(result)
-        return result
+            return self.fetcher.fetch(self.url, resume, stop, streamed, self._check_version)
 
-    def _check_version(self, result: RangeResult) -> None:
-        """The answer must be of the version whose bytes are cached: a different size or
-        ETag means the object changed on the store.  Its cached bytes are then dropped
-        and this handle refuses to read on (ESTALE): mixing versions would hand out
-        wrong bytes.  The resource is opened afresh on the next lookup."""
-        changed = ((result.total >= 0 and self.size >= 0 and result.total != self.size)
-                   or (result.etag is not None and self.etag is not None
-                       and result.etag != self.etag))
-        if changed:
-            with self._lock:
-                first = not self.stale
+    def _check_version(self, total: int, etag: str | None) -> None:
+        """Each answer must be of the version whose bytes are cached, checked before its
+        body is taken: a different size or ETag means the object changed on the store.
+        Its cached bytes are then dropped and this handle refuses to read on (ESTALE):
+        mixing versions would hand out wrong bytes.  The resource is opened afresh on
+        the next lookup.  The first answer names the version, and it is remembered."""
+        with self._lock:
+            changed = ((total >= 0 and self.size >= 0 and total != self.size)
+                       or (etag is not None and self.etag is not None and etag != self.etag))
+            first_change = changed and not self.stale
+            if changed:
                 self.stale = True
-            if first:
-                log.warning("DCR409 %s changed on the store (size %d -> %d, ETag %s -> %s); "
-                            "its cached bytes are dropped", self.key, self.size, result.total,
-                            self.etag, result.etag)
-                self.cache.forget(self.key)
+            learned = not changed and (self.size < 0 <= total or (self.etag is None and etag))
+            if learned:
+                self.size = total if total >= 0 else self.size
+                self.etag = self.etag or etag
+        if first_change:
+            log.warning("DCR409 %s changed on the store (size %d -> %d, ETag %s -> %s); "
+                        "its cached bytes are dropped", self.key, self.size, total,
+                        self.etag, etag)
+            self.cache.forget(self.key)
+        if changed:
             raise OSError(errno.ESTALE, f"{self.key} changed on the store; open it again")
-        if self.size < 0 and result.total >= 0 or self.etag is None and result.etag:
-            self.size = result.total if result.total >= 0 else self.size
-            self.etag = self.etag or result.etag
-            if self.size >= 0:
-                self.cache.remember_object(self.key, self.size, self.etag)
+        if learned and self.size >= 0:
+            self.cache.remember_object(self.key, self.size, self.etag)
 
     def probe(self) -> None:
         """Learn the size with a first read (HEAD does not work on presigned URLs).

@@ -153,12 +153,14 @@ class FakeStore:
     def __init__(self, data: bytes, etag: str) -> None:
         self.data, self.etag, self.requests = data, etag, 0
 
-    def fetch(self, url, start, stop, sink=None):
+    def fetch(self, url, start, stop, sink=None, check=None):
         from dcorfs.io.range_fetch import RangeResult
 
         self.requests += 1
         if start < 0:
             start, stop = max(0, len(self.data) + start), len(self.data)
+        if check is not None:  # as the fetcher does: before the body is taken
+            check(len(self.data), self.etag)
         piece = self.data[start:min(stop, len(self.data))]
         if sink is not None:
             sink(piece)
