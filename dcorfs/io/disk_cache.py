@@ -106,9 +106,14 @@ class DiskCache:
             self._local.db = db
         return db
 
+    def _first(self, sql: str, args: tuple = ()) -> tuple | None:
+        """The first row of a query, run to its end: a statement left half-read keeps
+        its connection's read snapshot open, and later reads would not see new rows."""
+        rows = self._db().execute(sql, args).fetchall()
+        return rows[0] if rows else None
+
     def _total(self) -> int:
-        return int(self._db().execute("SELECT COALESCE(SUM(size), 0) FROM blocks")
-                   .fetchone()[0])
+        return int(self._first("SELECT COALESCE(SUM(size), 0) FROM blocks")[0])
 
     def _path(self, key: str, block: int) -> pathlib.Path:
         name = hashlib.sha1(f"{key}\0{block}".encode()).hexdigest()
@@ -162,8 +167,7 @@ class DiskCache:
     def object_info(self, key: str) -> tuple[int, str | None] | None:
         """(size, ETag) of an object fetched before, or None."""
         try:
-            row = self._db().execute("SELECT size, etag FROM objects WHERE key=?",
-                                     (key,)).fetchone()
+            row = self._first("SELECT size, etag FROM objects WHERE key=?", (key,))
         except sqlite3.Error:
             return None
         return None if row is None else (int(row[0]), row[1])
@@ -203,9 +207,9 @@ class DiskCache:
         if callback is None:
             return
         try:
-            row = self._db().execute(
+            row = self._first(
                 "SELECT o.size, o.sha256, (SELECT COALESCE(SUM(size), 0) FROM blocks "
-                "WHERE key=o.key) FROM objects o WHERE o.key=?", (key,)).fetchone()
+                "WHERE key=o.key) FROM objects o WHERE o.key=?", (key,))
         except sqlite3.Error:
             return
         if row is None or row[1] or int(row[2]) != int(row[0]):
@@ -219,7 +223,7 @@ class DiskCache:
         """Check every stored block of ``key`` against ``sha256``: True (and recorded),
         False (the object is dropped), or None when not all of it is stored."""
         try:
-            row = self._db().execute("SELECT size FROM objects WHERE key=?", (key,)).fetchone()
+            row = self._first("SELECT size FROM objects WHERE key=?", (key,))
             blocks = self._db().execute("SELECT block, size FROM blocks WHERE key=? "
                                         "ORDER BY block", (key,)).fetchall()
         except sqlite3.Error:
@@ -244,8 +248,7 @@ class DiskCache:
 
     def salt(self) -> str:
         """This folder's random salt, for hashing the tokens private answers belong to."""
-        return str(self._db().execute("SELECT value FROM settings WHERE name='salt'")
-                   .fetchone()[0])
+        return str(self._first("SELECT value FROM settings WHERE name='salt'")[0])
 
     def put(self, key: str, block: int, data: bytes) -> None:
         self.put_many(key, {block: data})
@@ -258,8 +261,7 @@ class DiskCache:
     def answer_stored(self, key: str) -> tuple[Any, float] | None:
         """(answer, when it was stored, epoch seconds), or None."""
         try:
-            row = self._db().execute("SELECT value, stored FROM answers WHERE key=?",
-                                     (key,)).fetchone()
+            row = self._first("SELECT value, stored FROM answers WHERE key=?", (key,))
             return None if row is None else (json.loads(row[0]), float(row[1]))
         except (sqlite3.Error, ValueError) as exc:
             log.info("DCD807 stored answer %s unreadable: %s", key, exc)
@@ -391,7 +393,7 @@ class DiskCache:
     def summary(self) -> dict:
         """What the folder holds, for ``dcorfs cache status``."""
         db = self._db()
-        blocks, stored = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blocks").fetchone()
+        blocks, stored = self._first("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blocks")
         artifacts = db.execute("SELECT key, COUNT(*), SUM(size) FROM blocks GROUP BY key "
                                "ORDER BY SUM(size) DESC").fetchall()
         st = os.statvfs(self.folder)
