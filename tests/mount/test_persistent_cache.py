@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import h5py
 import hdf5plugin  # noqa: F401
 import pytest
 
+from dcorfs.processes import dcorfs_argv
 from harness import npy_bytes
 
 RELPATH = "blood-cells/M001_data.rtdc"
@@ -105,23 +107,34 @@ def test_the_cache_keeps_its_size(demo_server, reference, fresh_mount, tmp_path)
     assert stored <= size + 64 * 1024, stored
 
 
-def test_two_mounts_share_one_cache(demo_server, reference, fresh_mount, tmp_path):
+def test_two_mounts_and_a_prefetch_share_one_cache(demo_server, demo_dir, reference,
+                                                   fresh_mount, tmp_path):
     cache = ["--cache-dir", str(tmp_path / "cache")]
+    token = demo_server.token_file
     rid = demo_server.ids[RELPATH]
-    one = fresh_mount(demo_server.url, extra=cache)
-    two = fresh_mount(demo_server.url, extra=cache)
+    one = fresh_mount(demo_server.url, token_file=token, extra=cache)
+    two = fresh_mount(demo_server.url, token_file=token, extra=cache)
     read_all(one.path / rid, reference)
     time.sleep(1.0)
     demo_server.reset_stats()
     read_all(two.path / rid, reference)
     assert demo_server.stats().get("store_bytes", 0) < len(reference["data.rtdc"]) // 10
+    # a prefetch through one mount while the other reads the same resource: both fill
+    # the folder at once, and a third mount finds it whole
+    beads = demo_server.ids["beads/M002_beads.rtdc"]
+    original = (demo_dir / "beads/M002_beads.rtdc").read_bytes()
+    prefetch = subprocess.Popen(dcorfs_argv("prefetch", one.path / beads),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert (two.path / beads / "data.rtdc").read_bytes() == original
+    assert prefetch.wait(timeout=300) == 0, prefetch.stderr.read()
+    time.sleep(1.0)  # the daemons' disk writers finish
+    third = fresh_mount(demo_server.url, token_file=token, extra=cache)
+    demo_server.reset_stats()
+    assert (third.path / beads / "data.rtdc").read_bytes() == original
+    assert demo_server.stats().get("store_requests", 0) == 0
 
 
 def dcorfs_cli(*args, timeout=300):
-    import subprocess
-
-    from dcorfs.processes import dcorfs_argv
-
     return subprocess.run(dcorfs_argv(*args), capture_output=True, text=True, timeout=timeout)
 
 
