@@ -58,6 +58,9 @@ SYNTHETIC = 10_000  # datasets added to the catalog for the browsing scenarios
 HANDSHAKE_RTTS = 2  # a new connection costs TCP's and TLS 1.3's round trips, as on DCOR
 IDLE_CLOSE_S = 20.0  # idle keep-alive connections are closed, as S3 does after about 20 s
 MANY_FILES = 20  # resources of the dataset ``many-files``
+LARGE_EVENTS = 220_000  # a large measurement with images and contours (issue 16)
+HUGE_EVENTS = 2_000_000  # a scalar-only measurement of this many events
+CONSECUTIVE = 1_000  # contours read one after another in (r)
 
 
 class HDF5Chain:
@@ -186,7 +189,9 @@ class Bench:
         # two measurements, as DCOR would hold them: a long one with scalar features
         # only, and one with images (a 300,000-image file would be 6 GB raw)
         self.files = {"scalars": self.data / "scalars" / "M001_scalars.rtdc",
-                      "images": self.data / "images" / "M002_images.rtdc"}
+                      "images": self.data / "images" / "M002_images.rtdc",
+                      "large": self.data / "large" / "M003_large.rtdc",
+                      "huge": self.data / "huge" / "M004_scalars.rtdc"}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server: subprocess.Popen | None = None
@@ -206,6 +211,15 @@ class Bench:
                             with_contours=False, with_traces=False, seed=7)
             write_demo_file(self.files["images"], events=IMAGES, with_contours=False,
                             with_traces=False, seed=8)
+            marker.touch()
+        marker = self.data / f".{LARGE_EVENTS}-{HUGE_EVENTS}.ok"
+        if not marker.exists():
+            print(f"writing {LARGE_EVENTS:,d} events with images and contours, and "
+                  f"{HUGE_EVENTS:,d} events of scalar features (once; minutes) ...", flush=True)
+            write_demo_file(self.files["large"], events=LARGE_EVENTS, with_traces=False,
+                            seed=9)
+            write_demo_file(self.files["huge"], events=HUGE_EVENTS, images=0,
+                            with_contours=False, with_traces=False, seed=10)
             marker.touch()
         many = self.data / "many-files"
         many.mkdir(parents=True, exist_ok=True)
@@ -452,7 +466,7 @@ def browse(bench: "Bench", deform_round_trips: int) -> list[dict]:
     the median of ``bench.repeats`` runs; the requests each needed."""
     lat, bw = LATENCY_MS / 1000, BANDWIDTH_MBS * 1e6
     rows = []
-    datasets = SYNTHETIC + 3  # scalars, images, many-files
+    datasets = SYNTHETIC + 5  # scalars, images, many-files, large, huge
 
     def cold(body: str) -> dict:
         def once() -> dict:
@@ -570,6 +584,99 @@ def disk_cache(bench: "Bench", rows: list[dict], idle: list, idle_s: float) -> l
     return out
 
 
+def large(bench: "Bench") -> list[dict]:
+    """A large measurement's contours and originals, and a huge scalar one (issue 16),
+    beside dclab and the limit where one applies."""
+    lat, bw = LATENCY_MS / 1000, BANDWIDTH_MBS * 1e6
+    last = LARGE_EVENTS - 1
+    width = len(str(last))
+    out = []
+
+    def cold(body: str, kind: str, rss: bool = False) -> dict:
+        def once() -> dict:
+            bench.unmount_all()
+            mnt = bench.mount()
+            # the resource folder is opened first: what is measured is the folder's work
+            bench.dcorfs("os.listdir(folder)", mnt, kind)
+            before = bench.mount_rss_mb("VmRSS")
+            result = bench.dcorfs(body, mnt, kind)
+            if rss:
+                result["rss_growth_mb"] = bench.mount_rss_mb("VmRSS") - before
+            return result
+        return bench.median(once)
+
+    p = cold(f"assert len(os.listdir(os.path.join(folder, 'contour'))) == {LARGE_EVENTS}",
+             "large")
+    out.append({"scenario": f"(p) ls contour/ ({LARGE_EVENTS:,d} events), cold", "dcorfs": p,
+                "target": "<= 1 s, <= 3 requests"})
+    q_body = f"np.load(os.path.join(folder, 'contour', '{last:0{width}d}.npy'))"
+    q = cold(q_body, "large")
+    q_dclab = bench.median(lambda: bench.dclab(f"ds['contour'][{last}]", "large"))
+    out.append({"scenario": f"(q) contour/{last}.npy, cold", "dcorfs": q, "dclab": q_dclab,
+                "target": "<= dclab, <= 12 round trips"})
+    first = LARGE_EVENTS // 2
+    r_body = (f"for i in range({first}, {first + CONSECUTIVE}):\n"
+              f"    np.load(os.path.join(folder, 'contour', f'{{i:0{width}d}}.npy'))")
+    r = cold(r_body, "large")
+    r_dclab = bench.median(lambda: bench.dclab(
+        f"for i in range({first}, {first + CONSECUTIVE}):\n    ds['contour'][i]", "large"))
+    out.append({"scenario": f"(r) {CONSECUTIVE:,d} consecutive contours, cold", "dcorfs": r,
+                "dclab": r_dclab, "target": ">= 10x faster than dclab, <= 2 s"})
+    ls_l = ("import subprocess\nsubprocess.run(['ls', '-l', os.path.join(folder, 'contour')], "
+            "check=True, capture_output=True)")
+    bench.unmount_all()
+    mnt = bench.mount()
+    bench.dcorfs("os.listdir(folder)", mnt, "large")
+    before = bench.mount_rss_mb("VmRSS")
+    s_cold = bench.dcorfs(ls_l, mnt, "large")
+    s_cold["rss_growth_mb"] = bench.mount_rss_mb("VmRSS") - before
+    s_warm = bench.dcorfs(ls_l, mnt, "large")
+    out.append({"scenario": "(s) ls -l contour/, cold (once)", "dcorfs": s_cold,
+                "target": "<= 30 s, RSS growth <= 150 MB"})
+    out.append({"scenario": "(s) ls -l contour/, warm", "dcorfs": s_warm,
+                "target": "<= 3 s"})
+    chain = HDF5Chain(bench.condensed["huge"])
+    try:
+        one = chain.round_trips("deform", alone=True)
+    finally:
+        chain.close()
+    t = cold("np.load(os.path.join(folder, 'deform.npy'))", "huge")
+    t_dclab = bench.median(lambda: bench.dclab("ds['deform'][:]", "huge"))
+    limit = (2 + one) * lat + bench.chunk_bytes(bench.condensed["huge"], "deform")[0] / bw
+    out.append({"scenario": f"(t) one scalar feature of {HUGE_EVENTS:,d} events, cold",
+                "dcorfs": t, "dclab": t_dclab, "limit_seconds": limit,
+                "target": "<= 1.5x the limit"})
+    u = cold("import hashlib\nh = hashlib.md5()\n"
+             "with open(os.path.join(folder, 'data.rtdc'), 'rb') as f:\n"
+             "    for piece in iter(lambda: f.read(1 << 20), b''):\n        h.update(piece)",
+             "large")
+    u["link_share"] = bench.files["large"].stat().st_size / u["seconds"] / bw
+    out.append({"scenario": f"(u) md5 of data.rtdc ({bench.files['large'].stat().st_size / 1e6:,.0f} MB)",
+                "dcorfs": u, "target": ">= 80% of the link"})
+    bench.unmount_all()
+    return out
+
+
+def large_markdown(rows: list[dict]) -> str:
+    lines = ["| scenario | dcorfs s | dclab s | dclab / dcorfs | requests | round trips | MB "
+             "| note | target |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        d, c = r["dcorfs"], r.get("dclab")
+        note = ""
+        if "link_share" in d:
+            note = f"{d['link_share'] * 100:.0f}% of the link"
+        elif "limit_seconds" in r:
+            note = f"{d['seconds'] / r['limit_seconds']:.2f}x the limit"
+        elif "rss_growth_mb" in d:
+            note = f"RSS +{d['rss_growth_mb']:.0f} MB"
+        ratio = f"{c['seconds'] / d['seconds']:.1f}x" if c else "-"
+        dclab_s = f"{c['seconds']:.3f}" if c else "-"
+        lines.append(f"| {r['scenario']} | {d['seconds']:.3f} | {dclab_s} | {ratio} "
+                     f"| {d['requests']} | {d['round_trips']} | {d['bytes'] / 1e6:.2f} | {note} "
+                     f"| {r['target']} |")
+    return "\n".join(lines) + "\n"
+
+
 def disk_markdown(rows: list[dict]) -> str:
     lines = ["| scenario | dcorfs s | compared with | its s | ratio | target | requests "
              "| round trips | MB |", "|---|---|---|---|---|---|---|---|---|"]
@@ -685,6 +792,7 @@ def main(argv: list[str] | None = None) -> int:
         a = next(r for r in rows if r["scenario"].startswith("(a)"))
         browse_rows = browse(bench, a["dcorfs"]["round_trips"])
         disk_rows = disk_cache(bench, rows, idle, args.idle_s)
+        large_rows = large(bench)
     finally:
         bench.mounts.extend((proc, mnt) for proc, mnt, _ in idle)
         bench.unmount_all()
@@ -699,10 +807,12 @@ def main(argv: list[str] | None = None) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows,
-                                                  "browse": browse_rows, "disk": disk_rows},
+                                                  "browse": browse_rows, "disk": disk_rows,
+                                                  "large": large_rows},
                                                  indent=1))
     markdown = (to_markdown(rows, meta) + "\nBrowsing by name:\n\n" + browse_markdown(browse_rows)
-                + "\nThe disk cache and idle connections:\n\n" + disk_markdown(disk_rows))
+                + "\nThe disk cache and idle connections:\n\n" + disk_markdown(disk_rows)
+                + "\nLarge measurements:\n\n" + large_markdown(large_rows))
     (out / "results.md").write_text(markdown)
     print("\n" + markdown)
     print(f"written to {out / 'results.md'} and {out / 'results.json'}")

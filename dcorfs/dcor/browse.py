@@ -253,7 +253,7 @@ class Browser:
         """Names at once, folders only when one is looked at: ``ls`` of 10,000 datasets
         needs the names and nothing else."""
         datasets = self._datasets()
-        return LazyEntries(list(datasets), lambda name: self._folder(name, datasets[name]))
+        return LazyEntries(datasets, lambda name: self._folder(name, datasets[name]))
 
     def _dataset_folder(self, name: str) -> Node | None:
         if not is_ckan_name(name):

@@ -9,9 +9,12 @@ Every node may carry the modification time DCOR gives it (``mtime``, epoch secon
 """
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import Union
+
+import cachetools
 
 from .views import View
 
@@ -83,14 +86,56 @@ class File:
 Node = Union[Dir, File, Link]
 
 
-class LazyEntries(dict):
-    """``contour/``: thousands of names, each File made only when looked up."""
+class NumberedNames(Sequence):
+    """``0000.npy`` ... ``N-1.npy``, zero-padded to one width, without a list of them:
+    a folder of 220,000 contours costs no memory until a name is asked for."""
 
-    def __init__(self, names: list[str], make: Callable[[str], Node]) -> None:
+    def __init__(self, count: int, suffix: str = ".npy") -> None:
+        self.count = count
+        self.suffix = suffix
+        self.width = len(str(max(count - 1, 0)))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.count))]
+        if not -self.count <= index < self.count:
+            raise IndexError(index)
+        return f"{index % self.count:0{self.width}d}{self.suffix}"
+
+    def __contains__(self, name: object) -> bool:
+        return self.number(name) is not None
+
+    def number(self, name: object) -> int | None:
+        """The number ``name`` stands for, or None when it is not one of the names."""
+        if not isinstance(name, str) or not name.endswith(self.suffix):
+            return None
+        stem = name[:-len(self.suffix)]
+        if len(stem) != self.width or not stem.isdigit() or not stem.isascii():
+            return None
+        number = int(stem)
+        return number if number < self.count else None
+
+
+class LazyEntries(dict):
+    """A folder of many names (``contour/``, ``datasets/``), each node made only when
+    looked up, and only the most recently looked up ones kept.
+
+    ``names`` is any ordered collection with a fast ``in``: a dict's keys, or
+    ``NumberedNames``.  The kernel keeps what it looked up for its entry timeout, so
+    a node dropped here is made again only when asked for after that.
+    """
+
+    KEEP = 4096  # nodes kept, most recently looked up
+
+    def __init__(self, names: Collection[str], make: Callable[[str], Node | None]) -> None:
         super().__init__()
         self._names = names
-        self._index = set(names)
         self._make = make
+        self._made: cachetools.LRUCache = cachetools.LRUCache(maxsize=self.KEEP)
+        self._lock = threading.Lock()
 
     def __iter__(self):
         return iter(self._names)
@@ -99,14 +144,26 @@ class LazyEntries(dict):
         return len(self._names)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._index
+        return name in self._names
 
     def get(self, name, default=None):  # type: ignore[override]
-        if name not in self._index:
+        if name not in self._names:
             return default
-        if not super().__contains__(name):
-            super().__setitem__(name, self._make(name))
-        return super().__getitem__(name)
+        with self._lock:
+            node = self._made.get(name)
+        if node is None:
+            node = self._make(name)
+            if node is None:
+                return default
+            with self._lock:
+                node = self._made.setdefault(name, node)
+        return node
 
     def keys(self):  # type: ignore[override]
         return list(self._names)
+
+    def names_from(self, start: int, count: int) -> list[str]:
+        """``count`` names from position ``start``: one page of a streamed listing."""
+        if isinstance(self._names, Sequence):
+            return list(self._names[start:start + count])
+        return list(itertools.islice(self._names, start, start + count))

@@ -23,7 +23,7 @@ from ..io import deadline
 from ..io.remote_object import RemoteObject
 from .basin import Basin
 from .feature_views import dataset_view, mapped_view, passthrough
-from .nodes import Dir, File, LazyEntries, Node
+from .nodes import Dir, File, LazyEntries, Node, NumberedNames
 from .presigned import local_expiry
 from .shared import Shared
 from .tables import table_array
@@ -303,24 +303,56 @@ class Resource:
                 for name in sorted(group.keys())}
 
     def _contour_entries(self) -> dict[str, Node]:
+        """One name per event, from the event count, as dclab does: counting the links
+        of ``events/contour`` (HDF5 visits every node of the group's index, which
+        dclab's writer scatters through the file) would read a large measurement's
+        whole index over the network.  Each lookup finds its one name in the index."""
         basin, group = self._group("contour")
-        count = len(group)
-        width = len(str(max(count - 1, 0)))
-        names = [f"{i:0{width}d}.npy" for i in range(count)]
+        names = NumberedNames(self._event_count(basin))
+        missing_said = threading.Event()
 
-        def make(name: str) -> Node:
-            key = str(int(name[:-4]))
+        def make(name: str) -> Node | None:
+            key = str(names.number(name))
+            try:
+                present = key in group
+            except Exception as exc:  # h5py reports our OSErrors as generic ones
+                raise basin.error_from(exc) from None
+            if not present:  # a truncated write: fewer contours than events
+                if not missing_said.is_set():
+                    missing_said.set()
+                    log.warning("DCR411 %s: contour %s is missing (the measurement has "
+                                "fewer contours than events); such names are ENOENT",
+                                self.rid, key)
+                return None
             return File(lambda: dataset_view(basin, group[key], False))
 
         return LazyEntries(names, make)
 
-    def _metadata_json(self) -> bytes:
+    def _event_count(self, basin: Basin) -> int:
+        """The measurement's event count: DCOR's metadata, else the length of a feature
+        of the basin (one object header), else (neither known) the contours counted."""
+        count = self._metadata_dict().get("experiment", {}).get("event count")
+        if isinstance(count, int) and count >= 0:
+            return count
+        h5 = basin.h5
+        events = h5.get("events") if h5 is not None else None
+        for feature in ("mask", "image", "deform", "area_um"):
+            if events is not None and feature in events and isinstance(events[feature],
+                                                                       h5py.Dataset):
+                return int(events[feature].shape[0])
+        return len(self._group("contour")[1])
+
+    def _metadata_dict(self) -> dict:
         try:
             if self._metadata is None:
                 raise OSError(errno.EIO, "metadata was not requested")
             meta = self._metadata.result(timeout=deadline.remaining(3600.0))
         except (OSError, concurrent.futures.TimeoutError):  # errors are not kept: ask again
             meta = self._answer("metadata")
+        return meta if isinstance(meta, dict) else {}
+
+    def _metadata_json(self) -> bytes:
+        meta = self._metadata_dict()
         return (json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
     def _log_entries(self) -> dict[str, Node]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 import io
 
 from ..io.remote_object import RemoteObject
+from .metadata_readahead import MetadataReadahead
 
 
 class RemoteFile(io.RawIOBase):
     """A seekable, read-only file object over a RemoteObject, for ``h5py.File``.
 
     h5py swallows the errno of exceptions raised here, so the last one is kept in
-    ``last_error`` for the caller to re-raise with its errno intact.
+    ``last_error`` for the caller to re-raise with its errno intact.  Misses go
+    through ``MetadataReadahead``, which widens clustered ones.
     """
 
     def __init__(self, obj: RemoteObject) -> None:
@@ -19,6 +21,7 @@ class RemoteFile(io.RawIOBase):
         self.obj = obj
         self.pos = 0
         self.last_error: OSError | None = None
+        self.readahead = MetadataReadahead()
 
     def readable(self) -> bool:
         return True
@@ -43,6 +46,10 @@ class RemoteFile(io.RawIOBase):
     def readinto(self, buffer) -> int:  # type: ignore[override]
         size = len(buffer)
         try:
+            if self.obj.peek(self.pos, self.pos + size) is None:
+                _, stop = self.readahead.on_miss(self.pos, self.pos + size)
+                if stop > self.pos + size:
+                    self.obj.prefetch(self.pos, stop)
             data = self.obj.read(self.pos, self.pos + size)
         except OSError as exc:
             self.last_error = exc

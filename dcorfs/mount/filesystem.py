@@ -19,13 +19,14 @@ import os
 import pathlib
 import sqlite3
 import stat
+import sys
 import threading
 import time
 
 from .. import __version__
 from ..dcor.api import DcorApi, is_resource_id
 from ..dcor.browse import Browser
-from ..dcor.nodes import Dir, File, Link, Node
+from ..dcor.nodes import Dir, File, LazyEntries, Link, Node
 from ..dcor.resource_folder import Resource
 from ..dcor.shared import Shared
 from ..hdf5 import native_filters
@@ -312,17 +313,28 @@ class Filesystem:
         return node.target
 
     def readdir(self, path: str) -> list[str]:
+        """Every name in a folder (for small folders and tests; FUSE pages through
+        ``readdir_page``)."""
+        return self.readdir_page(path, 0, sys.maxsize)
+
+    def readdir_page(self, path: str, start: int, count: int) -> list[str]:
+        """``count`` names of a folder from position ``start``: a folder of 220,000
+        contours is listed page by page as the kernel asks, never as one list."""
         node = self.lookup(path)
         if node is None:
             with self._lock:
-                return sorted(self.browser.roots) + sorted(self.resources)
+                names = sorted(self.browser.roots) + sorted(self.resources)
+            return names[start:start + count]
         if not isinstance(node, Dir):
             raise OSError(errno.ENOTDIR, f"{path} is not a folder")
         parts = [p for p in path.split("/") if p]
-        if len(parts) == 1 and is_resource_id(parts[0]):
+        if start == 0 and len(parts) == 1 and is_resource_id(parts[0]):
             # a resource folder: its entries are about to be stat'ed
             self.resource(parts[0]).prepare_listing()
-        return list(node.entries)
+        entries = node.entries
+        if isinstance(entries, LazyEntries):
+            return entries.names_from(start, count)
+        return list(itertools.islice(entries, start, start + count))
 
     def open(self, path: str, flags: int) -> int:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC):

@@ -55,6 +55,10 @@ def _errors_mapped(func: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+# names handed to FUSE per call; the kernel's buffer takes about a hundred at a time
+READDIR_PAGE = 512
+
+
 class DcorOperations(mfusepy.Operations):
     use_ns = True
 
@@ -70,8 +74,13 @@ class DcorOperations(mfusepy.Operations):
         return attrs
 
     @_errors_mapped
-    def readdir(self, path: str, fh: int) -> list[str]:
-        return [".", ".."] + self.fs.readdir(path)
+    def readdir_with_offset(self, path: str, offset: int, fh: int) -> list[tuple[str, None, int]]:
+        """A page of a folder from ``offset`` (the kernel's cookie: the position after
+        the last entry it took); FUSE calls again for the next page until one is empty."""
+        dots = [(".", None, 1), ("..", None, 2)][offset:]
+        start = max(0, offset - 2)
+        names = self.fs.readdir_page(path, start, READDIR_PAGE)
+        return dots + [(name, None, start + i + 3) for i, name in enumerate(names)]
 
     @_errors_mapped
     def readlink(self, path: str) -> str:

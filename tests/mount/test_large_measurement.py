@@ -1,0 +1,104 @@
+"""A measurement of tens of thousands of events with contours, as dclab's writer lays it
+out (each contour a dataset of its own, scattered between the image chunks): its
+``contour/`` folder lists and opens without reading the group's whole index."""
+from __future__ import annotations
+
+import errno
+import os
+import time
+import warnings
+
+import dclab
+import h5py
+import numpy as np
+import pytest
+
+from harness import Server, npy_bytes
+
+EVENTS = 30_000  # the index of events/contour spans hundreds of scattered nodes
+
+
+@pytest.fixture(scope="module")
+def large_dir(tmp_path_factory):
+    from dcorfs.server.demo_data import write_demo_file
+
+    root = tmp_path_factory.mktemp("large")
+    write_demo_file(root / "large" / "M001_large.rtdc", events=EVENTS, height=24, width=32,
+                    with_traces=False, seed=11)
+    # a truncated write: the metadata promises ten events, the last two contours are gone
+    short = write_demo_file(root / "large" / "M002_short.rtdc", events=10, height=24,
+                            width=32, with_traces=False, seed=12)
+    with h5py.File(short, "a") as h5:
+        for name in ("8", "9"):
+            del h5["events/contour"][name]
+    return root
+
+
+@pytest.fixture(scope="module")
+def large_server(large_dir, tmp_path_factory, cache_dir):
+    srv = Server(large_dir, tmp_path_factory.mktemp("large-server"), cache_dir, [])
+    yield srv
+    srv.stop()
+
+
+def settled(mnt) -> None:
+    """Wait until the mount's background fetches (a listing's header prefetch) are done."""
+    for _ in range(300):
+        if mnt.status()["network"]["background"]["pending"] == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError("background fetches still pending after 15 s")
+
+
+def dclab_contours(path, picks):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with dclab.new_dataset(path) as ds:
+            return {i: np.asarray(ds["contour"][i]) for i in picks}
+
+
+@pytest.mark.timeout(600)
+def test_contours_list_and_open_without_counting_the_group(large_dir, large_server,
+                                                           fresh_mount):
+    rid = large_server.ids["large/M001_large.rtdc"]
+    mnt = fresh_mount(large_server.url, extra=["--op-timeout", "20"])
+    folder = mnt.path / rid
+    assert "contour" in os.listdir(folder)
+    settled(mnt)
+    large_server.reset_stats()
+    names = os.listdir(folder / "contour")
+    seen = large_server.stats()
+    assert len(names) == EVENTS and len(set(names)) == EVENTS
+    assert names[0] == "00000.npy" and names[-1] == f"{EVENTS - 1}.npy"
+    # the names come from the event count: nothing of the group's index is read
+    assert seen.get("store_requests", 0) <= 3, seen
+    picks = [0, 1, 4567, 12345, EVENTS - 1]
+    expected = dclab_contours(large_dir / "large" / "M001_large.rtdc", picks)
+    settled(mnt)
+    large_server.reset_stats()
+    last = np.load(folder / "contour" / f"{EVENTS - 1}.npy")
+    assert np.array_equal(last, expected[EVENTS - 1])
+    assert large_server.stats().get("store_requests", 0) <= 12  # a few index nodes only
+    for i in picks:
+        data = (folder / "contour" / f"{i:05d}.npy").read_bytes()
+        assert data == npy_bytes(expected[i]), i
+    with pytest.raises(FileNotFoundError):
+        (folder / "contour" / f"{EVENTS}.npy").stat()
+    with pytest.raises(FileNotFoundError):
+        (folder / "contour" / "7.npy").stat()  # not a name of this folder: 00007.npy is
+    assert "DCM506" not in mnt.log_text() and "DCM501" not in mnt.log_text()  # no EIO, no deadline
+
+
+@pytest.mark.expect_warnings("DCR411", "DCM501")
+@pytest.mark.timeout(300)
+def test_a_missing_contour_is_enoent(large_server, fresh_mount):
+    rid = large_server.ids["large/M002_short.rtdc"]
+    mnt = fresh_mount(large_server.url)
+    folder = mnt.path / rid / "contour"
+    assert sorted(os.listdir(folder)) == [f"{i}.npy" for i in range(10)]
+    assert np.load(folder / "7.npy").shape[1] == 2
+    for name in ("8.npy", "9.npy"):
+        with pytest.raises(OSError) as info:
+            (folder / name).read_bytes()
+        assert info.value.errno == errno.ENOENT
+    assert mnt.log_text().count("DCR411") == 1  # said once
