@@ -91,7 +91,10 @@ class BlockCache:
                   for i in range((len(data) + bs - 1) // bs)}
         self._insert(key, blocks)
         if self._writer is not None and blocks:
-            self._writer.submit(self._write_quietly, key, blocks)
+            try:
+                self._writer.submit(self._write_quietly, key, blocks)
+            except RuntimeError:  # closed: a fill that ends while unmounting is not kept
+                log.debug("blocks %d+ of %s not written: the cache is closed", first_block, key)
         return blocks
 
     def _insert(self, key: str, blocks: dict[int, bytes]) -> None:

@@ -5,6 +5,7 @@ import logging
 import multiprocessing
 import os
 import pathlib
+import time
 
 import pytest
 
@@ -107,7 +108,7 @@ def test_the_block_cache_reads_through_the_disk(tmp_path):
 
     first = BlockCache(1 << 20, BS, disk=DiskCache(tmp_path, 1 << 30))
     assert first.read("obj", 5, len(data), len(data), fetch) == data[5:]
-    first._writer.shutdown(wait=True)  # the background writer has stored every block
+    first.close()  # the background writer has stored every block
     calls.clear()
     second = BlockCache(1 << 20, BS, disk=DiskCache(tmp_path, 1 << 30))  # after a restart
     assert second.read("obj", 0, len(data), len(data), fetch) == data
@@ -183,9 +184,16 @@ def test_an_object_whose_etag_changed_is_dropped(tmp_path, caplog):
         cache = BlockCache(8 << 20, BS, disk=disk)
         return cache, RemoteObject("k", "http://store/k", None, cache, store, background)
 
+    def unmount(cache: BlockCache) -> None:
+        """As an unmount does, once the fills under way have handed their blocks over
+        (a reader may go on as soon as blocks are in memory, before they are written)."""
+        while background.counts()["pending"]:
+            time.sleep(0.01)
+        cache.close()
+
     cache, obj = open_object()
     assert obj.read(0, 16 * BS) == old[:16 * BS]  # the head, as the first open reads it
-    cache._writer.shutdown(wait=True)  # everything fetched is on disk now
+    unmount(cache)  # everything fetched is on disk now
     store.data, store.etag = bytes(len(old)), '"v2"'  # replaced on the store, same size
     cache, obj = open_object()  # a remount
     sent = store.requests
@@ -197,7 +205,7 @@ def test_an_object_whose_etag_changed_is_dropped(tmp_path, caplog):
     assert disk.get_run("k", 0, 40) == {}  # the old bytes are gone, on disk and in memory
     with pytest.raises(OSError):
         obj.read(0, BS)  # this handle never mixes versions
-    cache._writer.shutdown(wait=True)
+    unmount(cache)
     cache, obj = open_object()  # opened again: the new version only
     assert obj.read(0, 3 * BS) == bytes(3 * BS)
     background.shutdown()
