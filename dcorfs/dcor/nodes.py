@@ -128,7 +128,9 @@ class LazyEntries(dict):
     a node dropped here is made again only when asked for after that.
     """
 
-    KEEP = 4096  # nodes kept, most recently looked up
+    # nodes kept, most recently looked up: each may hold an open HDF5 dataset, and
+    # ``ls -l`` of 220,000 contours must not keep them all
+    KEEP = 256
 
     def __init__(self, names: Collection[str], make: Callable[[str], Node | None]) -> None:
         super().__init__()
