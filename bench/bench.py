@@ -234,7 +234,9 @@ class Bench:
                             "--handshake-rtts", HANDSHAKE_RTTS, "--idle-close-s", IDLE_CLOSE_S,
                             "--synthetic", SYNTHETIC),
                 stdout=out, stderr=subprocess.STDOUT)
-        wait_for(api_answers(self.url), self.server, "dcorfs serve", 600, log, interval=0.5)
+        # the first start condenses every measurement, as DCOR does (the large one: many
+        # minutes); later starts find the condensed files in serve-cache
+        wait_for(api_answers(self.url), self.server, "dcorfs serve", 7200, log, interval=0.5)
         by_name = {}
         for kind, path in self.files.items():
             found = requests.get(f"{self.url}/api/3/action/package_show",
