@@ -50,6 +50,9 @@ def test_the_mount_helper_form_becomes_dcorfs_mount():
                               "allow_insecure_http,x-systemd.automount"])
     assert argv == ["mount", "/mnt/dcor", "--host", "dcor-dev.mpl.mpg.de",
                     "--token-file", "/home/me/t", "--allow-insecure-http"]
+    argv = mount_helper_argv(["dcorfs", "/mnt/dcor", "-o", "offline,cache_dir=/var/c"])
+    assert argv == ["mount", "/mnt/dcor", "--offline", "--cache-dir", "/var/c"]
+    assert build_parser().parse_args(argv).offline is True
     assert mount_helper_argv(["mount", "/mnt/dcor"]) is None  # a command, not a source
     assert mount_helper_argv(["--version"]) is None
     with pytest.raises(SystemExit):
