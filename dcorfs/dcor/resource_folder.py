@@ -308,7 +308,7 @@ class Resource:
         dclab's writer scatters through the file) would read a large measurement's
         whole index over the network.  Each lookup finds its one name in the index."""
         basin, group = self._group("contour")
-        names = NumberedNames(self._event_count(basin))
+        names = NumberedNames(self._event_count(basin, group))
         missing_said = threading.Event()
 
         def make(name: str) -> Node | None:
@@ -328,7 +328,7 @@ class Resource:
 
         return LazyEntries(names, make)
 
-    def _event_count(self, basin: Basin) -> int:
+    def _event_count(self, basin: Basin, contours: h5py.Group) -> int:
         """The measurement's event count: DCOR's metadata, else the length of a feature
         of the basin (one object header), else (neither known) the contours counted."""
         count = self._metadata_dict().get("experiment", {}).get("event count")
@@ -340,7 +340,7 @@ class Resource:
             if events is not None and feature in events and isinstance(events[feature],
                                                                        h5py.Dataset):
                 return int(events[feature].shape[0])
-        return len(self._group("contour")[1])
+        return len(contours)
 
     def _metadata_dict(self) -> dict:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import cachetools
 
@@ -23,6 +23,17 @@ Fetch = Callable[[int, int], bytes]
 DISK_BATCH = 16  # blocks read from disk before their waiters are released
 # fetch_into(start, stop, sink): hand the bytes of [start, stop) to sink in order
 FetchInto = Callable[[int, int, Callable[[bytes], None]], None]
+
+
+def runs_of(indexes: Iterable[int]) -> list[tuple[int, int]]:
+    """Ascending block numbers as half-open runs of consecutive ones: one request each."""
+    runs: list[tuple[int, int]] = []
+    for index in indexes:
+        if runs and runs[-1][1] == index:
+            runs[-1] = (runs[-1][0], index + 1)
+        else:
+            runs.append((index, index + 1))
+    return runs
 
 
 class BlockCache:
@@ -60,7 +71,7 @@ class BlockCache:
         fetch the same block twice: a missing block is claimed by one reader, the
         others wait for it.
         """
-        runs: list[tuple[int, int]] = []
+        claimed: list[int] = []
         waits: dict[int, threading.Event] = {}
         with self._lock:
             for index in range(first, last + 1):
@@ -71,11 +82,8 @@ class BlockCache:
                     waits[index] = event
                     continue
                 self._inflight[(key, index)] = threading.Event()
-                if runs and runs[-1][1] == index:
-                    runs[-1] = (runs[-1][0], index + 1)
-                else:
-                    runs.append((index, index + 1))
-        return runs, waits
+                claimed.append(index)
+        return runs_of(claimed), waits
 
     def _release(self, key: str, b0: int, b1: int) -> None:
         with self._lock:
@@ -147,14 +155,7 @@ class BlockCache:
                     for index in batch:
                         self._release(key, index, index + 1)
                     found.update(batch)
-            start = None
-            for index in range(b0, b1 + 1):
-                missing = index < b1 and index not in found
-                if missing and start is None:
-                    start = index
-                elif not missing and start is not None:
-                    left.append((start, index))
-                    start = None
+            left += runs_of(index for index in range(b0, b1) if index not in found)
         return left
 
     def claim(self, key: str, start: int, stop: int) -> list[tuple[int, int]]:
@@ -168,15 +169,8 @@ class BlockCache:
         bs = self.block_size
         first, last = start // bs, (stop - 1) // bs
         on_disk = self.disk.stored_blocks(key, first, last + 1) if self.disk else set()
-        runs: list[tuple[int, int]] = []
-        for index in range(first, last + 1):
-            if index in on_disk:
-                continue
-            if runs and runs[-1][1] == index:
-                runs[-1] = (runs[-1][0], index + 1)
-            else:
-                runs.append((index, index + 1))
-        return [run for b0, b1 in runs for run in self._claim(key, b0, b1 - 1)[0]]
+        wanted = runs_of(index for index in range(first, last + 1) if index not in on_disk)
+        return [run for b0, b1 in wanted for run in self._claim(key, b0, b1 - 1)[0]]
 
     def fill(self, key: str, runs: list[tuple[int, int]], fetch_into: FetchInto) -> None:
         """Fetch claimed runs, one request each, and release every block as soon as its
