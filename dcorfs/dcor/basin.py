@@ -12,13 +12,16 @@ import errno
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the Zstandard filter with HDF5)
 
+from ..hdf5 import native_filters
 from ..hdf5.chunked_rows import ChunkedRows, ContiguousRows
 from ..hdf5.hints import group_table_addresses, object_header_hints
+from ..hdf5.layout import ChunkEntries, ChunkIndex, Layout, read_chunk_index
 from ..hdf5.remote_file import RemoteFile
 from ..io.remote_object import RemoteObject
 from .shared import Shared
@@ -52,6 +55,7 @@ class Basin:
                 self._prefetch_group_tables()
                 self._h5 = h5py.File(self._rfile, "r", locking=False,
                                      rdcc_nbytes=4 * 1024 ** 2, rdcc_nslots=1009)
+                self.shared.counts.add("files_opened")
             except OSError as exc:
                 err = self.error_from(exc)
                 if err.errno != errno.ENOENT:
@@ -149,17 +153,52 @@ class Basin:
                     return (group[feature], events[mapping])
         return None
 
-    def fast_reader(self, dataset: h5py.Dataset):
-        """A rows(r0, r1) function that keeps the network outside h5py's lock, or None."""
+    def fast_reader(self, layout: Layout, dataset: Callable[[], h5py.Dataset],
+                    keep: Callable[[Layout], None] | None = None):
+        """A rows(r0, r1) function that keeps the network outside h5py's lock, or None
+        (compact or unusual layouts: h5py reads them).  ``dataset`` opens the h5py
+        dataset where HDF5 must decode; ``keep`` is given the layout, chunk index
+        included, once it is complete, if it can be read without h5py."""
+        if layout.rows_whole:
+            native = native_filters.decoder_for(layout) is not None
+            index = ChunkIndex(layout, load=lambda: self._chunk_index(dataset),
+                               loaded=keep if native else None)
+            return ChunkedRows(self.obj, index, self.shared.pool, self.shared.decoded,
+                               self.shared.decoders, dataset).rows
+        if layout.plain:
+            if keep is not None:
+                keep(layout)
+            return ContiguousRows(self.obj, layout).rows
+        return None
+
+    def _chunk_index(self, dataset: Callable[[], h5py.Dataset]) -> ChunkEntries:
         try:
-            if ChunkedRows.suitable(dataset):
-                return ChunkedRows(self.obj, dataset, self.shared.pool,
-                                   self.shared.decoded, self.shared.decoders).rows
-            if ContiguousRows.suitable(dataset):
-                return ContiguousRows(self.obj, dataset).rows
+            return read_chunk_index(dataset())
         except Exception as exc:  # h5py reports our OSErrors as generic ones
             raise self.error_from(exc) from None
-        return None  # compact or unusual layouts: h5py reads them
+
+    # -- layouts kept on disk, so that a remount needs no h5py ------------------------
+    def kept_layout(self, feature: str) -> tuple[bool, Layout | None]:
+        """(known, layout): whether the disk cache knows where ``feature`` sits in this
+        basin, and its layout (None: this basin does not hold it)."""
+        disk = self.shared.disk
+        value = None if disk is None else disk.note(self.obj.key, f"layout:{feature}")
+        if not isinstance(value, dict):
+            return False, None
+        if value.get("absent"):
+            return True, None
+        try:
+            return True, Layout.from_json(value)
+        except ValueError as exc:
+            log.info("DCR412 kept layout of %s in %s unusable: %s", feature, self.name, exc)
+            return False, None
+
+    def keep_layout(self, feature: str, layout: Layout | None) -> None:
+        """Remember ``feature``'s layout here, or (None) that this basin does not hold it."""
+        disk = self.shared.disk
+        if disk is not None and self.obj.size >= 0:
+            disk.keep_note(self.obj.key, (self.obj.size, self.obj.etag), f"layout:{feature}",
+                           {"absent": True} if layout is None else layout.to_json())
 
     def close(self) -> None:
         if self._h5 is not None:

@@ -1,7 +1,8 @@
 """Views of HDF5 datasets as .npy files: the fast reader, with h5py as the fallback.
 
 A dataset is read by ``ChunkedRows`` (chunks fetched and decoded outside h5py's
-lock) or ``ContiguousRows`` where its layout allows, else by h5py.  A chunk the fast
+lock) or ``ContiguousRows`` where its layout allows, else by h5py.  A layout kept in
+the disk cache makes the view without opening the HDF5 file at all.  A chunk the fast
 path cannot decode (a filter whose parameters depend on the original dataset, such
 as szip) hands the dataset to h5py for good; a chunk h5py cannot decode either (a
 failed fletcher32 check) fails the read with EIO.
@@ -11,11 +12,13 @@ from __future__ import annotations
 import errno
 import logging
 import warnings
+from collections.abc import Callable
 
 import h5py
 import numpy as np
 
 from ..hdf5.decoding import ChunkDecodeError
+from ..hdf5.layout import Layout
 from ..io.remote_object import RemoteObject
 from .basin import Basin
 from .views import NpyView, RemoteBytesView
@@ -32,29 +35,42 @@ def read_rows(basin: Basin, dataset: h5py.Dataset, r0: int, r1: int) -> np.ndarr
         raise basin.error_from(exc) from None
 
 
-def dataset_view(basin: Basin, dataset: h5py.Dataset, as_bool: bool) -> NpyView:
-    dtype = np.dtype(bool) if as_bool else dataset.dtype
-    if dtype.kind == "O" or dataset.shape is None:
+def dataset_view(basin: Basin, dataset: h5py.Dataset, as_bool: bool,
+                 keep: Callable[[Layout], None] | None = None) -> NpyView:
+    """An open h5py dataset as .npy; ``keep`` is given its layout (``Basin.fast_reader``)."""
+    if dataset.dtype.kind == "O" or dataset.shape is None:
         raise OSError(errno.EIO, f"dataset {dataset.name} has no fixed-size type")
-    fast = [basin.fast_reader(dataset)]
+    try:
+        layout = Layout.of(dataset)
+    except Exception as exc:  # h5py reports our OSErrors as generic ones
+        raise basin.error_from(exc) from None
+    return layout_view(basin, layout, lambda: dataset, as_bool, keep)
+
+
+def layout_view(basin: Basin, layout: Layout, dataset: Callable[[], h5py.Dataset],
+                as_bool: bool, keep: Callable[[Layout], None] | None = None) -> NpyView:
+    """A dataset as .npy from its layout: h5py (``dataset()``) is asked only where the
+    fast reader cannot read."""
+    dtype = np.dtype(bool) if as_bool else layout.dtype
+    fast = [basin.fast_reader(layout, dataset, keep)]
 
     def rows(r0: int, r1: int) -> np.ndarray:
         reader = fast[0]
         if reader is None:
-            data = read_rows(basin, dataset, r0, r1)
+            data = read_rows(basin, dataset(), r0, r1)
         else:
             try:
                 data = reader(r0, r1)
             except ChunkDecodeError as exc:
                 # h5py decodes with the original dataset's own pipeline; if that fails
                 # too (a corrupt chunk: fletcher32), the read fails with EIO
-                data = read_rows(basin, dataset, r0, r1)
+                data = read_rows(basin, dataset(), r0, r1)
                 fast[0] = None
                 log.info("DCC602 %s: %s; h5py decodes this dataset instead",
-                         dataset.name, exc.strerror)
+                         layout.name, exc.strerror)
         return data.astype(bool) if as_bool else data
 
-    return NpyView(dtype, dataset.shape, rows)
+    return NpyView(dtype, layout.shape, rows)
 
 
 def mapped_view(basin: Basin, dataset: h5py.Dataset, basinmap: h5py.Dataset,

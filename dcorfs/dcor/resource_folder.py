@@ -5,7 +5,8 @@ comes from the first basin (server order: condensed, then original) that declare
 it.  A basin that declares a feature it does not hold itself (DCOR's intra-dataset
 basins advertise ``image`` in the condensed basin) falls through to the next one.
 HDF5 metadata (shapes, dtypes) is read with h5py over ``RemoteFile``; only the
-bytes of what is read cross the network.
+bytes of what is read cross the network.  A feature read before has its layout kept
+in the disk cache: a remount reads it without opening the HDF5 file.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import h5py
 from ..io import deadline
 from ..io.remote_object import RemoteObject
 from .basin import Basin
-from .feature_views import dataset_view, mapped_view, passthrough
+from .feature_views import dataset_view, layout_view, mapped_view, passthrough
 from .nodes import Dir, File, LazyEntries, Node, NumberedNames
 from .presigned import local_expiry
 from .shared import Shared
@@ -258,6 +259,8 @@ class Resource:
                 raise basin.error_from(exc) from None
             if found is not None:
                 return basin, found
+            if basin.h5 is not None:  # opened, and the feature is not in it
+                basin.keep_layout(feature, None)
         log.warning("DCR405 %s: feature %r is declared but no basin holds it in a form "
                     "dcorfs can read", self.rid, feature)
         raise OSError(errno.ENOENT, f"{self.rid}: no readable source for feature {feature!r}")
@@ -283,13 +286,43 @@ class Resource:
         return entries
 
     def _feature_view(self, feature: str) -> View:
-        basin, obj = self.source(feature)
         as_bool = feature in BOOL_FEATURES
+        kept = self._kept_view(feature, as_bool)
+        if kept is not None:
+            return kept
+        basin, obj = self.source(feature)
         if isinstance(obj, tuple):
             return mapped_view(basin, obj[0], obj[1], as_bool)
         if isinstance(obj, h5py.Dataset):
-            return dataset_view(basin, obj, as_bool)
+            return dataset_view(basin, obj, as_bool,
+                                keep=lambda layout: basin.keep_layout(feature, layout))
         raise OSError(errno.ENOENT, f"{self.rid}: {feature} is not an array")
+
+    def _kept_view(self, feature: str, as_bool: bool) -> View | None:
+        """The feature from a layout kept in the disk cache, without opening any HDF5
+        file, or None.  ``source``'s rule, answered by what was kept: each declaring
+        basin, in order, is known not to hold it, or known to (its layout), or not
+        known (then h5py decides)."""
+        for basin in self.basins:
+            if basin.declared is None:
+                return None
+            if feature not in basin.declared:
+                continue
+            known, layout = basin.kept_layout(feature)
+            if not known:
+                return None
+            if layout is not None:
+                self.shared.counts.add("kept_layouts_used")
+                return layout_view(basin, layout, lambda b=basin: self._dataset(b, feature),
+                                   as_bool)
+        return None
+
+    def _dataset(self, basin: Basin, feature: str) -> h5py.Dataset:
+        """``feature``'s h5py dataset in ``basin``, for what only h5py can read."""
+        found = basin.locate(feature)
+        if not isinstance(found, h5py.Dataset):
+            raise OSError(errno.EIO, f"{self.rid}: {feature} is not a dataset of {basin.name}")
+        return found
 
     def _group(self, feature: str) -> tuple[Basin, h5py.Group]:
         basin, obj = self.source(feature)

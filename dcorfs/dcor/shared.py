@@ -1,8 +1,10 @@
 """What every resource of a mount shares: the clients, the caches and the thread pools."""
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
+import threading
 from collections.abc import Callable
 
 from ..hdf5.decoding import DecodedCache, DecoderCache
@@ -11,6 +13,22 @@ from ..io.block_cache import BlockCache
 from ..io.disk_cache import DiskCache
 from ..io.range_fetch import RangeFetcher
 from .api import DcorApi
+
+
+class Counts:
+    """Counters for the mount's status, safe across threads."""
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
 
 
 @dataclasses.dataclass
@@ -29,3 +47,5 @@ class Shared:
     token_id: str | None = None
     # seconds after which answers kept on disk are asked for again, in the background
     answers_ttl: float = 300.0
+    # hdf5_files_opened, kept_layouts_used: how often h5py had to open a file
+    counts: Counts = dataclasses.field(default_factory=Counts)

@@ -1,8 +1,9 @@
 """Rows of an HDF5 dataset without h5py's lock on the network path.
 
 h5py holds one global lock, also while it calls our file object, so latency inside
-it serialises every reader.  Here h5py is used only for metadata (the chunk index);
-raw chunk bytes are fetched in parallel through the block cache and decoded by
+it serialises every reader.  Here h5py is used at most for metadata (the chunk
+index, unless a kept ``Layout`` brings it) and for filters ``native_filters`` leaves
+to HDF5; raw chunk bytes are fetched in parallel through the block cache and decoded by
 ``decoding``.  Which chunks a read fetches besides its own, and in which requests,
 is ``readahead``'s policy; this module keeps the state it needs and carries out its
 plans.
@@ -13,6 +14,7 @@ import concurrent.futures
 import errno
 import logging
 import threading
+from collections.abc import Callable
 
 import h5py
 import numpy as np
@@ -21,62 +23,29 @@ from ..io import deadline
 from ..io.remote_object import RemoteObject
 from . import native_filters, readahead
 from .decoding import ChunkDecodeError, DecodedCache, DecoderCache
+from .layout import ChunkIndex, Layout
 
 log = logging.getLogger(__name__)
-
-
-class ChunkIndex:
-    """A dataset's chunks: number -> (file offset, stored size, filter mask).
-
-    Read on first use: listing a folder needs shapes, not chunk indexes.
-    """
-
-    def __init__(self, dataset: h5py.Dataset) -> None:
-        self.dataset = dataset
-        self.rows_per_chunk = dataset.chunks[0]
-        nrows = dataset.shape[0]
-        self.nchunks = -(-nrows // self.rows_per_chunk) if nrows else 0
-        self._entries: dict[int, tuple[int, int, int]] | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def entries(self) -> dict[int, tuple[int, int, int]]:
-        with self._lock:
-            if self._entries is None:
-                entries: dict[int, tuple[int, int, int]] = {}
-                rpc = self.rows_per_chunk
-                self.dataset.id.chunk_iter(lambda info: entries.__setitem__(
-                    info.chunk_offset[0] // rpc,
-                    (info.byte_offset, info.size, info.filter_mask)))
-                self._entries = entries
-            return self._entries
-
-    @property
-    def stored_bytes(self) -> int:
-        return sum(entry[1] for entry in self.entries.values())
-
-    def placement(self) -> dict[int, tuple[int, int]]:
-        """chunk -> (file offset, stored size), for request planning."""
-        return {chunk: entry[:2] for chunk, entry in self.entries.items()}
 
 
 class ChunkedRows:
     """``rows(r0, r1)`` for a chunked dataset whose chunks hold whole rows."""
 
-    def __init__(self, obj: RemoteObject, dataset: h5py.Dataset,
+    def __init__(self, obj: RemoteObject, index: ChunkIndex,
                  pool: concurrent.futures.Executor, decoded: DecodedCache,
-                 decoders: DecoderCache,
+                 decoders: DecoderCache, dataset: Callable[[], h5py.Dataset],
                  config: readahead.ReadaheadConfig = readahead.DEFAULT) -> None:
+        layout = index.layout
         self.obj = obj
-        self.key = (obj.key, dataset.name)
-        self.shape = dataset.shape
-        self.dtype = dataset.dtype
+        self.key = (obj.key, layout.name)
+        self.shape = layout.shape
+        self.dtype = layout.dtype
         self.pool = pool  # decode tasks; they may wait for background fetches
         self.decoded = decoded
         self.decoders = decoders
-        self.dataset = dataset
+        self.dataset = dataset  # opened only for chunks native_filters leaves to HDF5
         self.config = config
-        self.index = ChunkIndex(dataset)
+        self.index = index
         self.rows_per_chunk = self.index.rows_per_chunk
         self.nchunks = self.index.nchunks
         self._geometry: readahead.Geometry | None = None
@@ -85,14 +54,7 @@ class ChunkedRows:
         self._swept = False
         self._lock = threading.Lock()
         self._decoding: dict[int, threading.Event] = {}
-        self._native = native_filters.decoder_for(dataset)
-
-    @staticmethod
-    def suitable(dataset: h5py.Dataset) -> bool:
-        chunks = dataset.chunks
-        return (chunks is not None and len(dataset.shape) >= 1
-                and tuple(chunks[1:]) == tuple(dataset.shape[1:])
-                and hasattr(dataset.id, "chunk_iter"))
+        self._native = native_filters.decoder_for(layout)
 
     @property
     def geometry(self) -> readahead.Geometry:
@@ -147,7 +109,7 @@ class ChunkedRows:
                 array = self._native(raw, mask)
                 if array is not None:
                     return array
-            return self.decoders.decode(self.key, self.dataset, raw, mask)
+            return self.decoders.decode(self.key, self.dataset(), raw, mask)
         except (OSError, ValueError, RuntimeError) as exc:  # the raw bytes were fetched above
             raise ChunkDecodeError(errno.EIO, f"chunk {chunk} of {self.key[1]} did not "
                                               f"decode: {exc}") from None
@@ -238,17 +200,13 @@ class ChunkedRows:
 class ContiguousRows:
     """Uncompressed contiguous data: rows are plain byte ranges of the remote file."""
 
-    def __init__(self, obj: RemoteObject, dataset: h5py.Dataset) -> None:
+    def __init__(self, obj: RemoteObject, layout: Layout) -> None:
+        assert layout.offset is not None
         self.obj = obj
-        self.offset = dataset.id.get_offset()
-        self.shape = dataset.shape
-        self.dtype = dataset.dtype
+        self.offset = layout.offset
+        self.shape = layout.shape
+        self.dtype = layout.dtype
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-
-    @staticmethod
-    def suitable(dataset: h5py.Dataset) -> bool:
-        return (dataset.chunks is None and dataset.id.get_offset() is not None
-                and dataset.dtype.kind not in "OV" and len(dataset.shape) >= 1)
 
     def rows(self, r0: int, r1: int) -> np.ndarray:
         r1 = min(r1, self.shape[0])

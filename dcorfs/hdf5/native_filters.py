@@ -23,6 +23,8 @@ from collections.abc import Callable
 import h5py
 import numpy as np
 
+from .layout import Layout
+
 log = logging.getLogger(__name__)
 
 ZSTD = 32015
@@ -101,16 +103,15 @@ def availability() -> dict:
     return {"native": not native.problems, "problems": list(native.problems)}
 
 
-def decoder_for(dataset: h5py.Dataset) -> Decode | None:
+def decoder_for(layout: Layout) -> Decode | None:
     """A GIL-free decode(raw, filter_mask) for this dataset's chunks, or None.
 
     The function returns None for a chunk it must leave to HDF5 (a filter skipped).
     """
-    dtype = dataset.dtype
-    if dataset.chunks is None or dtype.kind not in "iuf" or dtype.subdtype is not None:
+    dtype = layout.dtype
+    if layout.chunks is None or dtype.kind not in "iuf" or dtype.subdtype is not None:
         return None
-    dcpl = dataset.id.get_create_plist()
-    filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
+    filters = list(layout.filters)
     if filters not in ([ZSTD, FLETCHER32], [ZSTD], [FLETCHER32]):
         return None
     native = _get_native()
@@ -118,7 +119,7 @@ def decoder_for(dataset: h5py.Dataset) -> Decode | None:
     compressed = ZSTD in filters
     if (checksum and native.fletcher32 is None) or (compressed and native.zstd_decompress is None):
         return None
-    shape = tuple(dataset.chunks)
+    shape = layout.chunks
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
 
     def decode(raw: bytes, filter_mask: int) -> np.ndarray | None:

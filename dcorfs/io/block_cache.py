@@ -8,6 +8,7 @@ range of a run of missing blocks, so adjacent misses cost one request.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 Fetch = Callable[[int, int], bytes]
 DISK_BATCH = 16  # blocks read from disk before their waiters are released
+USES_BATCH = 256  # block uses (for the disk's LRU order) written in one transaction
 # fetch_into(start, stop, sink): hand the bytes of [start, stop) to sink in order
 FetchInto = Callable[[int, int, Callable[[bytes], None]], None]
 
@@ -156,6 +158,9 @@ class BlockCache:
                         self._release(key, index, index + 1)
                     found.update(batch)
             left += runs_of(index for index in range(b0, b1) if index not in found)
+            if found and self._writer is not None:
+                with contextlib.suppress(RuntimeError):  # closed: ``close`` writes them
+                    self._writer.submit(self.disk.write_uses, USES_BATCH)
         return left
 
     def claim(self, key: str, start: int, stop: int) -> list[tuple[int, int]]:

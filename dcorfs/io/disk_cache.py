@@ -9,7 +9,8 @@ cache folder (mode 0700):
                           was checked against once complete;
                           DCOR's answers (basins without signatures, metadata, logs,
                           tables, listings), private ones under a salted hash of the
-                          token they were given to
+                          token they were given to; notes on an object's contents
+                          (where its datasets sit), dropped with it
     blocks/ab/<id>.blk    the bytes of one block (64 KiB, the last of an object shorter)
 
 - **Atomic writes.**  A block is written to a temporary file and renamed into place, and
@@ -57,13 +58,37 @@ CREATE TABLE IF NOT EXISTS blocks (
     key TEXT NOT NULL, block INTEGER NOT NULL, size INTEGER NOT NULL,
     crc INTEGER NOT NULL, used REAL NOT NULL, PRIMARY KEY (key, block));
 CREATE INDEX IF NOT EXISTS blocks_used ON blocks (used);
-CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, size INTEGER NOT NULL,
+                                    etag TEXT, sha256 TEXT);
 CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL,
                                     stored REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS notes (key TEXT NOT NULL, name TEXT NOT NULL,
+                                  version TEXT NOT NULL, value TEXT NOT NULL,
+                                  PRIMARY KEY (key, name));
 """
 #: columns added to ``objects`` after its first version (a cache folder outlives versions)
 OBJECT_COLUMNS = {"etag": "TEXT", "sha256": "TEXT"}
+
+
+def _block_name(key: str, block: int) -> str:
+    name = hashlib.sha1(f"{key}\0{block}".encode()).hexdigest()
+    return f"{name[:2]}/{name}.blk"
+
+
+def _read_file(path: str, size: int) -> bytes:
+    """A block file's bytes (up to one more than the ``size`` expected, so that a longer
+    file fails the check), or b"" when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return b""
+    try:
+        return os.read(fd, size + 1)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 class DiskCache:
@@ -75,9 +100,11 @@ class DiskCache:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.folder, 0o700)  # private data may be cached: the user's eyes only
         (self.folder / "blocks").mkdir(exist_ok=True, mode=0o700)
+        self._blocks = f"{self.folder / 'blocks'}/"
         self._local = threading.local()
         self._lock = threading.Lock()
         self._touched: dict[tuple[str, int], float] = {}
+        self._uses: list[tuple[float, str, int]] = []  # (when, key, block), not written yet
         self.hits = self.misses = self.bad = self.written = 0
         self._write_error_said = -1e9
         self._counted = (0, 0)  # hits and misses already added to the folder's totals
@@ -87,7 +114,11 @@ class DiskCache:
             have = {row[1] for row in db.execute("PRAGMA table_info(objects)")}
             for column, kind in OBJECT_COLUMNS.items():
                 if column not in have:
-                    db.execute(f"ALTER TABLE objects ADD COLUMN {column} {kind}")
+                    try:
+                        db.execute(f"ALTER TABLE objects ADD COLUMN {column} {kind}")
+                    except sqlite3.OperationalError as exc:  # another process was quicker
+                        if "duplicate column" not in str(exc):
+                            raise
             db.execute("INSERT OR IGNORE INTO settings VALUES ('salt', ?)",
                        (secrets.token_hex(16),))
             if record_limit:  # for ``dcorfs cache status``: the limit of the last mount
@@ -116,8 +147,7 @@ class DiskCache:
         return int(self._first("SELECT COALESCE(SUM(size), 0) FROM blocks")[0])
 
     def _path(self, key: str, block: int) -> pathlib.Path:
-        name = hashlib.sha1(f"{key}\0{block}".encode()).hexdigest()
-        return self.folder / "blocks" / name[:2] / f"{name}.blk"
+        return pathlib.Path(self._blocks + _block_name(key, block))
 
     # -- blocks ------------------------------------------------------------------------
     def get(self, key: str, block: int) -> bytes | None:
@@ -136,10 +166,7 @@ class DiskCache:
         found: dict[int, bytes] = {}
         damaged = []
         for block, size, crc in rows:
-            try:
-                data = self._path(key, block).read_bytes()
-            except OSError:
-                data = b""
+            data = _read_file(self._blocks + _block_name(key, block), size)
             if len(data) != size or zlib.crc32(data) != crc:
                 damaged.append((key, block))
                 continue
@@ -188,6 +215,7 @@ class DiskCache:
                 "SELECT block FROM blocks WHERE key=?", (key,))]
             self._drop(blocks)
             self._db().execute("DELETE FROM objects WHERE key=?", (key,))
+            self._db().execute("DELETE FROM notes WHERE key=?", (key,))
         except sqlite3.Error as exc:
             log.info("DCD803 cannot drop %s from the index: %s", key, exc)
         with self._lock:
@@ -280,6 +308,30 @@ class DiskCache:
         except (sqlite3.Error, TypeError, ValueError) as exc:
             log.info("DCD808 answer %s not stored: %s", key, exc)
 
+    def keep_note(self, key: str, version: tuple[int, str | None], name: str,
+                  value: Any) -> None:
+        """Keep what was learned about the contents of object ``key`` (where a dataset
+        sits in it), tied to its ``version`` (size, ETag): ``note`` answers only while
+        the object recorded is that version."""
+        try:
+            self._db().execute("INSERT OR REPLACE INTO notes VALUES (?, ?, ?, ?)",
+                               (key, name, json.dumps(list(version)), json.dumps(value)))
+        except (sqlite3.Error, TypeError, ValueError) as exc:
+            log.info("DCD812 note %s on %s not stored: %s", name, key, exc)
+
+    def note(self, key: str, name: str) -> Any:
+        """A note on ``key``, or None: none kept, or kept of another version of it."""
+        try:
+            row = self._first("SELECT n.version, n.value, o.size, o.etag FROM notes n "
+                              "JOIN objects o ON o.key=n.key WHERE n.key=? AND n.name=?",
+                              (key, name))
+            if row is None or json.loads(row[0]) != [row[2], row[3]]:
+                return None
+            return json.loads(row[1])
+        except (sqlite3.Error, ValueError) as exc:
+            log.info("DCD807 note %s on %s unreadable: %s", name, key, exc)
+            return None
+
     def put_many(self, key: str, blocks: dict[int, bytes]) -> None:
         """Store blocks: each file written and renamed into place, then one index
         transaction for all.  Errors (a full disk) are logged, never raised: the cache
@@ -321,18 +373,37 @@ class DiskCache:
         self._maybe_complete(key)
 
     def _touch(self, key: str, block: int) -> None:
+        """Note a use of a block for the LRU order; written later by ``record_use``, in
+        one transaction: a write per block read would cost a remount more than the
+        reads themselves."""
         now = time.time()
         with self._lock:
             if now - self._touched.get((key, block), 0.0) < TOUCH_EVERY:
                 return
             self._touched[(key, block)] = now
+            self._uses.append((now, key, block))
             if len(self._touched) > 100_000:
                 self._touched.clear()
+
+    def write_uses(self, batch: int = 1) -> None:
+        """Write the block uses noted, once at least ``batch`` of them are waiting or
+        the oldest has waited ``TOUCH_EVERY``."""
+        with self._lock:
+            if not self._uses or (len(self._uses) < batch
+                                  and time.time() - self._uses[0][0] < TOUCH_EVERY):
+                return
+            uses, self._uses = self._uses, []
+        if not uses:
+            return
+        db = self._db()
         try:
-            self._db().execute("UPDATE blocks SET used=? WHERE key=? AND block=?",
-                               (now, key, block))
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("UPDATE blocks SET used=? WHERE key=? AND block=?", uses)
+            db.execute("COMMIT")
         except sqlite3.Error as exc:  # busy beyond the timeout: the LRU order waits
-            log.debug("cannot record a use of block %d of %s: %s", block, key, exc)
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            log.debug("cannot record the use of %d blocks: %s", len(uses), exc)
 
     def _drop(self, blocks: list[tuple[str, int]]) -> None:
         for key, block in blocks:
@@ -352,8 +423,10 @@ class DiskCache:
         return max(0, int(want - st.f_bavail * st.f_frsize))
 
     def record_use(self) -> None:
-        """Add this process's hits and misses since the last call to the folder's totals
-        (for the hit rate of ``dcorfs cache status``)."""
+        """Write the block uses noted since the last call (the LRU order), and add this
+        process's hits and misses to the folder's totals (for the hit rate of
+        ``dcorfs cache status``)."""
+        self.write_uses()
         with self._lock:
             hits, misses = self.hits - self._counted[0], self.misses - self._counted[1]
             self._counted = (self.hits, self.misses)
@@ -421,6 +494,7 @@ class DiskCache:
         keys = {k for k, _ in victims}
         with contextlib.suppress(sqlite3.Error):
             self._db().executemany("DELETE FROM objects WHERE key=?", [(k,) for k in keys])
+            self._db().executemany("DELETE FROM notes WHERE key=?", [(k,) for k in keys])
             answers = [k for (k,) in self._db().execute("SELECT key FROM answers")
                        if not matching or any(m in k for m in matching)]
             self._db().executemany("DELETE FROM answers WHERE key=?", [(k,) for k in answers])

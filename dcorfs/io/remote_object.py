@@ -116,7 +116,7 @@ class RemoteObject:
         with self._probe_lock:
             if self._probed:
                 return
-            known = self.cache.known_object(self.key)
+            known = (self.size, self.etag) if self.size >= 0 else self.cache.known_object(self.key)
             if known is not None:  # fetched before: the disk cache knows its size
                 self.size, self.etag = known
                 self._probe_known()
@@ -141,6 +141,20 @@ class RemoteObject:
             if tail is not None and tail.start > len(first):
                 self.probed.append(tail.data)
             self._probed = True
+
+    def _sized(self) -> None:
+        """Know the size before a read: from the disk cache if it has the object (no
+        head read: a reader that knows where its bytes are needs no metadata hints),
+        else by probing."""
+        if self.size >= 0:
+            return
+        with self._probe_lock:
+            if self.size < 0:
+                known = self.cache.known_object(self.key)
+                if known is not None:
+                    self.size, self.etag = known
+                    return
+        self.probe()
 
     def _probe_known(self) -> None:
         """The probe of an object whose size the disk cache knows: head and tail through
@@ -168,9 +182,11 @@ class RemoteObject:
     def prefetch(self, start: int, stop: int) -> None:
         """Fetch the missing blocks of ``[start, stop)`` in the background, one request
         per run.  They are claimed before this returns, so readers wait for that
-        request instead of making their own."""
-        self.probe()
-        runs = self.cache.claim(self.key, start, min(stop, self.size))
+        request instead of making their own.  Blocks on disk are left to their
+        readers: each reads its own from disk, in parallel, instead of all waiting
+        for one thread to read the whole range."""
+        self._sized()
+        runs = self.cache.claim_missing(self.key, start, min(stop, self.size))
         if runs:
             self.background.submit(self._fill_quietly, runs)
 
@@ -179,7 +195,7 @@ class RemoteObject:
         order, in the background.  A range is claimed only when its turn comes:
         a reader that needs one before then fetches it itself, and the turn then
         finds it cached instead of making the reader wait behind the rest."""
-        self.probe()
+        self._sized()
         queue = iter(list(ranges))
         lock = threading.Lock()
 
@@ -201,5 +217,5 @@ class RemoteObject:
         return self.cache.peek(self.key, start, min(stop, self.size))
 
     def read(self, start: int, stop: int) -> bytes:
-        self.probe()
+        self._sized()
         return self.cache.read(self.key, start, stop, self.size, self._fetch)

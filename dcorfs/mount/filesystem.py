@@ -393,6 +393,8 @@ class Filesystem:
                             "range_bytes": self.fetcher.bytes,
                             "background": self.background.counts()},
                 "decoder": native_filters.availability(),
+                "hdf5": {"files_opened": 0, "kept_layouts_used": 0,
+                         **self.shared.counts.snapshot()},
                 "warm_up": warm_up,
                 "timeouts": {"request_s": self.config.timeout,
                              "operation_s": self.config.op_timeout}}

@@ -76,8 +76,9 @@ def test_the_filesystem_keeps_its_free_share(tmp_path):
 
 def _writer(folder: str, worker: int) -> None:
     disk = DiskCache(pathlib.Path(folder), max_bytes=1 << 30)
-    for i in range(40):
-        disk.put("shared", (i * 7 + worker) % 40, block(i * 7 + worker))
+    for i in range(40):  # a block's bytes are the same whoever fetched them
+        index = (i * 7 + worker) % 40
+        disk.put("shared", index, block(index))
 
 
 def test_processes_share_one_folder(tmp_path):
@@ -93,8 +94,7 @@ def test_processes_share_one_folder(tmp_path):
     found = disk.get_run("shared", 0, 40)
     assert len(found) == 40 and disk.bad == 0
     for index, data in found.items():
-        assert data[:1] in {bytes([(i * 7 + w) % 251]) for i in range(40) for w in range(3)
-                            if (i * 7 + w) % 40 == index}
+        assert data == block(index)
     assert not [p for p in tmp_path.rglob("*.tmp")]  # no temporary file left behind
 
 
@@ -210,3 +210,21 @@ def test_an_object_whose_etag_changed_is_dropped(tmp_path, caplog):
     assert obj.read(0, 3 * BS) == bytes(3 * BS)
     background.shutdown()
     caplog.clear()
+
+
+def test_notes_on_an_object_hold_for_its_version_only(tmp_path):
+    """What was learned about an object's contents (where a dataset sits) is served only
+    while the object recorded is the version it was learned from, and goes with it."""
+    disk = DiskCache(tmp_path, max_bytes=1 << 30)
+    disk.set_object("k", 10 * BS, '"v1"')
+    disk.put("k", 0, block(0))
+    disk.keep_note("k", (10 * BS, '"v1"'), "layout:deform", {"offset": 4096})
+    disk.keep_note("k", (10 * BS, '"v0"'), "layout:area_um", {"offset": 1})  # an older one
+    again = DiskCache(tmp_path, max_bytes=1 << 30)
+    assert again.note("k", "layout:deform") == {"offset": 4096}
+    assert again.note("k", "layout:area_um") is None
+    assert again.note("other", "layout:deform") is None
+    again.forget("k")  # the object changed on the store
+    assert again.note("k", "layout:deform") is None
+    disk.set_object("k", 10 * BS, '"v1"')  # even the same version again: dropped for good
+    assert disk.note("k", "layout:deform") is None

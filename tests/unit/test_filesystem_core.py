@@ -198,3 +198,44 @@ def test_offline_a_private_resource_needs_the_same_token(in_thread_server, tmp_p
         if path.is_file() and path.suffix != ".blk":
             text = path.read_bytes()
             assert b"Signature=" not in text and in_thread_server.TOKEN.encode() not in text
+
+
+def local_features(path: pathlib.Path) -> dict[str, bytes]:
+    """Every feature dataset of a local file as the mount presents it (np.save)."""
+    out = {}
+    with h5py.File(path, "r") as h5:
+        for name, item in h5["events"].items():
+            if isinstance(item, h5py.Dataset):
+                out[name] = saved(item[:].astype(bool) if name == "mask" else item[:])
+    return out
+
+
+@pytest.mark.parametrize("relpath, needs_h5py", [("beads/calibration_beads.rtdc", False),
+                                                 ("contiguous/uncompressed.rtdc", False),
+                                                 ("deflate/deflate_images.rtdc", True)])
+def test_a_remount_reads_features_from_kept_layouts(in_thread_server, corpus_dir, tmp_path,
+                                                    relpath, needs_h5py):
+    """Where each feature sits is kept on disk beside its blocks: a remount reads it
+    without opening an HDF5 file, unless only HDF5 can decode it (deflate)."""
+    cache = str(tmp_path / "cache")
+    rid = in_thread_server.ids[relpath]
+    expected = local_features(corpus_dir / relpath)
+    online = Filesystem(FsConfig(host=in_thread_server.url, disk_cache_dir=cache))
+    try:
+        for name, data in expected.items():
+            assert read_all(online, f"/{rid}/{name}.npy") == data, name
+        assert online.status()["hdf5"]["files_opened"] >= 1
+    finally:
+        online.close()
+    again = Filesystem(FsConfig(host=in_thread_server.url, disk_cache_dir=cache))
+    try:
+        for name, data in expected.items():
+            assert again.getattr(f"/{rid}/{name}.npy")["st_size"] == len(data)
+            assert read_all(again, f"/{rid}/{name}.npy") == data, name
+        counts = again.status()["hdf5"]
+        assert (counts["files_opened"] > 0) == needs_h5py, counts
+        assert counts["kept_layouts_used"] >= 1, counts
+        if not needs_h5py:
+            assert counts["kept_layouts_used"] == len(expected), counts
+    finally:
+        again.close()

@@ -10,6 +10,7 @@ import pytest
 
 from dcorfs.hdf5 import native_filters
 from dcorfs.hdf5.decoding import ChunkDecoder
+from dcorfs.hdf5.layout import Layout
 from dcorfs.hdf5.native_filters import FLETCHER32, decoder_for
 
 
@@ -34,7 +35,7 @@ def test_native_filters_decode_like_hdf5_and_reject_corruption(relpath, corpus_d
             ds = h5["events"][name]
             if not isinstance(ds, h5py.Dataset):
                 continue  # contour/ and trace/ hold datasets of their own
-            decode = decoder_for(ds) if ds.chunks else None
+            decode = decoder_for(Layout.of(ds)) if ds.chunks else None
             if decode is None or ds.id.get_num_chunks() == 0:
                 continue
             mask, raw = ds.id.read_direct_chunk(ds.id.get_chunk_info(0).chunk_offset)
