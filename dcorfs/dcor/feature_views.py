@@ -73,6 +73,16 @@ def layout_view(basin: Basin, layout: Layout, dataset: Callable[[], h5py.Dataset
     return NpyView(dtype, layout.shape, rows)
 
 
+def small_view(basin: Basin, dataset: h5py.Dataset) -> NpyView:
+    """A small dataset (a contour) read whole by h5py: one call, where the fast reader's
+    planning and bookkeeping would cost more than the read (its bytes are cached by
+    the metadata readahead that found it)."""
+    if dataset.dtype.kind == "O" or dataset.shape is None:
+        raise OSError(errno.EIO, f"dataset {dataset.name} has no fixed-size type")
+    return NpyView(dataset.dtype, dataset.shape,
+                   lambda r0, r1: read_rows(basin, dataset, r0, r1))
+
+
 def mapped_view(basin: Basin, dataset: h5py.Dataset, basinmap: h5py.Dataset,
                  as_bool: bool) -> NpyView:
     """feature[i] = dataset[basinmap[i]]: an internal basin with a basinmap."""

@@ -22,8 +22,9 @@ import h5py
 
 from ..io import deadline
 from ..io.remote_object import RemoteObject
+from ..io.sequential import SequentialReadahead, StreamConfig
 from .basin import Basin
-from .feature_views import dataset_view, layout_view, mapped_view, passthrough
+from .feature_views import dataset_view, layout_view, mapped_view, passthrough, small_view
 from .nodes import Dir, File, LazyEntries, Node, NumberedNames
 from .presigned import local_expiry
 from .shared import Shared
@@ -32,7 +33,10 @@ from .views import BytesView, LazyBytesView, NpyView, View
 
 log = logging.getLogger(__name__)
 
-BOOL_FEATURES = {"mask"}  # stored as uint8 0/255, presented as bool (dclab's H5MaskEvent)
+BOOL_FEATURES = {"mask"}
+#: contour headers looked up one after another: how far to fetch ahead of them
+CONTOUR_WALK = StreamConfig(first_window=1 << 20, max_window=8 << 20, piece=1 << 20,
+                            slack=4 << 20)  # stored as uint8 0/255, presented as bool (dclab's H5MaskEvent)
 
 
 class Resource:
@@ -343,21 +347,27 @@ class Resource:
         basin, group = self._group("contour")
         names = NumberedNames(self._event_count(basin, group))
         missing_said = threading.Event()
+        walk = SequentialReadahead(basin.obj, CONTOUR_WALK)
 
         def make(name: str) -> Node | None:
             key = str(names.number(name))
             try:
-                present = key in group
+                dataset = group.get(key)  # one lookup in the index, kept for the view
             except Exception as exc:  # h5py reports our OSErrors as generic ones
                 raise basin.error_from(exc) from None
-            if not present:  # a truncated write: fewer contours than events
+            if dataset is None:  # a truncated write: fewer contours than events
                 if not missing_said.is_set():
                     missing_said.set()
                     log.warning("DCR411 %s: contour %s is missing (the measurement has "
                                 "fewer contours than events); such names are ENOENT",
                                 self.rid, key)
                 return None
-            return File(lambda: dataset_view(basin, group[key], False))
+            # dclab writes the contours of consecutive events after one another (between
+            # image chunks): a walk through them streams ahead of its headers
+            info = group.id.links.get_info(key.encode())
+            if info.type == h5py.h5l.TYPE_HARD:
+                walk.before_read(info.u, info.u + 1)
+            return File(lambda: small_view(basin, dataset))
 
         return LazyEntries(names, make)
 

@@ -50,6 +50,10 @@ class RemoteFile(io.RawIOBase):
                 _, stop = self.readahead.on_miss(self.pos, self.pos + size)
                 if stop > self.pos + size:
                     self.obj.prefetch(self.pos, stop)
+            else:
+                ahead = self.readahead.on_hit(self.pos)
+                if ahead is not None:
+                    self.obj.prefetch(*ahead)
             data = self.obj.read(self.pos, self.pos + size)
         except OSError as exc:
             self.last_error = exc
