@@ -681,6 +681,77 @@ def large(bench: "Bench") -> list[dict]:
     return out
 
 
+def views(bench: "Bench") -> list[dict]:
+    """features.tsv and the TIFF stacks (issue 13): what a non-Python tool costs."""
+    lat, bw = LATENCY_MS / 1000, BANDWIDTH_MBS * 1e6
+    src, chain = bench.condensed["scalars"], bench.chains["scalars"]
+    with h5py.File(src, "r", locking=False) as h5:
+        scalars = sorted(n for n, d in h5["events"].items()
+                         if isinstance(d, h5py.Dataset) and d.ndim == 1)
+    out = []
+    # (v) the first 999 events of every scalar feature: their chunks, all in parallel
+    head_bytes = sum(bench.chunk_bytes(src, f, rows=list(range(999)))[0] for f in scalars)
+    head_rt = 2 + max(chain.round_trips(f, alone=True) for f in scalars)
+    v, _ = bench.cold("""
+        import subprocess
+        subprocess.run(["head", "-n", "1000", os.path.join(folder, "features.tsv")],
+                       check=True, capture_output=True)
+    """, "scalars")
+    out.append({"scenario": f"(v) head -n 1000 features.tsv ({len(scalars)} features), cold",
+                "dcorfs": v, "limit_seconds": head_rt * lat + head_bytes / bw,
+                "limit_round_trips": head_rt, "limit_bytes": head_bytes,
+                "target": "<= the round trips and bytes of those rows' chunks"})
+    # (w) the whole text: first read (every chunk fetched, every row formatted), then warm
+    read_all = """
+        with open(os.path.join(folder, "features.tsv"), "rb") as f:
+            for piece in iter(lambda: f.read(1 << 20), b""):
+                pass
+    """
+    first, mnt = bench.cold(read_all, "scalars")
+    size = (mnt / bench.rids["scalars"] / "features.tsv").stat().st_size
+    first["mb_per_s"] = size / first["seconds"] / 1e6
+    warm = min((bench.dcorfs(read_all, mnt, "scalars") for _ in range(3)),
+               key=lambda r: r["seconds"])
+    warm["mb_per_s"] = size / warm["seconds"] / 1e6
+    out.append({"scenario": f"(w) read all of features.tsv ({size / 1e6:.0f} MB), first",
+                "dcorfs": first, "target": "-"})
+    out.append({"scenario": "(w) read all of features.tsv, warm", "dcorfs": warm,
+                "target": ">= 100 MB/s"})
+    # (x) the first page of a TIFF stack against the first image of image.npy
+    x_tif, _ = bench.cold("""
+        import tifffile
+        with tifffile.TiffFile(os.path.join(folder, "image.tif")) as tif:
+            tif.pages[0].asarray()
+    """, "images")
+    x_npy, _ = bench.cold("np.array(np.load(os.path.join(folder, 'image.npy'), "
+                          "mmap_mode='r')[0])", "images")
+    out.append({"scenario": "(x) first page of image.tif, cold", "dcorfs": x_tif,
+                "compare": x_npy, "target": "the requests of image.npy's first image"})
+    bench.unmount_all()
+    return out
+
+
+def views_markdown(rows: list[dict]) -> str:
+    lines = ["| scenario | dcorfs s | requests | round trips | MB | note | target |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        d = r["dcorfs"]
+        if "limit_seconds" in r:
+            note = (f"{d['seconds'] / r['limit_seconds']:.2f}x the limit ({r['limit_round_trips']} "
+                    f"round trips, {r['limit_bytes'] / 1e6:.2f} MB)")
+        elif "mb_per_s" in d:
+            note = f"{d['mb_per_s']:.0f} MB/s"
+        elif "compare" in r:
+            c = r["compare"]
+            note = (f"image.npy's first image: {c['seconds']:.3f} s, {c['requests']} requests, "
+                    f"{c['round_trips']} round trips")
+        else:
+            note = ""
+        lines.append(f"| {r['scenario']} | {d['seconds']:.3f} | {d['requests']} "
+                     f"| {d['round_trips']} | {d['bytes'] / 1e6:.2f} | {note} | {r['target']} |")
+    return "\n".join(lines) + "\n"
+
+
 def large_markdown(rows: list[dict]) -> str:
     lines = ["| scenario | dcorfs s | dclab s | dclab / dcorfs | requests | round trips | MB "
              "| note | target |", "|---|---|---|---|---|---|---|---|---|"]
@@ -817,6 +888,7 @@ def main(argv: list[str] | None = None) -> int:
         browse_rows = browse(bench, a["dcorfs"]["round_trips"])
         disk_rows = disk_cache(bench, rows, idle, args.idle_s)
         large_rows = large(bench)
+        view_rows = views(bench)
     finally:
         bench.mounts.extend((proc, mnt) for proc, mnt, _ in idle)
         bench.unmount_all()
@@ -832,11 +904,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows,
                                                   "browse": browse_rows, "disk": disk_rows,
-                                                  "large": large_rows},
+                                                  "large": large_rows, "views": view_rows},
                                                  indent=1))
     markdown = (to_markdown(rows, meta) + "\nBrowsing by name:\n\n" + browse_markdown(browse_rows)
                 + "\nThe disk cache and idle connections:\n\n" + disk_markdown(disk_rows)
-                + "\nLarge measurements:\n\n" + large_markdown(large_rows))
+                + "\nLarge measurements:\n\n" + large_markdown(large_rows)
+                + "\nViews for any tool:\n\n" + views_markdown(view_rows))
     (out / "results.md").write_text(markdown)
     print("\n" + markdown)
     print(f"written to {out / 'results.md'} and {out / 'results.json'}")

@@ -10,6 +10,7 @@ that ``DCORFS_TEST_DATA`` adds to the oracle tests holds real ones):
 |                                     | logs, a table; Zstandard + fletcher32 (dclab's way)   |
 | private/calibration_beads.rtdc      | the same in a private dataset                         |
 | scalars/example.rtdc                | 5,000 events of scalars, fletcher32 without compression|
+| single/one_event.rtdc               | N = 1 event, with images, masks, contours and traces  |
 | deflate/deflate_images.rtdc         | deflate + fletcher32, image_bg                        |
 | contiguous/uncompressed.rtdc        | contiguous datasets: no chunks, no filters            |
 | empty/empty_recording.rtdc          | N = 0 events; DCOR cannot condense it: no condensed file|
@@ -243,6 +244,7 @@ FILES = {
     "beads/calibration_beads.rtdc": write_beads,
     "private/calibration_beads.rtdc": lambda p: write_beads(p, seed=2),
     "scalars/example.rtdc": write_scalars,
+    "single/one_event.rtdc": lambda p: write_beads(p, seed=9, n=1),
     "deflate/deflate_images.rtdc": write_deflate,
     "contiguous/uncompressed.rtdc": write_contiguous,
     "empty/empty_recording.rtdc": write_empty,

@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 import hdf5plugin  # noqa: F401  (registers the Zstandard filter with HDF5)
 
-from ..hdf5 import native_filters
+from ..hdf5 import native_filters, readahead
 from ..hdf5.chunked_rows import ChunkedRows, ContiguousRows
 from ..hdf5.hints import group_table_addresses, object_header_hints
 from ..hdf5.layout import ChunkEntries, ChunkIndex, Layout, read_chunk_index
@@ -154,17 +154,19 @@ class Basin:
         return None
 
     def fast_reader(self, layout: Layout, dataset: Callable[[], h5py.Dataset],
-                    keep: Callable[[Layout], None] | None = None):
+                    keep: Callable[[Layout], None] | None = None,
+                    config: readahead.ReadaheadConfig = readahead.DEFAULT):
         """A rows(r0, r1) function that keeps the network outside h5py's lock, or None
         (compact or unusual layouts: h5py reads them).  ``dataset`` opens the h5py
         dataset where HDF5 must decode; ``keep`` is given the layout, chunk index
-        included, once it is complete, if it can be read without h5py."""
+        included, once it is complete, if it can be read without h5py; ``config`` is the
+        readahead policy's."""
         if layout.rows_whole:
             native = native_filters.decoder_for(layout) is not None
             index = ChunkIndex(layout, load=lambda: self._chunk_index(dataset),
                                loaded=keep if native else None)
             return ChunkedRows(self.obj, index, self.shared.pool, self.shared.decoded,
-                               self.shared.decoders, dataset).rows
+                               self.shared.decoders, dataset, config).rows
         if layout.plain:
             if keep is not None:
                 keep(layout)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..hdf5.decoding import ChunkDecodeError
 from ..hdf5.layout import Layout
+from ..hdf5.readahead import DEFAULT, ReadaheadConfig
 from ..io.remote_object import RemoteObject
 from .basin import Basin
 from .views import NpyView, RemoteBytesView
@@ -36,7 +37,8 @@ def read_rows(basin: Basin, dataset: h5py.Dataset, r0: int, r1: int) -> np.ndarr
 
 
 def dataset_view(basin: Basin, dataset: h5py.Dataset, as_bool: bool,
-                 keep: Callable[[Layout], None] | None = None) -> NpyView:
+                 keep: Callable[[Layout], None] | None = None,
+                 config: ReadaheadConfig = DEFAULT) -> NpyView:
     """An open h5py dataset as .npy; ``keep`` is given its layout (``Basin.fast_reader``)."""
     if dataset.dtype.kind == "O" or dataset.shape is None:
         raise OSError(errno.EIO, f"dataset {dataset.name} has no fixed-size type")
@@ -44,15 +46,16 @@ def dataset_view(basin: Basin, dataset: h5py.Dataset, as_bool: bool,
         layout = Layout.of(dataset)
     except Exception as exc:  # h5py reports our OSErrors as generic ones
         raise basin.error_from(exc) from None
-    return layout_view(basin, layout, lambda: dataset, as_bool, keep)
+    return layout_view(basin, layout, lambda: dataset, as_bool, keep, config)
 
 
 def layout_view(basin: Basin, layout: Layout, dataset: Callable[[], h5py.Dataset],
-                as_bool: bool, keep: Callable[[Layout], None] | None = None) -> NpyView:
+                as_bool: bool, keep: Callable[[Layout], None] | None = None,
+                config: ReadaheadConfig = DEFAULT) -> NpyView:
     """A dataset as .npy from its layout: h5py (``dataset()``) is asked only where the
     fast reader cannot read."""
     dtype = np.dtype(bool) if as_bool else layout.dtype
-    fast = [basin.fast_reader(layout, dataset, keep)]
+    fast = [basin.fast_reader(layout, dataset, keep, config)]
 
     def rows(r0: int, r1: int) -> np.ndarray:
         reader = fast[0]

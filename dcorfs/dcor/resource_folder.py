@@ -20,6 +20,7 @@ from typing import Any
 
 import h5py
 
+from ..hdf5.readahead import COLUMN, DEFAULT, ReadaheadConfig
 from ..io import deadline
 from ..io.remote_object import RemoteObject
 from ..io.sequential import SequentialReadahead, StreamConfig
@@ -29,11 +30,17 @@ from .nodes import Dir, File, LazyEntries, Node, NumberedNames
 from .presigned import local_expiry
 from .shared import Shared
 from .tables import table_array
+from .tiff_view import TiffView
+from .tsv_view import TsvView
 from .views import BytesView, LazyBytesView, NpyView, View
 
 log = logging.getLogger(__name__)
 
 BOOL_FEATURES = {"mask"}
+#: image features shown as TIFF stacks too (besides every ``qpi_*`` feature)
+IMAGE_FEATURES = {"image", "image_bg", "mask"}
+#: features that are not one number per event, left out of features.tsv by name
+NOT_SCALAR = {"contour", "trace"} | IMAGE_FEATURES
 #: contour headers looked up one after another: how far to fetch ahead of them
 CONTOUR_WALK = StreamConfig(first_window=1 << 20, max_window=8 << 20, piece=1 << 20,
                             slack=4 << 20)  # stored as uint8 0/255, presented as bool (dclab's H5MaskEvent)
@@ -279,6 +286,10 @@ class Resource:
                 entries["contour"] = Dir(self._contour_entries)
             else:
                 entries[f"{feat}.npy"] = File(lambda f=feat: self._feature_view(f))
+        entries["features.tsv"] = File(self._tsv_view)
+        for feat in self.declared_features():
+            if feat in IMAGE_FEATURES or feat.startswith("qpi_"):
+                entries[f"{feat}.tif"] = File(lambda f=feat: self._tiff_view(f))
         entries["metadata.json"] = File(lambda: LazyBytesView(self._metadata_json))
         entries["logs"] = Dir(self._log_entries)
         entries["tables"] = Dir(self._table_entries)
@@ -289,9 +300,10 @@ class Resource:
                 entries["data.rtdc"] = File(lambda o=basin.obj: passthrough(o))
         return entries
 
-    def _feature_view(self, feature: str) -> View:
+    def _feature_view(self, feature: str, config: ReadaheadConfig = DEFAULT) -> View:
+        """``feature`` as an .npy view; ``config``: the readahead policy of its reads."""
         as_bool = feature in BOOL_FEATURES
-        kept = self._kept_view(feature, as_bool)
+        kept = self._kept_view(feature, as_bool, config)
         if kept is not None:
             return kept
         basin, obj = self.source(feature)
@@ -299,10 +311,38 @@ class Resource:
             return mapped_view(basin, obj[0], obj[1], as_bool)
         if isinstance(obj, h5py.Dataset):
             return dataset_view(basin, obj, as_bool,
-                                keep=lambda layout: basin.keep_layout(feature, layout))
+                                keep=lambda layout: basin.keep_layout(feature, layout),
+                                config=config)
         raise OSError(errno.ENOENT, f"{self.rid}: {feature} is not an array")
 
-    def _kept_view(self, feature: str, as_bool: bool) -> View | None:
+    def _tsv_view(self) -> TsvView:
+        """Every scalar feature as text: the features known not to be scalar are left
+        out by name, any other by its shape."""
+        wanted = sorted(f for f in self.declared_features()
+                        if f not in NOT_SCALAR and not f.startswith("qpi_"))
+        for future in [self.pool.submit(deadline.bind(b.prefetch_headers))
+                       for b in self.basins]:  # the headers in one wave, not one by one
+            try:
+                future.result(timeout=deadline.remaining(3600.0))
+            except OSError as exc:  # the feature's own open reports it
+                log.debug("header prefetch for features.tsv of %s failed: %s", self.rid, exc)
+        columns = []
+        for feature in wanted:
+            view = self._feature_view(feature, COLUMN)
+            if isinstance(view, NpyView):
+                columns.append((feature, view))
+        return TsvView(columns, self.pool)
+
+    def _tiff_view(self, feature: str) -> TiffView:
+        view = self._feature_view(feature)
+        if not isinstance(view, NpyView):
+            raise OSError(errno.EIO, f"{self.rid}: {feature} is not an array")
+        pixel = self._metadata_dict().get("imaging", {}).get("pixel size")
+        pixel = float(pixel) if isinstance(pixel, (int, float)) and pixel > 0 else None
+        return TiffView(view, mask=feature in BOOL_FEATURES, pixel_size_um=pixel)
+
+    def _kept_view(self, feature: str, as_bool: bool,
+                   config: ReadaheadConfig = DEFAULT) -> View | None:
         """The feature from a layout kept in the disk cache, without opening any HDF5
         file, or None.  ``source``'s rule, answered by what was kept: each declaring
         basin, in order, is known not to hold it, or known to (its layout), or not
@@ -318,7 +358,7 @@ class Resource:
             if layout is not None:
                 self.shared.counts.add("kept_layouts_used")
                 return layout_view(basin, layout, lambda b=basin: self._dataset(b, feature),
-                                   as_bool)
+                                   as_bool, config=config)
         return None
 
     def _dataset(self, basin: Basin, feature: str) -> h5py.Dataset:

@@ -70,6 +70,16 @@ class NpyView:
         self.size = len(self.header) + self.nrows * self.row_bytes
         self._rows = rows
 
+    def rows(self, r0: int, r1: int) -> np.ndarray:
+        """Rows ``[r0, r1)`` (within the array), checked to be exactly those: the other
+        views (text, TIFF) are made from them too."""
+        rows = np.ascontiguousarray(self._rows(r0, r1), dtype=self.dtype)
+        expected = (r1 - r0,) + self.shape[1:]
+        if rows.shape != expected:
+            raise OSError(errno.EIO, f"rows {r0}-{r1} came back as {rows.shape}, "
+                                     f"expected {expected}")
+        return rows
+
     def read(self, offset: int, size: int) -> bytes:
         end = min(offset + size, self.size)
         if offset >= end:
@@ -81,12 +91,7 @@ class NpyView:
         dstart, dend = max(offset, hlen) - hlen, end - hlen
         if dend > dstart and self.row_bytes:
             r0, r1 = dstart // self.row_bytes, -(-dend // self.row_bytes)
-            rows = np.ascontiguousarray(self._rows(r0, r1), dtype=self.dtype)
-            expected = (r1 - r0,) + self.shape[1:]
-            if rows.shape != expected:
-                raise OSError(errno.EIO, f"rows {r0}-{r1} came back as {rows.shape}, "
-                                         f"expected {expected}")
-            raw = rows.tobytes()
+            raw = self.rows(r0, r1).tobytes()
             skip = dstart - r0 * self.row_bytes
             out.append(raw[skip:skip + (dend - dstart)])
         return b"".join(out)

@@ -78,6 +78,9 @@ class ReadaheadConfig:
 
 
 DEFAULT = ReadaheadConfig()
+#: for a dataset read as a column of a table (``features.tsv``) a block of rows at a
+#: time: a first read fetches only its own chunks, however small the dataset
+COLUMN = ReadaheadConfig(small_dataset_bytes=0, kernel_first_readahead_bytes=0)
 
 
 @dataclasses.dataclass(frozen=True)

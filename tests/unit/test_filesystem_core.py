@@ -239,3 +239,44 @@ def test_a_remount_reads_features_from_kept_layouts(in_thread_server, corpus_dir
             assert counts["kept_layouts_used"] == len(expected), counts
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("relpath", ["beads/calibration_beads.rtdc", "qpi/qpi_float32.rtdc",
+                                     "video/image_mask_lengths.rtdc", "single/one_event.rtdc",
+                                     "empty/empty_recording.rtdc"])
+def test_features_tsv_and_tiff_stacks_hold_the_npy_values(core, in_thread_server, relpath):
+    """The text and TIFF views carry the values of the .npy files, for 0, 1 and many
+    events; their sizes are exact before reading."""
+    import tifffile
+
+    rid = in_thread_server.ids[relpath]
+    names = core.readdir(f"/{rid}")
+    sizes = {name: core.getattr(f"/{rid}/{name}")["st_size"]
+             for name in names if name.endswith((".tsv", ".tif"))}
+    assert "features.tsv" in sizes
+    text = read_all(core, f"/{rid}/features.tsv")
+    assert len(text) == sizes["features.tsv"]
+    header, *lines = text.decode("ascii").splitlines()
+    columns = header.split("\t") if header else []
+    assert len({len(line) for line in lines}) <= 1
+    for i, name in enumerate(columns):
+        expected = np.load(io.BytesIO(read_all(core, f"/{rid}/{name}.npy")))
+        assert expected.ndim == 1
+        got = np.array([float(line.split("\t")[i]) for line in lines]).astype(expected.dtype)
+        nan = np.isnan(expected) if expected.dtype.kind == "f" else np.zeros(len(expected), bool)
+        assert len(got) == len(expected) and got[~nan].tobytes() == expected[~nan].tobytes(), name
+    for name, size in sizes.items():
+        if not name.endswith(".tif"):
+            continue
+        data = read_all(core, f"/{rid}/{name}")
+        assert len(data) == size, name
+        expected = np.load(io.BytesIO(read_all(core, f"/{rid}/{name[:-4]}.npy")))
+        if not len(expected):
+            continue
+        if expected.dtype == bool:
+            expected = np.where(expected, 255, 0).astype(np.uint8)
+        elif expected.dtype.kind == "f":
+            expected = expected.astype(np.float32)
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            pages = np.stack([page.asarray() for page in tif.pages])
+        assert pages.dtype == expected.dtype and np.array_equal(pages, expected), name
