@@ -20,12 +20,19 @@ import h5py
 import numpy as np
 
 from ..io import deadline
+from ..io.disk_cache import derived_key
 from ..io.remote_object import RemoteObject
 from . import native_filters, readahead
 from .decoding import ChunkDecodeError, DecodedCache, DecoderCache
 from .layout import ChunkIndex, Layout
 
 log = logging.getLogger(__name__)
+
+#: a decoded chunk is kept in the disk cache too when it is at most this many times
+#: its stored size: then reading it back costs little more disk than its raw bytes
+#: and saves decoding it (floating-point features barely compress; images do, and a
+#: decoded copy would take several times their room)
+KEEP_DECODED_RATIO = 1.5
 
 
 class ChunkedRows:
@@ -100,19 +107,38 @@ class ChunkedRows:
 
     def _decode(self, chunk: int) -> np.ndarray:
         entry = self.index.entries.get(chunk)
+        chunk_shape = (self.rows_per_chunk,) + self.shape[1:]
         if entry is None:  # never written: the fill value
-            return np.zeros((self.rows_per_chunk,) + self.shape[1:], dtype=self.dtype)
+            return np.zeros(chunk_shape, dtype=self.dtype)
         offset, size, mask = entry
+        nbytes = int(np.prod(chunk_shape, dtype=np.int64)) * self.dtype.itemsize
+        keep = self.obj.cache.disk is not None and nbytes <= KEEP_DECODED_RATIO * size
+        if keep:
+            kept = self.obj.cache.derived(self._decoded_key(), chunk * self._blocks_per_chunk(nbytes),
+                                          nbytes)
+            if kept is not None:
+                return np.frombuffer(kept, dtype=self.dtype).reshape(chunk_shape)
         raw = self.obj.read(offset, offset + size)
         try:
-            if self._native is not None:
-                array = self._native(raw, mask)
-                if array is not None:
-                    return array
-            return self.decoders.decode(self.key, self.dataset(), raw, mask)
+            array = self._native(raw, mask) if self._native is not None else None
+            if array is None:
+                array = self.decoders.decode(self.key, self.dataset(), raw, mask)
         except (OSError, ValueError, RuntimeError) as exc:  # the raw bytes were fetched above
             raise ChunkDecodeError(errno.EIO, f"chunk {chunk} of {self.key[1]} did not "
                                               f"decode: {exc}") from None
+        if keep:
+            self.obj.cache.keep_derived(self._decoded_key(), chunk * self._blocks_per_chunk(nbytes),
+                                        np.ascontiguousarray(array).tobytes())
+        return array
+
+    def _decoded_key(self) -> str:
+        """Where this dataset's decoded chunks are kept on disk: named by the object's
+        version, so that another version never finds them."""
+        size, etag = self.obj.version()
+        return derived_key(self.obj.key, f"decoded/{size}/{etag}/{self.key[1]}")
+
+    def _blocks_per_chunk(self, nbytes: int) -> int:
+        return -(-nbytes // self.obj.cache.block_size)
 
     def _decode_ahead(self, chunks: list[int]) -> None:
         """Decode ahead in the pool, so readers find chunks ready."""

@@ -56,6 +56,7 @@ class BlockCache:
         self._inflight: dict[tuple[str, int], threading.Event] = {}
         self.hits = 0
         self.misses = 0
+        self.derived_hits = 0  # derived bytes (decoded chunks) served from disk
 
     @property
     def current_bytes(self) -> int:
@@ -112,6 +113,31 @@ class BlockCache:
             for index, block in blocks.items():
                 if len(block) <= self._lru.maxsize:
                     self._lru[(key, index)] = block
+
+    def keep_derived(self, key: str, first_block: int, data: bytes) -> None:
+        """Write bytes derived from cached ones (a decoded chunk) to disk, in the
+        background, from block ``first_block`` of ``key``; not kept in memory."""
+        if self._writer is None:
+            return
+        bs = self.block_size
+        blocks = {first_block + i: data[i * bs:(i + 1) * bs] for i in range(-(-len(data) // bs))}
+        with contextlib.suppress(RuntimeError):  # closed: unmounting, not kept
+            self._writer.submit(self._write_quietly, key, blocks)
+
+    def derived(self, key: str, first_block: int, nbytes: int) -> bytes | None:
+        """``nbytes`` kept by ``keep_derived`` from ``first_block`` of ``key``, if all of
+        them are on disk and intact, else None."""
+        if self.disk is None or nbytes <= 0:
+            return None
+        count = -(-nbytes // self.block_size)
+        found = self.disk.get_run(key, first_block, first_block + count, counted=False)
+        if len(found) != count:
+            return None
+        data = b"".join(found[first_block + i] for i in range(count))
+        if len(data) != nbytes:
+            return None
+        self.derived_hits += 1
+        return data
 
     def known_object(self, key: str) -> tuple[int, str | None] | None:
         """(size, ETag) of an object as stored on disk by an earlier fetch, or None."""

@@ -11,7 +11,9 @@ cache folder (mode 0700):
                           tables, listings), private ones under a salted hash of the
                           token they were given to; notes on an object's contents
                           (where its datasets sit), dropped with it
-    blocks/ab/<id>.blk    the bytes of one block (64 KiB, the last of an object shorter)
+    blocks/ab/<id>.blk    the bytes of one block (64 KiB, the last of an object shorter);
+                          also of bytes derived from an object (``derived_key``: its
+                          decoded chunks), checked and evicted alike, dropped with it
 
 - **Atomic writes.**  A block is written to a temporary file and renamed into place, and
   only then entered in the index (SQLite, WAL mode): a crash at any point leaves either
@@ -69,6 +71,12 @@ CREATE TABLE IF NOT EXISTS notes (key TEXT NOT NULL, name TEXT NOT NULL,
 """
 #: columns added to ``objects`` after its first version (a cache folder outlives versions)
 OBJECT_COLUMNS = {"etag": "TEXT", "sha256": "TEXT"}
+
+
+def derived_key(key: str, name: str) -> str:
+    """The key of bytes derived from object ``key`` (its decoded chunks), stored as blocks
+    like it and dropped with it by ``DiskCache.forget``."""
+    return f"{key}#{name}"
 
 
 def _block_name(key: str, block: int) -> str:
@@ -154,8 +162,9 @@ class DiskCache:
         """The block's bytes if stored and intact, else None (a damaged one is dropped)."""
         return self.get_run(key, block, block + 1).get(block)
 
-    def get_run(self, key: str, first: int, stop: int) -> dict[int, bytes]:
-        """The intact stored blocks among ``[first, stop)``, with one index query."""
+    def get_run(self, key: str, first: int, stop: int, counted: bool = True) -> dict[int, bytes]:
+        """The intact stored blocks among ``[first, stop)``, with one index query;
+        ``counted``: whether they count in the hit rate."""
         try:
             rows = self._db().execute(
                 "SELECT block, size, crc FROM blocks WHERE key=? AND block>=? AND block<?",
@@ -177,8 +186,9 @@ class DiskCache:
             log.warning("DCD801 %d block(s) of %s failed their check on disk; fetching "
                         "them again", len(damaged), key)
             self._drop(damaged)
-        self.hits += len(found)
-        self.misses += stop - first - len(found)
+        if counted:
+            self.hits += len(found)
+            self.misses += stop - first - len(found)
         return found
 
     def stored_blocks(self, key: str, first: int, stop: int) -> set[int]:
@@ -209,10 +219,13 @@ class DiskCache:
             log.info("DCD806 size of %s not stored: %s", key, exc)
 
     def forget(self, key: str) -> None:
-        """Drop an object: its blocks and what is known of it (it changed on the store)."""
+        """Drop an object: its blocks, what was derived from them (``derived_key``) and
+        what is known of it (it changed on the store, or failed its sha256)."""
         try:
-            blocks = [(key, b) for (b,) in self._db().execute(
-                "SELECT block FROM blocks WHERE key=?", (key,))]
+            prefix = derived_key(key, "")
+            blocks = [(k, b) for k, b in self._db().execute(
+                "SELECT key, block FROM blocks WHERE key=? OR (key>=? AND key<?)",
+                (key, prefix, prefix + "\uffff"))]
             self._drop(blocks)
             self._db().execute("DELETE FROM objects WHERE key=?", (key,))
             self._db().execute("DELETE FROM notes WHERE key=?", (key,))

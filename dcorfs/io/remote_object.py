@@ -156,6 +156,11 @@ class RemoteObject:
                     return
         self.probe()
 
+    def version(self) -> tuple[int, str | None]:
+        """(size, ETag) of the version read (learned first, if need be)."""
+        self._sized()
+        return self.size, self.etag
+
     def _probe_known(self) -> None:
         """The probe of an object whose size the disk cache knows: head and tail through
         the cache, from disk where they are there; the head's blocks that are not on

@@ -228,3 +228,17 @@ def test_notes_on_an_object_hold_for_its_version_only(tmp_path):
     assert again.note("k", "layout:deform") is None
     disk.set_object("k", 10 * BS, '"v1"')  # even the same version again: dropped for good
     assert disk.note("k", "layout:deform") is None
+
+
+def test_what_was_derived_from_an_object_goes_with_it(tmp_path):
+    from dcorfs.io.disk_cache import derived_key
+
+    disk = DiskCache(tmp_path, max_bytes=1 << 30)
+    decoded = derived_key("k", "decoded/1/x/deform")
+    disk.put("k", 0, block(0))
+    disk.put(decoded, 3, block(3))
+    disk.put("k2", 0, block(5))  # another object, whose key starts alike
+    disk.put(derived_key("k2", "decoded"), 0, block(6))
+    disk.forget("k")
+    assert disk.get("k", 0) is None and disk.get(decoded, 3) is None
+    assert disk.get("k2", 0) == block(5) and disk.get(derived_key("k2", "decoded"), 0) == block(6)

@@ -280,3 +280,42 @@ def test_features_tsv_and_tiff_stacks_hold_the_npy_values(core, in_thread_server
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             pages = np.stack([page.asarray() for page in tif.pages])
         assert pages.dtype == expected.dtype and np.array_equal(pages, expected), name
+
+
+@pytest.mark.expect_warnings("DCD801")
+def test_decoded_chunks_kept_on_disk_serve_a_remount(in_thread_server, corpus_dir, tmp_path,
+                                                     caplog):
+    """Chunks that barely compress are kept decoded on disk too: a remount reads them
+    without decoding; a damaged one is found by its check and decoded again."""
+    from dcorfs.io.disk_cache import DiskCache
+
+    relpath = "scalars/example.rtdc"  # fletcher32 only: a chunk is as large decoded
+    cache = str(tmp_path / "cache")
+    rid = in_thread_server.ids[relpath]
+    expected = local_features(corpus_dir / relpath)
+
+    def read_everything() -> dict:
+        fs = Filesystem(FsConfig(host=in_thread_server.url, disk_cache_dir=cache))
+        try:
+            for name, data in expected.items():
+                assert read_all(fs, f"/{rid}/{name}.npy") == data, name
+            return fs.status()["cache"]
+        finally:
+            fs.close()
+
+    assert read_everything()["decoded_chunks_from_disk"] == 0
+    # the random floats; not frame and index (counters compress a hundredfold)
+    from_disk = read_everything()["decoded_chunks_from_disk"]
+    assert from_disk >= 4
+    disk = DiskCache(pathlib.Path(cache), 1 << 30)
+    kept = disk._db().execute("SELECT key, block FROM blocks WHERE key LIKE '%#decoded/%'").fetchall()
+    assert kept
+    key, block = kept[0]
+    path = disk._path(key, block)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        read_everything()  # exact bytes all the same (checked inside)
+    assert "DCD801" in caplog.text  # the damaged block was dropped, its chunk decoded again
+    assert read_everything()["decoded_chunks_from_disk"] == from_disk  # and kept again
