@@ -82,8 +82,19 @@ def small_view(basin: Basin, dataset: h5py.Dataset) -> NpyView:
     the metadata readahead that found it)."""
     if dataset.dtype.kind == "O" or dataset.shape is None:
         raise OSError(errno.EIO, f"dataset {dataset.name} has no fixed-size type")
-    return NpyView(dataset.dtype, dataset.shape,
-                   lambda r0, r1: read_rows(basin, dataset, r0, r1))
+    whole: list[np.ndarray] = []
+
+    def rows(r0: int, r1: int) -> np.ndarray:
+        if not whole:  # HDF5's own read, without h5py's selection machinery
+            out = np.empty(dataset.shape, dtype=dataset.dtype)
+            try:
+                dataset.id.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+            except Exception as exc:  # h5py reports our OSErrors as generic ones
+                raise basin.error_from(exc) from None
+            whole.append(out)
+        return whole[0][r0:r1]
+
+    return NpyView(dataset.dtype, dataset.shape, rows)
 
 
 def mapped_view(basin: Basin, dataset: h5py.Dataset, basinmap: h5py.Dataset,
