@@ -27,6 +27,18 @@ MOUNTS: list["Mount"] = []
 LOG_PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) [\w.]+: (DC[A-Z]\d{3})?")
 
 
+def array_view(array: np.ndarray, asked: list | None = None):
+    """An ``NpyView`` of an in-memory array, for the views made from one (text, TIFF);
+    ``asked`` records the row ranges read."""
+    from dcorfs.dcor.views import NpyView
+
+    def rows(r0: int, r1: int) -> np.ndarray:
+        if asked is not None:
+            asked.append((r0, r1))
+        return array[r0:r1]
+    return NpyView(array.dtype, array.shape, rows)
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     """What ``np.save`` writes: the bytes every ``.npy`` file of a mount must have."""
     buf = io.BytesIO()

@@ -22,7 +22,8 @@ import threading
 import numpy as np
 
 from ..io import deadline
-from .views import NpyView
+from ..io.single_flight import SingleFlight
+from .views import NpyView, split_at_header
 
 #: field width and format per kind of value: wide enough for any value of the type
 _FLOAT = {8: (24, "%24.17g"), 4: (15, "%15.9g"), 2: (15, "%15.9g")}
@@ -68,18 +69,12 @@ class TsvView:
         self.row_bytes = len(self.row_format % tuple(0 for _ in formats)) if formats else 0
         self.size = len(self.header) + self.nrows * self.row_bytes
         self._blocks: collections.OrderedDict[int, bytes] = collections.OrderedDict()
-        self._formatting: dict[int, threading.Event] = {}
+        self._flights = SingleFlight()
         self._lock = threading.Lock()
 
     def read(self, offset: int, size: int) -> bytes:
-        end = min(offset + size, self.size)
-        if offset >= end:
-            return b""
-        out = []
-        hlen = len(self.header)
-        if offset < hlen:
-            out.append(self.header[offset:min(end, hlen)])
-        dstart, dend = max(offset, hlen) - hlen, end - hlen
+        head, dstart, dend = split_at_header(self.header, offset, min(offset + size, self.size))
+        out = [head]
         block_bytes = BLOCK_ROWS * self.row_bytes
         blocks = range(dstart // block_bytes, (dend - 1) // block_bytes + 1) if dend > dstart else ()
         for block in blocks:
@@ -93,22 +88,14 @@ class TsvView:
         """Block ``block`` of ``BLOCK_ROWS`` rows as text, formatted once: the kernel's
         reads are smaller than a block and come in parallel; the last ``KEEP_BLOCKS``
         are kept."""
-        with self._lock:
-            text = self._blocks.get(block)
-            if text is not None:
-                self._blocks.move_to_end(block)
-                return text
-            event = self._formatting.get(block)
-            owner = event is None
-            if owner:
-                event = self._formatting[block] = threading.Event()
-        if not owner:
-            deadline.wait(event)
+        def lookup() -> bytes | None:
             with self._lock:
                 text = self._blocks.get(block)
-            if text is not None:
+                if text is not None:
+                    self._blocks.move_to_end(block)
                 return text
-        try:
+
+        def produce() -> bytes:
             r0 = block * BLOCK_ROWS
             text = self.text(r0, min(r0 + BLOCK_ROWS, self.nrows))
             with self._lock:
@@ -116,11 +103,8 @@ class TsvView:
                 while len(self._blocks) > KEEP_BLOCKS:
                     self._blocks.popitem(last=False)
             return text
-        finally:
-            if owner:
-                with self._lock:
-                    self._formatting.pop(block, None)
-                event.set()
+
+        return self._flights.do(block, lookup, produce)
 
     def text(self, r0: int, r1: int) -> bytes:
         """Rows ``[r0, r1)`` as text, every column's rows fetched at once."""

@@ -81,20 +81,22 @@ class NpyView:
         return rows
 
     def read(self, offset: int, size: int) -> bytes:
-        end = min(offset + size, self.size)
-        if offset >= end:
-            return b""
-        out = []
-        hlen = len(self.header)
-        if offset < hlen:
-            out.append(self.header[offset:min(end, hlen)])
-        dstart, dend = max(offset, hlen) - hlen, end - hlen
-        if dend > dstart and self.row_bytes:
-            r0, r1 = dstart // self.row_bytes, -(-dend // self.row_bytes)
-            raw = self.rows(r0, r1).tobytes()
-            skip = dstart - r0 * self.row_bytes
-            out.append(raw[skip:skip + (dend - dstart)])
-        return b"".join(out)
+        head, dstart, dend = split_at_header(self.header, offset, min(offset + size, self.size))
+        if dend <= dstart or not self.row_bytes:
+            return head
+        r0, r1 = dstart // self.row_bytes, -(-dend // self.row_bytes)
+        raw = self.rows(r0, r1).tobytes()
+        skip = dstart - r0 * self.row_bytes
+        return head + raw[skip:skip + (dend - dstart)]
+
+
+def split_at_header(header: bytes, offset: int, end: int) -> tuple[bytes, int, int]:
+    """For a file of ``header`` and then rows: the header's bytes within ``[offset,
+    end)``, and the rest of that range as offsets into the rows' bytes (empty when the
+    second is not past the first)."""
+    hlen = len(header)
+    head = header[offset:min(end, hlen)] if offset < hlen else b""
+    return head, max(offset, hlen) - hlen, end - hlen
 
 
 class RemoteBytesView:

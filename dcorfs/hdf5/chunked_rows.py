@@ -22,6 +22,7 @@ import numpy as np
 from ..io import deadline
 from ..io.disk_cache import derived_key
 from ..io.remote_object import RemoteObject
+from ..io.single_flight import SingleFlight
 from . import native_filters, readahead
 from .decoding import ChunkDecodeError, DecodedCache, DecoderCache
 from .layout import ChunkIndex, Layout
@@ -60,7 +61,7 @@ class ChunkedRows:
         self._jumped_groups: set[int] = set()
         self._swept = False
         self._lock = threading.Lock()
-        self._decoding: dict[int, threading.Event] = {}
+        self._flights = SingleFlight()
         self._native = native_filters.decoder_for(layout)
 
     @property
@@ -82,28 +83,13 @@ class ChunkedRows:
     def _chunk(self, chunk: int) -> np.ndarray:
         """The decoded chunk; concurrent callers for one chunk share one decode."""
         key = self.key + (chunk,)
-        cached = self.decoded.get(key)
-        if cached is not None:
-            return cached
-        with self._lock:
-            event = self._decoding.get(chunk)
-            owner = event is None
-            if owner:
-                event = self._decoding[chunk] = threading.Event()
-        if not owner:
-            deadline.wait(event)
-            cached = self.decoded.get(key)
-            if cached is not None:
-                return cached
-        try:
+
+        def produce() -> np.ndarray:
             array = self._decode(chunk)
             self.decoded.put(key, array)
             return array
-        finally:
-            if owner:
-                with self._lock:
-                    self._decoding.pop(chunk, None)
-                event.set()
+
+        return self._flights.do(chunk, lambda: self.decoded.get(key), produce)
 
     def _decode(self, chunk: int) -> np.ndarray:
         entry = self.index.entries.get(chunk)
@@ -114,8 +100,7 @@ class ChunkedRows:
         nbytes = int(np.prod(chunk_shape, dtype=np.int64)) * self.dtype.itemsize
         keep = self.obj.cache.disk is not None and nbytes <= KEEP_DECODED_RATIO * size
         if keep:
-            kept = self.obj.cache.derived(self._decoded_key(), chunk * self._blocks_per_chunk(nbytes),
-                                          nbytes)
+            kept = self.obj.cache.derived(self._decoded_key(), chunk, nbytes)
             if kept is not None:
                 return np.frombuffer(kept, dtype=self.dtype).reshape(chunk_shape)
         raw = self.obj.read(offset, offset + size)
@@ -127,7 +112,7 @@ class ChunkedRows:
             raise ChunkDecodeError(errno.EIO, f"chunk {chunk} of {self.key[1]} did not "
                                               f"decode: {exc}") from None
         if keep:
-            self.obj.cache.keep_derived(self._decoded_key(), chunk * self._blocks_per_chunk(nbytes),
+            self.obj.cache.keep_derived(self._decoded_key(), chunk,
                                         np.ascontiguousarray(array).tobytes())
         return array
 
@@ -136,9 +121,6 @@ class ChunkedRows:
         version, so that another version never finds them."""
         size, etag = self.obj.version()
         return derived_key(self.obj.key, f"decoded/{size}/{etag}/{self.key[1]}")
-
-    def _blocks_per_chunk(self, nbytes: int) -> int:
-        return -(-nbytes // self.obj.cache.block_size)
 
     def _decode_ahead(self, chunks: list[int]) -> None:
         """Decode ahead in the pool, so readers find chunks ready."""

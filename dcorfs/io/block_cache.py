@@ -114,27 +114,22 @@ class BlockCache:
                 if len(block) <= self._lru.maxsize:
                     self._lru[(key, index)] = block
 
-    def keep_derived(self, key: str, first_block: int, data: bytes) -> None:
-        """Write bytes derived from cached ones (a decoded chunk) to disk, in the
-        background, from block ``first_block`` of ``key``; not kept in memory."""
+    def keep_derived(self, key: str, index: int, data: bytes) -> None:
+        """Write bytes derived from cached ones (a decoded chunk) to disk in the
+        background, as block ``index`` of ``key`` however long (one file: fewer to
+        write and read than 64 KiB pieces); not kept in memory."""
         if self._writer is None:
             return
-        bs = self.block_size
-        blocks = {first_block + i: data[i * bs:(i + 1) * bs] for i in range(-(-len(data) // bs))}
         with contextlib.suppress(RuntimeError):  # closed: unmounting, not kept
-            self._writer.submit(self._write_quietly, key, blocks)
+            self._writer.submit(self._write_quietly, key, {index: data})
 
-    def derived(self, key: str, first_block: int, nbytes: int) -> bytes | None:
-        """``nbytes`` kept by ``keep_derived`` from ``first_block`` of ``key``, if all of
-        them are on disk and intact, else None."""
+    def derived(self, key: str, index: int, nbytes: int) -> bytes | None:
+        """The ``nbytes`` kept by ``keep_derived`` as block ``index`` of ``key``, if on
+        disk and intact, else None."""
         if self.disk is None or nbytes <= 0:
             return None
-        count = -(-nbytes // self.block_size)
-        found = self.disk.get_run(key, first_block, first_block + count, counted=False)
-        if len(found) != count:
-            return None
-        data = b"".join(found[first_block + i] for i in range(count))
-        if len(data) != nbytes:
+        data = self.disk.get_run(key, index, index + 1, counted=False).get(index)
+        if data is None or len(data) != nbytes:
             return None
         self.derived_hits += 1
         return data

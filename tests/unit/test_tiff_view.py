@@ -8,15 +8,7 @@ import pytest
 import tifffile
 
 from dcorfs.dcor.tiff_view import TiffView
-from dcorfs.dcor.views import NpyView
-
-
-def source(array: np.ndarray, asked: list | None = None) -> NpyView:
-    def rows(r0: int, r1: int) -> np.ndarray:
-        if asked is not None:
-            asked.append((r0, r1))
-        return array[r0:r1]
-    return NpyView(array.dtype, array.shape, rows)
+from harness import array_view
 
 
 def read_in_pieces(view: TiffView, piece: int = 4093) -> bytes:
@@ -37,7 +29,7 @@ CASES = {  # name: (array, mask, expected pixels)
 def test_tifffile_reads_every_page(kind, events, big):
     rng = np.random.default_rng(events)
     array, mask, expected = CASES[kind](rng.integers(0, 255, (events, 12, 17)))
-    view = TiffView(source(array), mask=mask, pixel_size_um=0.34,
+    view = TiffView(array_view(array), mask=mask, pixel_size_um=0.34,
                     classic_limit=0 if big else 2 ** 32)
     data = read_in_pieces(view)
     assert len(data) == view.size
@@ -55,14 +47,14 @@ def test_tifffile_reads_every_page(kind, events, big):
 
 
 def test_no_events_is_a_header_only():
-    view = TiffView(source(np.zeros((0, 4, 4), np.uint8)))
+    view = TiffView(array_view(np.zeros((0, 4, 4), np.uint8)))
     assert view.size == 8 and view.read(0, 100) == b"II*\x00\x00\x00\x00\x00"
 
 
 def test_the_size_needs_no_pixels_and_a_page_reads_only_its_own():
     asked: list = []
     array = np.random.default_rng(1).integers(0, 255, (500, 30, 40)).astype(np.uint8)
-    view = TiffView(source(array, asked))
+    view = TiffView(array_view(array, asked))
     assert view.size == view.data_start + 500 * 30 * 40 and asked == []
     whole = read_in_pieces(view, 65536)
     asked.clear()
@@ -78,4 +70,4 @@ def test_the_size_needs_no_pixels_and_a_page_reads_only_its_own():
 
 def test_not_an_image_stack_is_refused():
     with pytest.raises(OSError):
-        TiffView(source(np.zeros(10)))
+        TiffView(array_view(np.zeros(10)))

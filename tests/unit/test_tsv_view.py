@@ -8,15 +8,7 @@ import numpy as np
 import pytest
 
 from dcorfs.dcor.tsv_view import BLOCK_ROWS, TsvView, field_format
-from dcorfs.dcor.views import NpyView
-
-
-def source(array: np.ndarray, asked: list | None = None) -> NpyView:
-    def rows(r0: int, r1: int) -> np.ndarray:
-        if asked is not None:
-            asked.append((r0, r1))
-        return array[r0:r1]
-    return NpyView(array.dtype, array.shape, rows)
+from harness import array_view
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +38,7 @@ DTYPES = ["<f8", "<f4", "<f2", "?", "i1", "u1", "<i2", "<u2", "<i4", "<u4", "<i8
 def test_every_type_reads_back_exactly(pool):
     columns = {f"c{i}_{np.dtype(t).name}": extremes(t) for i, t in enumerate(DTYPES)}
     n = min(len(a) for a in columns.values())
-    view = TsvView([(name, source(a[:n])) for name, a in columns.items()], pool)
+    view = TsvView([(name, array_view(a[:n])) for name, a in columns.items()], pool)
     text = view.read(0, view.size)
     assert len(text) == view.size
     lines = text.decode("ascii").splitlines()
@@ -71,10 +63,10 @@ def test_random_reads_cut_the_same_text_and_read_only_their_rows(pool):
     rng = np.random.default_rng(0)
     deform, area = rng.random(5000), rng.random(5000).astype(np.float32) * 100
     asked: list = []
-    view = TsvView([("deform", source(deform, asked)), ("area_um", source(area, asked))], pool)
+    view = TsvView([("deform", array_view(deform, asked)), ("area_um", array_view(area, asked))], pool)
     whole = view.read(0, view.size)
     assert len(whole) == view.size == len(view.header) + 5000 * view.row_bytes
-    view = TsvView([("deform", source(deform, asked)), ("area_um", source(area, asked))], pool)
+    view = TsvView([("deform", array_view(deform, asked)), ("area_um", array_view(area, asked))], pool)
     asked.clear()
     start = len(view.header) + 3500 * view.row_bytes + 3
     assert view.read(start, 2 * view.row_bytes) == whole[start:start + 2 * view.row_bytes]
@@ -89,9 +81,9 @@ def test_random_reads_cut_the_same_text_and_read_only_their_rows(pool):
 @pytest.mark.parametrize("events", [0, 1, 7])
 def test_sizes_are_exact_before_reading(pool, events):
     asked: list = []
-    view = TsvView([("deform", source(np.arange(events, dtype=float), asked)),
-                    ("frame", source(np.arange(events, dtype=np.uint64), asked)),
-                    ("image", source(np.zeros((events, 2, 2), np.uint8), asked))], pool)
+    view = TsvView([("deform", array_view(np.arange(events, dtype=float), asked)),
+                    ("frame", array_view(np.arange(events, dtype=np.uint64), asked)),
+                    ("image", array_view(np.zeros((events, 2, 2), np.uint8), asked))], pool)
     size = view.size
     assert asked == []  # the size needed no data
     assert view.header == b"deform\tframe\n"  # not scalar: left out
@@ -99,12 +91,12 @@ def test_sizes_are_exact_before_reading(pool, events):
 
 
 def test_columns_of_different_lengths_cut_the_table(pool):
-    view = TsvView([("a", source(np.arange(5.0))), ("b", source(np.arange(3.0)))], pool)
+    view = TsvView([("a", array_view(np.arange(5.0))), ("b", array_view(np.arange(3.0)))], pool)
     assert view.nrows == 3
 
 
 def test_unprintable_types_are_left_out(pool):
     assert field_format(np.dtype("V8")) is None and field_format(np.dtype("c16")) is None
-    view = TsvView([("z", source(np.zeros(3, dtype="c16"))), ("a", source(np.arange(3.0)))],
+    view = TsvView([("z", array_view(np.zeros(3, dtype="c16"))), ("a", array_view(np.arange(3.0)))],
                    pool)
     assert view.names == ["a"]
