@@ -67,13 +67,20 @@ class Link:
 
 
 class File:
-    """A file whose view (and so its size) is made on first use."""
+    """A file whose view (and so its size, unless given) is made on first use."""
 
-    def __init__(self, make_view: Callable[[], View], mtime: float | None = None) -> None:
+    def __init__(self, make_view: Callable[[], View], mtime: float | None = None,
+                 size: int | None = None) -> None:
         self._make_view = make_view
         self._view: View | None = None
         self._lock = threading.Lock()
         self.mtime = mtime
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        """The size given, or the view's (made for it)."""
+        return self._size if self._size is not None else self.view.size
 
     @property
     def view(self) -> View:

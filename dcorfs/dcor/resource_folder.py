@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import h5py
+import numpy as np
 
 from ..hdf5.readahead import COLUMN, DEFAULT, ReadaheadConfig
 from ..io import deadline
@@ -41,6 +42,8 @@ BOOL_FEATURES = {"mask"}
 IMAGE_FEATURES = {"image", "image_bg", "mask"}
 #: features that are not one number per event, left out of features.tsv by name
 NOT_SCALAR = {"contour", "trace"} | IMAGE_FEATURES
+#: a contour's size in ``_contour_entries``' array: not known yet, or no such contour
+UNKNOWN, MISSING = -1, -2
 #: contour headers looked up one after another: how far to fetch ahead of them
 CONTOUR_WALK = StreamConfig(first_window=1 << 20, max_window=8 << 20, piece=1 << 20,
                             slack=4 << 20)  # stored as uint8 0/255, presented as bool (dclab's H5MaskEvent)
@@ -331,7 +334,7 @@ class Resource:
             view = self._feature_view(feature, COLUMN)
             if isinstance(view, NpyView):
                 columns.append((feature, view))
-        return TsvView(columns, self.pool)
+        return TsvView(columns)
 
     def _tiff_view(self, feature: str) -> TiffView:
         view = self._feature_view(feature)
@@ -383,19 +386,44 @@ class Resource:
         """One name per event, from the event count, as dclab does: counting the links
         of ``events/contour`` (HDF5 visits every node of the group's index, which
         dclab's writer scatters through the file) would read a large measurement's
-        whole index over the network.  Each lookup finds its one name in the index."""
+        whole index over the network.  Each lookup finds its one name in the index.
+
+        The size of each contour file, once known, is kept in one array (8 bytes per
+        event; ``MISSING`` for a contour the file lacks): a name looked up again (the
+        kernel forgot it, or ``LazyEntries`` dropped its node) is answered without
+        HDF5, which it opens only when the file is read."""
         basin, group = self._group("contour")
         names = NumberedNames(self._event_count(basin, group))
+        sizes = np.full(len(names), UNKNOWN, dtype=np.int64)
         missing_said = threading.Event()
         walk = SequentialReadahead(basin.obj, CONTOUR_WALK)
 
+        def opened(key: str) -> h5py.Dataset:
+            try:
+                dataset = group.get(key)  # one lookup in the index
+            except Exception as exc:  # h5py reports our OSErrors as generic ones
+                raise basin.error_from(exc) from None
+            if dataset is None:
+                raise OSError(errno.ENOENT, f"{self.rid}: contour {key} is missing")
+            return dataset
+
+        def remembered(number: int, view: View) -> View:
+            sizes[number] = view.size
+            return view
+
         def make(name: str) -> Node | None:
-            key = str(names.number(name))
+            number = names.number(name)
+            key = str(number)
+            if sizes[number] == MISSING:
+                return None
+            if sizes[number] >= 0:
+                return File(lambda: small_view(basin, opened(key)), size=int(sizes[number]))
             try:
                 dataset = group.get(key)  # one lookup in the index, kept for the view
             except Exception as exc:  # h5py reports our OSErrors as generic ones
                 raise basin.error_from(exc) from None
             if dataset is None:  # a truncated write: fewer contours than events
+                sizes[number] = MISSING
                 if not missing_said.is_set():
                     missing_said.set()
                     log.warning("DCR411 %s: contour %s is missing (the measurement has "
@@ -407,7 +435,7 @@ class Resource:
             info = group.id.links.get_info(key.encode())
             if info.type == h5py.h5l.TYPE_HARD:
                 walk.before_read(info.u, info.u + 1)
-            return File(lambda: small_view(basin, dataset))
+            return File(lambda: remembered(number, small_view(basin, dataset)))
 
         return LazyEntries(names, make)
 

@@ -34,6 +34,8 @@ _UNSIGNED = {1: 3, 2: 5, 4: 10, 8: 20}
 BLOCK_ROWS = 1024
 #: formatted blocks kept per file
 KEEP_BLOCKS = 4
+#: threads reading the columns of one table at once
+MAX_COLUMN_THREADS = 64
 
 
 def field_format(dtype: np.dtype) -> str | None:
@@ -55,12 +57,16 @@ class TsvView:
     """Scalar features (name, view) as fixed-width tab-separated text."""
 
     def __init__(self, columns: list[tuple[str, NpyView]],
-                 pool: concurrent.futures.Executor) -> None:
+                 pool: concurrent.futures.Executor | None = None) -> None:
         columns = [(name, view) for name, view in columns
                    if len(view.shape) == 1 and field_format(view.dtype) is not None]
         self.names = [name for name, _ in columns]
         self.views = [view for _, view in columns]
-        self.pool = pool
+        # a thread per column: every column's chunk is asked for in the same round
+        # trip (the mount's shared pool has fewer threads than a resource has features)
+        self.pool = pool or concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, min(len(self.views), MAX_COLUMN_THREADS)),
+            thread_name_prefix="tsv")
         # features of one measurement have one length; a shorter one cuts the table
         self.nrows = min((view.shape[0] for view in self.views), default=0)
         self.header = ("\t".join(self.names) + "\n").encode() if self.names else b""

@@ -80,8 +80,20 @@ def object_header_hints(peek: Peek, address: int, file_size: int, index: bool = 
                 layout = body[2], struct.unpack_from("<Q", body, 3)[0]  # chunked, v3
             at += 8 + size
     if index and layout is not None:
+        dimensions, root = layout
+        if 0 < root < file_size and peek(root, root + 24) is None:
+            # the index's root: h5py reads it right after the header, a round trip of
+            # its own unless it is on its way by then
+            found.setdefault(root, _btree_node_bytes(dimensions))
         found.update(_chunk_index_children(peek, *layout, file_size))
     return found
+
+
+def _btree_node_bytes(dimensions: int) -> int:
+    """The size of a chunk index node (version-1 B-tree) of a dataset whose layout
+    message names ``dimensions`` (its rank plus one)."""
+    key = 8 + 8 * dimensions  # chunk size, filter mask, an offset per dimension
+    return 24 + _MAX_BTREE_ENTRIES * (key + 8) + key
 
 
 def _chunk_index_children(peek: Peek, dimensions: int, root: int, file_size: int
@@ -89,7 +101,7 @@ def _chunk_index_children(peek: Peek, dimensions: int, root: int, file_size: int
     """The nodes below a chunk index's root, if the root is in hand and has a level
     below it (a root of level 0 lists the chunks themselves)."""
     key = 8 + 8 * dimensions  # chunk size, filter mask, an offset per dimension
-    node = 24 + _MAX_BTREE_ENTRIES * (key + 8) + key
+    node = _btree_node_bytes(dimensions)
     head = peek(root, root + 24) if 0 < root < file_size else None
     if head is None or len(head) < 24 or head[:5] != b"TREE\x01" or head[5] == 0:
         return {}

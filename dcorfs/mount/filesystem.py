@@ -302,7 +302,7 @@ class Filesystem:
         if isinstance(node, Link):
             return {**base, "st_mode": stat.S_IFLNK | 0o777, "st_nlink": 1,
                     "st_size": len(node.target.encode())}
-        size = node.view.size
+        size = node.size
         return {**base, "st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": size,
                 "st_blksize": BLKSIZE, "st_blocks": (size + 511) // 512}
 

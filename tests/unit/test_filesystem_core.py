@@ -319,3 +319,31 @@ def test_decoded_chunks_kept_on_disk_serve_a_remount(in_thread_server, corpus_di
         read_everything()  # exact bytes all the same (checked inside)
     assert "DCD801" in caplog.text  # the damaged block was dropped, its chunk decoded again
     assert read_everything()["decoded_chunks_from_disk"] == from_disk  # and kept again
+
+
+def test_contour_sizes_are_remembered_once_known(core, in_thread_server, corpus_dir,
+                                                 monkeypatch):
+    """A second ``ls -l contour/`` (nodes long dropped) asks HDF5 nothing; reading a
+    contour afterwards still gives its exact bytes."""
+    from dcorfs.dcor.nodes import LazyEntries
+
+    monkeypatch.setattr(LazyEntries, "KEEP", 4)  # every node is dropped again at once
+    relpath = "beads/calibration_beads.rtdc"
+    rid = in_thread_server.ids[relpath]
+    names = core.readdir(f"/{rid}/contour")
+    first = [core.getattr(f"/{rid}/contour/{name}")["st_size"] for name in names]
+    asked = []
+    real_get = h5py.Group.get
+
+    def counting_get(self, *args, **kwargs):
+        asked.append(args[0] if args else None)
+        return real_get(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "get", counting_get)
+    again = [core.getattr(f"/{rid}/contour/{name}")["st_size"] for name in names]
+    assert again == first and asked == []
+    with h5py.File(corpus_dir / relpath, "r") as h5:
+        for i in (0, len(names) // 2, len(names) - 1):
+            expected = saved(h5["events/contour"][str(i)][:])
+            assert read_all(core, f"/{rid}/contour/{names[i]}") == expected
+            assert len(expected) == first[i]

@@ -67,3 +67,29 @@ def test_header_hints_name_the_continuation_and_the_chunk_index(tmp_path):
                                 for start in continuation)
     # bytes not in hand name nothing
     assert object_header_hints(lambda start, stop: None, header, len(data)) == {}
+
+
+def test_header_hints_name_the_chunk_index_root_not_in_hand(tmp_path):
+    """h5py reads a dataset's chunk index root right after its header: when the root is
+    not in hand yet, it is named, so that it is fetched in the header's wave."""
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "one.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("events/deform", data=np.arange(1000.0), chunks=(100,))
+    data = path.read_bytes()
+    with h5py.File(path, "r") as h5:
+        events = h5["events"]
+        header = events.id.links.get_info(b"deform").u
+    roots = [m.start() for m in re.finditer(rb"TREE\x01", data)]
+    assert len(roots) == 1  # ten chunks: the root lists them all
+    root = roots[0]
+
+    def header_only(start: int, stop: int) -> bytes | None:
+        return data[start:stop] if header <= start and stop <= header + 512 else None
+
+    hints = object_header_hints(header_only, header, len(data))
+    assert root in hints and hints[root] >= 24 + 10 * 32
+    # with the root in hand, it is not named again
+    assert root not in object_header_hints(lambda s, e: data[s:e], header, len(data))
