@@ -178,15 +178,19 @@ def test_find_walks_a_circle(browse_server, with_token):
 def test_a_new_dataset_appears_after_the_ttl(browse_server, browse_dir, fresh_mount, corpus_dir):
     mnt = fresh_mount(browse_server.url, extra=["--listing-ttl", "2"])
     before = os.listdir(mnt.path / "datasets")
+    listed_at = time.monotonic()
     (browse_dir / "new-dataset").mkdir()
     try:
         shutil.copy(corpus_dir / "scalars" / "example.rtdc",
                     browse_dir / "new-dataset" / "new.rtdc")
         requests.post(f"{browse_server.url}/_dcorfs/rescan", timeout=300).raise_for_status()
-        assert os.listdir(mnt.path / "datasets") == before  # kept for the TTL
-        time.sleep(2.2)
-        # the kept listing is served while DCOR is asked again behind it
-        assert os.listdir(mnt.path / "datasets") == before
+        # the server condenses the new file first: on a busy machine that may outlast
+        # the TTL, and then there is no fresh listing left to check
+        if time.monotonic() - listed_at < 1.5:
+            assert os.listdir(mnt.path / "datasets") == before  # kept for the TTL
+            time.sleep(max(0.0, listed_at + 2.2 - time.monotonic()))
+            # the kept listing is served while DCOR is asked again behind it
+            assert os.listdir(mnt.path / "datasets") == before
         for _ in range(100):
             if "new-dataset" in os.listdir(mnt.path / "datasets"):
                 break
