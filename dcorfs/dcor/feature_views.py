@@ -36,12 +36,16 @@ def read_rows(basin: Basin, dataset: h5py.Dataset, r0: int, r1: int) -> np.ndarr
         raise basin.error_from(exc) from None
 
 
+def _check_fixed_size(dataset: h5py.Dataset) -> None:
+    if dataset.dtype.kind == "O" or dataset.shape is None:
+        raise OSError(errno.EIO, f"dataset {dataset.name} has no fixed-size type")
+
+
 def dataset_view(basin: Basin, dataset: h5py.Dataset, as_bool: bool,
                  keep: Callable[[Layout], None] | None = None,
                  config: ReadaheadConfig = DEFAULT) -> NpyView:
     """An open h5py dataset as .npy; ``keep`` is given its layout (``Basin.fast_reader``)."""
-    if dataset.dtype.kind == "O" or dataset.shape is None:
-        raise OSError(errno.EIO, f"dataset {dataset.name} has no fixed-size type")
+    _check_fixed_size(dataset)
     try:
         layout = Layout.of(dataset)
     except Exception as exc:  # h5py reports our OSErrors as generic ones
@@ -80,8 +84,7 @@ def small_view(basin: Basin, dataset: h5py.Dataset) -> NpyView:
     """A small dataset (a contour) read whole by h5py: one call, where the fast reader's
     planning and bookkeeping would cost more than the read (its bytes are cached by
     the metadata readahead that found it)."""
-    if dataset.dtype.kind == "O" or dataset.shape is None:
-        raise OSError(errno.EIO, f"dataset {dataset.name} has no fixed-size type")
+    _check_fixed_size(dataset)
     whole: list[np.ndarray] = []
 
     def rows(r0: int, r1: int) -> np.ndarray:

@@ -79,8 +79,9 @@ class TiffView:
         extra_at = header + first_size
         extra_size = len(first[1])
         self.ifd_start = extra_at + extra_size + (extra_size % 2)  # word aligned
-        rest = self._ifd(1, extra_at=extra_at, data_start=0, next_ifd=0)[0]
-        self.ifd_size = len(rest)
+        # IFD k (k >= 1) is this template with its strip offset and next IFD patched
+        template, _ = self._ifd(1, extra_at=extra_at, data_start=0, next_ifd=0)
+        self.ifd_size = len(template)
         ifds_end = self.ifd_start + max(self.pages - 1, 0) * self.ifd_size
         self.data_start = -(-ifds_end // 16) * 16
         self.size = self.data_start + self.pages * self.page_bytes if self.pages else header
@@ -94,8 +95,6 @@ class TiffView:
         ifd0, extra = self._ifd(0, extra_at=extra_at, data_start=self.data_start,
                                 next_ifd=next_ifd)
         self._head = head + ifd0 + extra + b"\0" * (self.ifd_start - extra_at - len(extra))
-        # IFD k (k >= 1) is this template with its strip offset and next IFD patched
-        template, _ = self._ifd(1, extra_at=extra_at, data_start=0, next_ifd=0)
         self._template = np.frombuffer(template, np.uint8)
         self._strip_at = self._field_offset(template, _STRIP_OFFSETS)
 

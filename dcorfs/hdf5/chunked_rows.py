@@ -99,8 +99,9 @@ class ChunkedRows:
         offset, size, mask = entry
         nbytes = int(np.prod(chunk_shape, dtype=np.int64)) * self.dtype.itemsize
         keep = self.obj.cache.disk is not None and nbytes <= KEEP_DECODED_RATIO * size
+        decoded_key = self._decoded_key() if keep else ""
         if keep:
-            kept = self.obj.cache.derived(self._decoded_key(), chunk, nbytes)
+            kept = self.obj.cache.derived(decoded_key, chunk, nbytes)
             if kept is not None:
                 return np.frombuffer(kept, dtype=self.dtype).reshape(chunk_shape)
         raw = self.obj.read(offset, offset + size)
@@ -112,7 +113,7 @@ class ChunkedRows:
             raise ChunkDecodeError(errno.EIO, f"chunk {chunk} of {self.key[1]} did not "
                                               f"decode: {exc}") from None
         if keep:
-            self.obj.cache.keep_derived(self._decoded_key(), chunk,
+            self.obj.cache.keep_derived(decoded_key, chunk,
                                         np.ascontiguousarray(array).tobytes())
         return array
 
