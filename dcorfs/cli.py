@@ -18,6 +18,7 @@ import sys
 
 from . import __version__, paths
 from .io.http import check_plain_http
+from .io.store_mirror import check_mirror_url
 from .mount.fusermount import fuse_problem, unmount
 from .processes import dcorfs_argv, wait_for
 
@@ -107,6 +108,17 @@ def cmd_mount(args: argparse.Namespace) -> int:
         print("dcorfs: --offline serves the disk cache; it cannot go with --no-disk-cache",
               file=sys.stderr)
         return 2
+    for name in ("store_mirror", "store_origin"):
+        value = getattr(args, name)
+        try:
+            setattr(args, name, check_mirror_url(value) if value else None)
+        except ValueError as exc:
+            print(f"dcorfs: --{name.replace('_', '-')}: {exc}", file=sys.stderr)
+            return 2
+    if args.store_origin and not args.store_mirror:
+        print("dcorfs: --store-origin names the store behind --store-mirror; give both",
+              file=sys.stderr)
+        return 2
     token = read_token(args.token_file)
     if not args.foreground:
         return _mount_in_background(args, mountpoint)
@@ -121,7 +133,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
                       disk_cache_dir=None if args.no_disk_cache else str(
                           pathlib.Path(args.cache_dir).expanduser() if args.cache_dir
                           else paths.cache_dir()),
-                      disk_cache_bytes=args.disk_cache_size, offline=args.offline)
+                      disk_cache_bytes=args.disk_cache_size, offline=args.offline,
+                      store_mirror=args.store_mirror or None,
+                      store_origin=args.store_origin or None)
     return run_mount(mountpoint, config, fuse_options=args.fuse_options)
 
 
@@ -151,6 +165,9 @@ def _mount_in_background(args: argparse.Namespace, mountpoint: pathlib.Path) -> 
         argv += ["--token-file", str(pathlib.Path(args.token_file).expanduser().resolve())]
     if args.allow_insecure_http:
         argv.append("--allow-insecure-http")
+    for name in ("store_mirror", "store_origin"):  # given, or from the environment
+        if getattr(args, name):
+            argv += [f"--{name.replace('_', '-')}", getattr(args, name)]
     for opt in args.fuse_options:
         argv += ["-o", opt]
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -334,6 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="OPT", help="extra FUSE option, e.g. -o allow_other (repeatable)")
     mount.add_argument("--log-file", help="log here instead of stderr "
                                           "(background default: ~/.local/state/dcorfs/)")
+    mount.add_argument("--store-mirror", metavar="URL",
+                       default=os.environ.get("DCORFS_STORE_MIRROR", ""),
+                       help="a site cache in front of DCOR's object store (an nginx set up as "
+                            "in examples/nginx-dcor-cache.conf, e.g. http://cache.lab:8080): "
+                            "public reads go through it, private ones never do; if it fails, "
+                            "reads go to the object store (default: $DCORFS_STORE_MIRROR)")
+    mount.add_argument("--store-origin", metavar="URL",
+                       default=os.environ.get("DCORFS_STORE_ORIGIN", ""),
+                       help="the object store the mirror fronts (default: "
+                            "$DCORFS_STORE_ORIGIN, else learned from DCOR: the host of its "
+                            "resources' s3_url)")
     mount.add_argument("--allow-insecure-http", action="store_true",
                        help="allow plain http to a host that is not loopback")
     mount.add_argument("-v", "--verbose", action="count", default=0,
@@ -457,7 +485,8 @@ HELPER_VALUES = {"host": "--host", "cache_size": "--cache-size", "token_file": "
                  "timeout": "--timeout", "op_timeout": "--op-timeout",
                  "max_open_resources": "--max-open-resources", "log_file": "--log-file",
                  "listing_ttl": "--listing-ttl", "cache_dir": "--cache-dir",
-                 "disk_cache_size": "--disk-cache-size"}
+                 "disk_cache_size": "--disk-cache-size", "store_mirror": "--store-mirror",
+                 "store_origin": "--store-origin"}
 HELPER_FLAGS = {"allow_insecure_http": "--allow-insecure-http", "foreground": "--foreground",
                 "no_disk_cache": "--no-disk-cache", "offline": "--offline"}
 # mount(8)'s own options; dcorfs is always read-only, so rw and ro change nothing

@@ -77,6 +77,8 @@ class Server:
             raise
         self.token = self.token_file.read_text().strip()
         self.ids = self._resource_ids()
+        found = re.search(r"object store:\s+(\S+)", self.log.read_text())
+        self.store_url = found.group(1) if found else None  # what its URLs point at
 
     def _resource_ids(self) -> dict[str, str]:
         """relative path -> resource id, from package_search as a client would see it."""

@@ -20,8 +20,9 @@ import requests
 import urllib3.exceptions
 
 from . import deadline
-from .reachability import Reachability, cannot_connect
+from .reachability import Reachability, Unreachable, cannot_connect
 from .http import backoff_delay, new_session, redact, retry_after, shared_adapter
+from .store_mirror import CONNECT_TIMEOUT, StoreMirror
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,10 @@ class RangeFetcher:
     """GETs byte ranges with a timeout, bounded retries and full response checks."""
 
     def __init__(self, timeout: float = 30.0, retries: int = 3, backoff: float = 0.25,
-                 reach: Reachability | None = None) -> None:
+                 reach: Reachability | None = None, mirror: StoreMirror | None = None) -> None:
         self.timeout = timeout
         self.reach = reach or Reachability()
+        self.mirror = mirror  # a site cache for public reads (``store_mirror``)
         self.retries = retries
         self.backoff = backoff
         self._local = threading.local()
@@ -100,6 +102,11 @@ class RangeFetcher:
         if sink is not None and start < 0:
             raise ValueError("a tail read cannot be streamed")
         counted = None if sink is None else CountingSink(sink)
+        mirrored = self.mirror.route(url, start) if self.mirror and not self.reach.forced else None
+        if mirrored is not None:
+            result = self._from_mirror(mirrored, start, stop, counted, check)
+            if result is not None:
+                return result
         last_error: OSError | None = None
         wait_next = 0.0
         for attempt in range(self.retries + 1):
@@ -121,8 +128,39 @@ class RangeFetcher:
         assert last_error is not None
         raise last_error
 
+    def mirrors(self, url: str) -> bool:
+        """Whether reads of ``url`` may go through the site mirror."""
+        return self.mirror is not None and self.mirror.shareable(url)
+
+    def _from_mirror(self, url: str, start: int, stop: int, counted: CountingSink | None,
+                     check: Check | None) -> RangeResult | None:
+        """One attempt at the mirror; None when the origin must serve the read (what a
+        stream delivered before a failure is not asked again)."""
+        assert self.mirror is not None
+        before = 0 if counted is None else counted.delivered
+        try:
+            result = self._fetch_once(url, start + before, stop, counted, check,
+                                      connect_timeout=CONNECT_TIMEOUT)
+        except Retryable as exc:
+            self.mirror.failed(str(exc))
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ESTALE:  # the object changed: the version check said so
+                raise
+            if isinstance(exc, Unreachable) or exc.errno == errno.EIO:
+                self.mirror.failed(exc.strerror or str(exc))
+            else:  # a 4xx: the origin has the last word on what exists and who may read it
+                log.debug("mirror answered %s for %s; asking the object store", exc, url)
+                self.mirror.answered(0)
+            return None
+        self.mirror.answered(len(result.data) if counted is None
+                             else counted.delivered - before)
+        result.start = start
+        return result
+
     def _fetch_once(self, url: str, start: int, stop: int, sink: Sink | None,
-                    check: Check | None = None) -> RangeResult:
+                    check: Check | None = None,
+                    connect_timeout: float = 10.0) -> RangeResult:
         suffix = start < 0
         headers = {"Range": f"bytes={start}" if suffix else f"bytes={start}-{stop - 1}"}
         self.reach.check(url)  # Unreachable (not Retryable) when the store is down
@@ -131,7 +169,8 @@ class RangeFetcher:
         log.debug("GET %s %s", redact(url), headers["Range"])
         left = deadline.remaining(self.timeout)
         try:
-            resp = self.session.get(url, headers=headers, timeout=(min(10.0, left), left),
+            resp = self.session.get(url, headers=headers,
+                                    timeout=(min(connect_timeout, left), left),
                                     stream=True, allow_redirects=False)
         except (requests.ConnectionError, requests.Timeout) as exc:
             if cannot_connect(exc):

@@ -7,6 +7,7 @@ Fetches nobody waits for yet run in the shared ``BackgroundFetches`` pool.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import logging
 import threading
@@ -124,7 +125,7 @@ class RemoteObject:
             head = self.background.submit(self._fill_quietly,
                                           self.cache.claim(self.key, 0, PROBE_HEAD))
             try:
-                tail: RangeResult | None = self._fetch_result(-PROBE_TAIL, 0)
+                tail: RangeResult | None = self._probe_tail(head)
             except OSError as exc:  # the head's read reports errors; the tail is a bonus
                 log.debug("tail probe of %s failed: %s", self.key, exc)
                 tail = None
@@ -141,6 +142,17 @@ class RemoteObject:
             if tail is not None and tail.start > len(first):
                 self.probed.append(tail.data)
             self._probed = True
+
+    def _probe_tail(self, head: concurrent.futures.Future) -> RangeResult | None:
+        """The file's tail, asked beside the head as a suffix range.  Through a site
+        mirror it is asked once the head's answer gave the size, by an explicit range:
+        nginx's slice module would fetch the whole object for a suffix range."""
+        if not self.fetcher.mirrors(self.url):
+            return self._fetch_result(-PROBE_TAIL, 0)
+        head.result()
+        if self.size <= PROBE_HEAD:
+            return None  # the head holds it all, or failed (and says so below)
+        return self._fetch_result(self.size - PROBE_TAIL, self.size)
 
     def _sized(self) -> None:
         """Know the size before a read: from the disk cache if it has the object (no

@@ -37,6 +37,7 @@ from ..io.disk_cache import DiskCache
 from ..io.http import redact
 from ..io.range_fetch import STORE_CONNECTIONS, RangeFetcher
 from ..io.reachability import Reachability
+from ..io.store_mirror import StoreMirror
 from .status import STATUS_XATTR
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class FsConfig:
     disk_cache_dir: str | None = None  # None: no disk cache
     disk_cache_bytes: int = 10 << 30
     offline: bool = False  # never touch the network: serve what the disk cache holds
+    # a site cache (nginx) that public object-store reads go through, and the store it
+    # fronts (None: learned from DCOR, the origin of its resources' ``s3_url``)
+    store_mirror: str | None = None
+    store_origin: str | None = None
 
     def __repr__(self) -> str:  # never show the token
         return (f"FsConfig(host={self.host!r}, token={'<set>' if self.token else '<none>'}, "
@@ -91,7 +96,9 @@ class Filesystem:
                            allow_http=config.allow_http, reach=self.reach)
         self.disk = open_disk_cache(config)
         self.cache = BlockCache(config.cache_bytes, config.block_size, disk=self.disk)
-        self.fetcher = RangeFetcher(timeout=config.timeout, reach=self.reach)
+        self.mirror = (StoreMirror(config.store_mirror, config.store_origin)
+                       if config.store_mirror else None)
+        self.fetcher = RangeFetcher(timeout=config.timeout, reach=self.reach, mirror=self.mirror)
         self.background = BackgroundFetches()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=DECODE_WORKERS,
                                                           thread_name_prefix="decode")
@@ -158,6 +165,8 @@ class Filesystem:
             url = self._any_store_url()
             if url is not None:
                 self._store_url = url
+                if self.mirror is not None:
+                    self.mirror.learn_origin(url)
                 store = redact(url).split("/", 3)[2]
                 opens = [self.background.submit(self.fetcher.fetch, url, 0, 1)
                          for _ in range(STORE_CONNECTIONS)]
@@ -397,6 +406,7 @@ class Filesystem:
                 "hdf5": {"files_opened": 0, "kept_layouts_used": 0,
                          **self.shared.counts.snapshot()},
                 "warm_up": warm_up,
+                "store_mirror": self.mirror.status() if self.mirror is not None else None,
                 "timeouts": {"request_s": self.config.timeout,
                              "operation_s": self.config.op_timeout}}
 

@@ -5,7 +5,8 @@ import errno
 
 import pytest
 
-from dcorfs.io.range_fetch import RangeFetcher, Retryable, check_content_range, status_error
+from dcorfs.io.range_fetch import Retryable, check_content_range, status_error
+from fakes import ScriptedFetcher
 
 
 def test_an_exact_answer_is_accepted():
@@ -45,50 +46,6 @@ def test_other_statuses_are_retried(status):
     error = status_error(status, "http://store/k", 0, 10, server_asked=2.0)
     assert isinstance(error, Retryable)
     assert error.retry_after == (2.0 if status in (429, 503) else 0.0)
-
-
-class FakeResponse:
-    def __init__(self, status: int, headers: dict, body: bytes) -> None:
-        self.status_code = status
-        self.headers = headers
-        self.raw = self
-        self._body = body
-
-    def read(self, n: int, decode_content: bool = True) -> bytes:
-        piece, self._body = self._body[:n], self._body[n:]
-        return piece
-
-    read1 = read
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-class FakeSession:
-    """Answers from a script: one (status, Content-Range, body) per request."""
-
-    def __init__(self, answers: list) -> None:
-        self.answers = list(answers)
-        self.ranges: list[str] = []
-
-    def get(self, url, headers, **kwargs):
-        self.ranges.append(headers["Range"])
-        status, content_range, body = self.answers.pop(0)
-        return FakeResponse(status, {"Content-Range": content_range} if content_range else {},
-                            body)
-
-
-class ScriptedFetcher(RangeFetcher):
-    def __init__(self, answers: list, retries: int = 3) -> None:
-        super().__init__(timeout=5, retries=retries, backoff=0.001)
-        self.fake = FakeSession(answers)
-
-    @property
-    def session(self):  # type: ignore[override]
-        return self.fake
 
 
 DATA = bytes(range(256)) * 4
