@@ -29,6 +29,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import struct
 import subprocess
 import sys
@@ -61,6 +62,7 @@ MANY_FILES = 20  # resources of the dataset ``many-files``
 LARGE_EVENTS = 220_000  # a large measurement with images and contours (issue 16)
 HUGE_EVENTS = 2_000_000  # a scalar-only measurement of this many events
 CONSECUTIVE = 1_000  # contours read one after another in (r)
+MIRROR_MOUNTS = 4  # machines of a lab reading one resource at once in (y)
 
 
 class HDF5Chain:
@@ -155,18 +157,20 @@ def _script(prelude: str, body: str) -> str:
                       'time.perf_counter() - t0)}))'])
 
 
-def _together(imports: str, work: str, argv: str, margin: float = 3.0) -> str:
-    """A body that runs ``work`` in four processes at once, timed inside them: each
-    imports first, then waits for a common start ``margin`` seconds ahead, works, and
-    prints when it finished; ``inner`` is the last finish minus the start.  Process
-    start and imports, which differ between contenders, are not timed."""
+def _together(imports: str, work: str, argv: str, margin: float = 3.0,
+              items: list[str] = SCALARS) -> str:
+    """A body that runs ``work`` in a process per item (``f`` in ``argv``) at once,
+    timed inside them: each imports first, then waits for a common start ``margin``
+    seconds ahead, works, and prints when it finished; ``inner`` is the last finish
+    minus the start.  Process start and imports, which differ between contenders, are
+    not timed."""
     child = (f"import sys, time; {imports}; start = float(sys.argv[-1]); "
              f"time.sleep(max(0.0, start - time.time())); {work}; print(time.time())")
     return f"""
         import subprocess, sys
         start = time.time() + {margin}
         procs = [subprocess.Popen([sys.executable, "-c", {child!r}, *({argv}), str(start)],
-                                  stdout=subprocess.PIPE, text=True) for f in {SCALARS!r}]
+                                  stdout=subprocess.PIPE, text=True) for f in {items!r}]
         ends = [float(p.communicate()[0].split()[-1]) for p in procs]
         assert all(p.returncode == 0 for p in procs)
         inner = max(ends) - start
@@ -244,6 +248,7 @@ class Bench:
                                  params={"id": path.parent.name}, timeout=30).json()
             by_name.update({r["name"]: r for r in found["result"]["resources"]})
         self.rids = {kind: by_name[path.name]["id"] for kind, path in self.files.items()}
+        self.store_url = re.search(r"object store:\s+(\S+)", log.read_text()).group(1)
         self.condensed = {kind: self.workdir / "serve-cache" /
                           f"{by_name[path.name]['sha256']}_condensed.rtdc"
                           for kind, path in self.files.items()}
@@ -285,13 +290,15 @@ class Bench:
             return sum(sizes[c] for c in touched), len(touched)
 
     # -- mounts and stats -------------------------------------------------------------
-    def mount(self, cache_dir: pathlib.Path | None = None) -> pathlib.Path:
+    def mount(self, cache_dir: pathlib.Path | None = None,
+              extra: tuple[str, ...] = ()) -> pathlib.Path:
         """A fresh mount; without ``cache_dir``, with no disk cache (cold means cold)."""
         mnt = pathlib.Path(tempfile.mkdtemp(prefix="dcorfs-bench-"))
         log = self.workdir / "mount.log"
         disk = ["--cache-dir", cache_dir] if cache_dir is not None else ["--no-disk-cache"]
         proc = subprocess.Popen(dcorfs_argv("mount", mnt, "--foreground", "--host", self.url,
-                                            "--log-file", log, "--cache-size", "1G", *disk),
+                                            "--log-file", log, "--cache-size", "1G", *disk,
+                                            *extra),
                                 stdin=subprocess.DEVNULL)
         wait_for(lambda: os.path.ismount(mnt), proc, "dcorfs mount", 30, log)
         self.mounts.append((proc, mnt))
@@ -731,6 +738,57 @@ def views(bench: "Bench") -> list[dict]:
     return out
 
 
+def site_cache(bench: "Bench") -> list[dict]:
+    """(y) MIRROR_MOUNTS machines read one resource at once: every mount straight from
+    the store, then through one nginx site cache (examples/nginx-dcor-cache.conf) that
+    starts empty, then new mounts through the warm site cache (a machine that comes
+    later).  Each mount reads the images and four scalar features in a process of its
+    own, all starting at once; the time is until the last one is done."""
+    from dcorfs.server.site_cache import SiteCache, nginx_binary
+
+    if nginx_binary() is None:
+        print("(y) skipped: nginx is not installed", flush=True)
+        return []
+    work = "; ".join(f"np.load(os.path.join(sys.argv[1], '{f}.npy'))"
+                     for f in ["image", *SCALARS])
+    size = bench.files["images"].stat().st_size
+
+    def together(extra: tuple[str, ...]) -> dict:
+        bench.unmount_all()
+        mounts = [bench.mount(extra=extra) for _ in range(MIRROR_MOUNTS)]
+        folders = [str(mnt / bench.rids["images"]) for mnt in mounts]
+        result = bench.dcorfs(_together("import os, numpy as np", work, "[f]", items=folders),
+                              mounts[0], "images")
+        result["origin_share"] = result["bytes"] / size
+        return result
+
+    rows = [{"scenario": f"(y) {MIRROR_MOUNTS} mounts at once, straight from the store",
+             "dcorfs": together(())}]
+    site = SiteCache(bench.store_url)
+    try:
+        mirror = ("--store-mirror", site.url)
+        rows.append({"scenario": f"(y) {MIRROR_MOUNTS} mounts at once, through an empty site cache",
+                     "dcorfs": together(mirror)})
+        rows.append({"scenario": f"(y) {MIRROR_MOUNTS} new mounts, through the warm site cache",
+                     "dcorfs": together(mirror)})
+    finally:
+        bench.unmount_all()
+        site.close()
+    for row in rows:
+        row["resource_bytes"] = size
+    return rows
+
+
+def site_markdown(rows: list[dict]) -> str:
+    lines = ["| scenario | s (last mount done) | store requests | store MB "
+             "| store bytes / resource size |", "|---|---|---|---|---|"]
+    for r in rows:
+        d = r["dcorfs"]
+        lines.append(f"| {r['scenario']} | {d['seconds']:.3f} | {d['store_requests']} "
+                     f"| {d['bytes'] / 1e6:.1f} | {d['origin_share']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def views_markdown(rows: list[dict]) -> str:
     lines = ["| scenario | dcorfs s | requests | round trips | MB | note | target |",
              "|---|---|---|---|---|---|---|"]
@@ -889,6 +947,7 @@ def main(argv: list[str] | None = None) -> int:
         disk_rows = disk_cache(bench, rows, idle, args.idle_s)
         large_rows = large(bench)
         view_rows = views(bench)
+        site_rows = site_cache(bench)
     finally:
         bench.mounts.extend((proc, mnt) for proc, mnt, _ in idle)
         bench.unmount_all()
@@ -904,12 +963,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows,
                                                   "browse": browse_rows, "disk": disk_rows,
-                                                  "large": large_rows, "views": view_rows},
+                                                  "large": large_rows, "views": view_rows,
+                                                  "site_cache": site_rows},
                                                  indent=1))
     markdown = (to_markdown(rows, meta) + "\nBrowsing by name:\n\n" + browse_markdown(browse_rows)
                 + "\nThe disk cache and idle connections:\n\n" + disk_markdown(disk_rows)
                 + "\nLarge measurements:\n\n" + large_markdown(large_rows)
-                + "\nViews for any tool:\n\n" + views_markdown(view_rows))
+                + "\nViews for any tool:\n\n" + views_markdown(view_rows)
+                + "\nMany machines, one site cache:\n\n" + site_markdown(site_rows))
     (out / "results.md").write_text(markdown)
     print("\n" + markdown)
     print(f"written to {out / 'results.md'} and {out / 'results.json'}")

@@ -41,6 +41,18 @@ def test_mountpoint_must_be_a_folder(tmp_path):
     assert result.returncode == 2 and "not a directory" in result.stderr
 
 
+@pytest.mark.parametrize("args, said", [
+    (["--store-mirror", "cache.lab:8080"], "--store-mirror: a mirror is an http(s) URL"),
+    (["--store-mirror", "http://cache/?key=1"], "--store-mirror: a mirror is an http(s) URL"),
+    (["--store-origin", "https://s3.org"], "give both")])
+def test_a_bad_site_cache_is_refused_before_mounting(tmp_path, args, said):
+    require_fuse()
+    (tmp_path / "mnt").mkdir()
+    result = dcorfs("mount", tmp_path / "mnt", "--host", "http://127.0.0.1:9", *args)
+    assert result.returncode == 2 and said in result.stderr, result.stderr
+    assert not os.path.ismount(tmp_path / "mnt")
+
+
 def test_background_mount_from_any_working_directory(server, corpus_dir, tmp_path):
     """Run from a folder holding a folder named ``dcorfs`` (a clone's parent, say): the
     daemon must not import it."""

@@ -59,3 +59,15 @@ def test_the_mount_helper_form_becomes_dcorfs_mount():
         mount_helper_argv(["dcorfs", "/mnt/dcor", "--bogus"])
     with pytest.raises(SystemExit):
         mount_helper_argv(["dcorfs", "/mnt/dcor", "-o", "cache_size"])
+
+
+def test_the_site_cache_is_named_by_option_environment_or_fstab(monkeypatch):
+    assert build_parser().parse_args(["mount", "/m"]).store_mirror == ""
+    monkeypatch.setenv("DCORFS_STORE_MIRROR", "http://cache.lab:8080")
+    assert build_parser().parse_args(["mount", "/m"]).store_mirror == "http://cache.lab:8080"
+    args = build_parser().parse_args(["mount", "/m", "--store-mirror", "http://other:80"])
+    assert args.store_mirror == "http://other:80"  # the command line wins
+    argv = mount_helper_argv(["dcorfs", "/mnt/dcor", "-o",
+                              "store_mirror=http://cache.lab:8080,store_origin=https://s3.org"])
+    assert argv == ["mount", "/mnt/dcor", "--store-mirror", "http://cache.lab:8080",
+                    "--store-origin", "https://s3.org"]
