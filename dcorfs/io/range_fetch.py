@@ -20,7 +20,7 @@ import requests
 import urllib3.exceptions
 
 from . import deadline
-from .reachability import Reachability, Unreachable, cannot_connect
+from .reachability import Reachability, cannot_connect
 from .http import backoff_delay, new_session, redact, retry_after, shared_adapter
 from .store_mirror import CONNECT_TIMEOUT, StoreMirror
 
@@ -135,35 +135,35 @@ class RangeFetcher:
     def _from_mirror(self, url: str, start: int, stop: int, counted: CountingSink | None,
                      check: Check | None) -> RangeResult | None:
         """One attempt at the mirror; None when the origin must serve the read (what a
-        stream delivered before a failure is not asked again)."""
+        stream delivered before a failure, ``counted.delivered``, is not asked again)."""
         assert self.mirror is not None
-        before = 0 if counted is None else counted.delivered
         try:
-            result = self._fetch_once(url, start + before, stop, counted, check,
-                                      connect_timeout=CONNECT_TIMEOUT)
+            result = self._fetch_once(url, start, stop, counted, check,
+                                      connect_timeout=CONNECT_TIMEOUT, reach=False)
         except Retryable as exc:
             self.mirror.failed(str(exc))
             return None
         except OSError as exc:
             if exc.errno == errno.ESTALE:  # the object changed: the version check said so
                 raise
-            if isinstance(exc, Unreachable) or exc.errno == errno.EIO:
+            if exc.errno == errno.EIO:
                 self.mirror.failed(exc.strerror or str(exc))
             else:  # a 4xx: the origin has the last word on what exists and who may read it
                 log.debug("mirror answered %s for %s; asking the object store", exc, url)
                 self.mirror.answered(0)
             return None
-        self.mirror.answered(len(result.data) if counted is None
-                             else counted.delivered - before)
-        result.start = start
+        self.mirror.answered(len(result.data) if counted is None else counted.delivered)
         return result
 
     def _fetch_once(self, url: str, start: int, stop: int, sink: Sink | None,
-                    check: Check | None = None,
-                    connect_timeout: float = 10.0) -> RangeResult:
+                    check: Check | None = None, connect_timeout: float = 10.0,
+                    reach: bool = True) -> RangeResult:
+        """One GET.  ``reach=False`` leaves the host out of ``Reachability``: a site
+        mirror has a back-off of its own, and its failing does not make the mount offline."""
         suffix = start < 0
         headers = {"Range": f"bytes={start}" if suffix else f"bytes={start}-{stop - 1}"}
-        self.reach.check(url)  # Unreachable (not Retryable) when the store is down
+        if reach:
+            self.reach.check(url)  # Unreachable (not Retryable) when the store is down
         self.requests += 1
         self.last_used = time.monotonic()
         log.debug("GET %s %s", redact(url), headers["Range"])
@@ -173,10 +173,11 @@ class RangeFetcher:
                                     timeout=(min(connect_timeout, left), left),
                                     stream=True, allow_redirects=False)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            if cannot_connect(exc):
+            if reach and cannot_connect(exc):
                 self.reach.failed(url)
             raise Retryable(f"{type(exc).__name__}") from None
-        self.reach.answered(url)
+        if reach:
+            self.reach.answered(url)
         with resp:
             if resp.status_code != 206:
                 raise status_error(resp.status_code, url, start, stop, retry_after(resp))
