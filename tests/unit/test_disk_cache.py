@@ -168,6 +168,9 @@ class FakeStore:
             piece = b""
         return RangeResult(piece, start, len(self.data), self.etag)
 
+    def mirrors(self, url):
+        return False
+
 
 def test_an_object_whose_etag_changed_is_dropped(tmp_path, caplog):
     import errno
