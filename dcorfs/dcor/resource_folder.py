@@ -257,6 +257,10 @@ class Resource:
                     wanted.append(feat)
         return wanted
 
+    def _first_declaring(self, feature: str) -> Basin | None:
+        """The basin ``source`` asks first for ``feature``."""
+        return next((b for b in self.basins if feature in b.features), None)
+
     def source(self, feature: str) -> tuple[Basin, Any]:
         """(basin, h5 object) for a feature: the first declaring basin that holds it.
 
@@ -323,8 +327,12 @@ class Resource:
         out by name, any other by its shape."""
         wanted = sorted(f for f in self.declared_features()
                         if f not in NOT_SCALAR and not f.startswith("qpi_"))
+        # the headers in one wave, not one by one; only of the basins ``source`` asks
+        # first (the original is not opened when the condensed file has every column)
+        serving = [b for b in self.basins
+                   if any(f in b.features and self._first_declaring(f) is b for f in wanted)]
         for future in [self.pool.submit(deadline.bind(b.prefetch_headers))
-                       for b in self.basins]:  # the headers in one wave, not one by one
+                       for b in serving]:
             try:
                 future.result(timeout=deadline.remaining(3600.0))
             except OSError as exc:  # the feature's own open reports it
