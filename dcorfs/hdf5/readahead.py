@@ -79,8 +79,11 @@ class ReadaheadConfig:
 
 DEFAULT = ReadaheadConfig()
 #: for a dataset read as a column of a table (``features.tsv``) a block of rows at a
-#: time: a first read fetches only its own chunks, however small the dataset
-COLUMN = ReadaheadConfig(small_dataset_bytes=0, kernel_first_readahead_bytes=0)
+#: time: a read fetches only its own chunks, however small the dataset, until a
+#: sequential run opens the window ahead (``head`` reads a block more than it shows:
+#: the kernel's readahead, which must not fetch a group of chunks in every column)
+COLUMN = ReadaheadConfig(small_dataset_bytes=0, kernel_first_readahead_bytes=0,
+                         min_fetch_bytes=0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,9 +56,11 @@ class RangeResult:
         self.etag = etag  # the object's version as the store names it, if it does
 
 
-# connections to the object store opened at mount, and the most a bulk fetch uses at
-# once: enough to fill a long fat link, few enough to leave room for readers
-STORE_CONNECTIONS = 4
+# connections to the object store opened at mount (and again after a long idle time):
+# a cold read sends a request per feature header, chunk index and chunk at once (20
+# features: 20 at a time), and each new connection would cost DCOR's TCP and TLS
+# handshakes (2 round trips) first.  As many as the background pool has threads.
+STORE_CONNECTIONS = 24
 
 
 class RangeFetcher:

@@ -168,9 +168,7 @@ class Filesystem:
                 if self.mirror is not None:
                     self.mirror.learn_origin(url)
                 store = redact(url).split("/", 3)[2]
-                opens = [self.background.submit(self.fetcher.fetch, url, 0, 1)
-                         for _ in range(STORE_CONNECTIONS)]
-                for future in opens:
+                for future in self._open_store_connections(url):
                     try:
                         future.result()
                     except OSError as exc:  # an answer all the same: the connection is open
@@ -258,14 +256,19 @@ class Filesystem:
         self.fetcher.last_used = time.monotonic()
         log.info("DCF106 reopening %d store connections after %.0f s without a request",
                  STORE_CONNECTIONS, idle)
-        for _ in range(STORE_CONNECTIONS):
-            self.background.submit(self._touch_store, url)
+        for future in self._open_store_connections(url):
+            future.add_done_callback(lambda f: f.exception() and log.debug(
+                "reopening a store connection: %s", f.exception()))
 
-    def _touch_store(self, url: str) -> None:
-        try:
-            self.fetcher.fetch(url, 0, 1)
-        except OSError as exc:  # an answer of any kind opened the connection
-            log.debug("reopening a store connection: %s", exc)
+    def _open_store_connections(self, url: str) -> list[concurrent.futures.Future]:
+        """``STORE_CONNECTIONS`` requests of one byte at once, each opening a connection
+        of its own, on threads of their own: the background pool stays free for the
+        reads that may start meanwhile."""
+        opener = concurrent.futures.ThreadPoolExecutor(STORE_CONNECTIONS,
+                                                       thread_name_prefix="connect")
+        futures = [opener.submit(self.fetcher.fetch, url, 0, 1) for _ in range(STORE_CONNECTIONS)]
+        opener.shutdown(wait=False)
+        return futures
 
     def _evictable(self) -> list[Resource]:
         """Take resources beyond ``max_resources`` out, oldest first, skipping open ones.

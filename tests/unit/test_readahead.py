@@ -124,3 +124,21 @@ def test_back_to_back_chunks_share_a_request_up_to_the_limit():
     assert back_to_back_runs(index, [0, 1, 2], max_run_bytes=250) == [(1000, 1200, 2),
                                                                       (1200, 1300, 1)]
     assert back_to_back_runs(index, [4]) == []  # never written: nothing to fetch
+
+
+def test_a_column_of_features_tsv_fetches_only_the_chunks_of_its_rows():
+    """``head`` of the table reads a block or two of rows: no chunk beyond them, in any
+    of the columns, until a long sequential run opens the window ahead."""
+    column = Geometry(nrows=300_000, rows_per_chunk=16_384, row_bytes=8, nchunks=19,
+                      stored_bytes=19 * 60_000)
+    first = plan_read(ReadState(), column, 0, 1024, readahead.COLUMN)
+    assert first.relation == FIRST and first.ahead == []
+    near = plan_read(first.state, column, 1024, 2048, readahead.COLUMN)
+    assert near.relation == NEAR and near.ahead == []
+    assert group_size(column.stored_bytes, column.nchunks, readahead.COLUMN) == 1
+    assert group_size(column.stored_bytes, column.nchunks) > 1  # the default groups them
+    state, fetched = near.state, set()
+    for r0 in range(2048, 300_000, 1024):  # a whole read does open the window
+        plan = plan_read(state, column, r0, r0 + 1024, readahead.COLUMN)
+        state, fetched = plan.state, fetched | set(plan.ahead)
+    assert fetched and max(fetched) == column.nchunks - 1
