@@ -135,8 +135,9 @@ class Filesystem:
         status (``warm_up``) and the log (DCF105, DCF104 if it failed); the first
         lookup reports errors to its caller.
         """
-        prestart(self.pool, DECODE_WORKERS)
-        self.background.prestart()
+        connect = self.disk.connect if self.disk is not None else None
+        prestart(self.pool, DECODE_WORKERS, connect)
+        self.background.prestart(connect)
         if self.config.offline:
             with self._lock:
                 self._warm_up = {"state": "offline", "store": None}
