@@ -27,7 +27,7 @@ T = TypeVar("T")
 # errnos that answer the caller's question (no such name, read-only, not a folder)
 # rather than report a failure of the mount: not worth a warning
 ANSWERS = {errno.ENOENT, errno.ENODATA, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
-           errno.ENAMETOOLONG, errno.EINVAL, errno.EBADF}
+           errno.ENAMETOOLONG, errno.EINVAL, errno.EBADF, errno.ENOTSUP}
 
 
 def _errors_mapped(func: Callable[..., T]) -> Callable[..., T]:

@@ -387,8 +387,15 @@ def test_status_readable_from_inside_the_mount(server, fresh_mount):
     assert after["token"] is False
     assert "user.dcorfs.status" in os.listxattr(mnt.path)
     with pytest.raises(OSError) as info:
-        os.getxattr(mnt.path / rid / "deform.npy", "user.other")
+        os.getxattr(mnt.path, "user.other")
     assert info.value.errno == errno.ENODATA
+    # below the root, "not supported": ls -l then stops asking for ACLs and SELinux
+    # labels after the first entry, instead of asking twice per entry
+    for path in (mnt.path / rid / "deform.npy", mnt.path / rid):
+        for name in ("user.other", "security.selinux", "system.posix_acl_access"):
+            with pytest.raises(OSError) as info:
+                os.getxattr(path, name)
+            assert info.value.errno == errno.ENOTSUP, (path, name)
 
 
 def test_resources_beyond_the_limit_are_closed_and_reopened(server, fresh_mount):

@@ -91,7 +91,8 @@ def test_errors_carry_errnos(core, in_thread_server):
              (lambda: core.getattr("/0123abcd-0000-4000-8000-000000000000"), errno.ENOENT),
              (lambda: core.getattr("/" + in_thread_server.ids["private/calibration_beads.rtdc"]),
               errno.EACCES),
-             (lambda: core.getxattr("/", "user.other"), errno.ENODATA)]
+             (lambda: core.getxattr("/", "user.other"), errno.ENODATA),
+             (lambda: core.getxattr(f"/{rid}/deform.npy", "security.selinux"), errno.ENOTSUP)]
     for call, code in cases:
         with pytest.raises(OSError) as info:
             call()
