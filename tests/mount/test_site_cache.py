@@ -185,11 +185,12 @@ def test_reads_go_on_from_the_store_when_the_site_cache_stops(site_dir, site_ser
             assert time.monotonic() < deadline
             time.sleep(0.02)
         site_cache.stop()
-        at_stop = mnt.status()["store_mirror"]["bytes"]
+        site_server.reset_stats()  # from here on, only the mount reads from the store
         features, md5 = reading.result(timeout=240)
     assert md5 == file_md5(site_dir / SECOND)
     check_against_dclab(site_dir / SECOND, features)
     mirror = mnt.status()["store_mirror"]
     assert mirror["failures"] >= 1 and mirror["state"].startswith("failed"), mirror
-    assert at_stop < size and mirror["bytes"] == at_stop  # the store served the rest
+    assert mirror["bytes"] < size  # the mirror served part of the read ...
+    assert site_server.stats().get("store_bytes", 0) > 0  # ... the store the rest
     assert "DCP201" in mnt.log_text()
