@@ -29,7 +29,6 @@ import json
 import os
 import pathlib
 import platform
-import re
 import struct
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from dcorfs import paths
 from dcorfs.hdf5.hints import find_all, group_table_addresses
 from dcorfs.mount.fusermount import unmount
 from dcorfs.mount.status import wait_until_warm
-from dcorfs.processes import api_answers, dcorfs_argv, stop, wait_for
+from dcorfs.processes import announced_store, api_answers, dcorfs_argv, stop, wait_for
 from dcorfs.server.ports import free_port
 
 EVENTS = 300_000
@@ -273,7 +272,7 @@ class Bench:
                                  params={"id": path.parent.name}, timeout=30).json()
             by_name.update({r["name"]: r for r in found["result"]["resources"]})
         self.rids = {kind: by_name[path.name]["id"] for kind, path in self.files.items()}
-        self.store_url = re.search(r"object store:\s+(\S+)", log.read_text()).group(1)
+        self.store_url = announced_store(log)
         self.condensed = {kind: self.workdir / "serve-cache" /
                           f"{by_name[path.name]['sha256']}_condensed.rtdc"
                           for kind, path in self.files.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -58,6 +59,12 @@ def api_answers(url: str) -> Callable[[], bool]:
             return requests.get(f"{url}/api/3/action/status_show", timeout=2).ok
         return False
     return check
+
+
+def announced_store(log: pathlib.Path) -> str | None:
+    """The object store's URL that ``dcorfs serve`` printed at start, from its log."""
+    found = re.search(r"object store:\s+(\S+)", tail(log, 1_000_000))
+    return found.group(1) if found else None
 
 
 def stop(proc: subprocess.Popen, timeout: float = 20.0) -> int:

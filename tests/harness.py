@@ -19,7 +19,7 @@ import requests
 
 from dcorfs.mount.fusermount import fuse_problem, unmount
 from dcorfs.mount.status import wait_until_warm
-from dcorfs.processes import api_answers, dcorfs_argv, stop, tail, wait_for
+from dcorfs.processes import announced_store, api_answers, dcorfs_argv, stop, tail, wait_for
 from dcorfs.server.ports import free_port
 
 # every mount started by a test, for the log watch
@@ -77,8 +77,7 @@ class Server:
             raise
         self.token = self.token_file.read_text().strip()
         self.ids = self._resource_ids()
-        found = re.search(r"object store:\s+(\S+)", self.log.read_text())
-        self.store_url = found.group(1) if found else None  # what its URLs point at
+        self.store_url = announced_store(self.log)  # what its URLs point at
 
     def _resource_ids(self) -> dict[str, str]:
         """relative path -> resource id, from package_search as a client would see it."""

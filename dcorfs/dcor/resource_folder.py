@@ -329,8 +329,8 @@ class Resource:
                         if f not in NOT_SCALAR and not f.startswith("qpi_"))
         # the headers in one wave, not one by one; only of the basins ``source`` asks
         # first (the original is not opened when the condensed file has every column)
-        serving = [b for b in self.basins
-                   if any(f in b.features and self._first_declaring(f) is b for f in wanted)]
+        first = {self._first_declaring(f) for f in wanted}
+        serving = [b for b in self.basins if b in first]
         for future in [self.pool.submit(deadline.bind(b.prefetch_headers))
                        for b in serving]:
             try:

@@ -15,8 +15,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import urllib.parse
 
+from ..io.store_mirror import origin_of
 from ..processes import stop, wait_for
 from .ports import free_port
 
@@ -33,13 +33,16 @@ def nginx_binary() -> str | None:
 def site_config(text: str, origin: str, port: int, max_size: str | None = None) -> str:
     """The example configuration, listening on 127.0.0.1:``port`` in front of ``origin``
     (``http(s)://host:port``)."""
-    parts = urllib.parse.urlsplit(origin)
-    host = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    found = origin_of(origin)
+    if found is None:
+        raise ValueError(f"not an http(s) URL: {origin!r}")
+    scheme, store_host, store_port = found
+    host = f"{store_host}:{store_port}"
     changes = [(r"^(\s*)server \S+;(\s*# site:)", rf"\g<1>server {host};\g<2>"),
                (r"^(\s*)listen \S+;(\s*# site:)", rf"\g<1>listen 127.0.0.1:{port};\g<2>"),
                (r"^(\s*)set \$store_host \S+;(\s*# site:)", rf"\g<1>set $store_host {host};\g<2>"),
                (r"^(\s*)proxy_pass https?://(\S+);(\s*# site:)",
-                rf"\g<1>proxy_pass {parts.scheme}://\g<2>;\g<3>")]
+                rf"\g<1>proxy_pass {scheme}://\g<2>;\g<3>")]
     if max_size:
         changes.append((r"max_size=\S+", f"max_size={max_size}"))
     for pattern, replacement in changes:
