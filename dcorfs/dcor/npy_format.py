@@ -25,3 +25,9 @@ def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
         buf = io.BytesIO()
         npformat.write_array_header_2_0(buf, header)
     return buf.getvalue()
+
+
+def npy_size(dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    """Bytes of the .npy file ``np.save`` writes for an array of this kind."""
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    return len(npy_header(dtype, shape)) + count * np.dtype(dtype).itemsize

@@ -26,6 +26,7 @@ from ..io import deadline
 from ..io.remote_object import RemoteObject
 from ..io.sequential import SequentialReadahead, StreamConfig
 from .basin import Basin
+from .contour_sizes import MISSING, ContourSizes
 from .feature_views import dataset_view, layout_view, mapped_view, passthrough, small_view
 from .nodes import Dir, File, LazyEntries, Node, NumberedNames
 from .presigned import local_expiry
@@ -42,8 +43,6 @@ BOOL_FEATURES = {"mask"}
 IMAGE_FEATURES = {"image", "image_bg", "mask"}
 #: features that are not one number per event, left out of features.tsv by name
 NOT_SCALAR = {"contour", "trace"} | IMAGE_FEATURES
-#: a contour's size in ``_contour_entries``' array: not known yet, or no such contour
-UNKNOWN, MISSING = -1, -2
 #: contour headers looked up one after another: how far to fetch ahead of them
 CONTOUR_WALK = StreamConfig(first_window=1 << 20, max_window=8 << 20, piece=1 << 20,
                             slack=4 << 20)  # stored as uint8 0/255, presented as bool (dclab's H5MaskEvent)
@@ -394,16 +393,12 @@ class Resource:
         """One name per event, from the event count, as dclab does: counting the links
         of ``events/contour`` (HDF5 visits every node of the group's index, which
         dclab's writer scatters through the file) would read a large measurement's
-        whole index over the network.  Each lookup finds its one name in the index.
-
-        The size of each contour file, once known, is kept in one array (8 bytes per
-        event; ``MISSING`` for a contour the file lacks): a name looked up again (the
-        kernel forgot it, or ``LazyEntries`` dropped its node) is answered without
-        HDF5, which it opens only when the file is read."""
+        whole index over the network.  Each lookup finds its one name in the index,
+        unless ``ContourSizes`` knows its size (a listing's lookups read all in bulk):
+        HDF5 is then opened only when the file is read."""
         basin, group = self._group("contour")
         names = NumberedNames(self._event_count(basin, group))
-        sizes = np.full(len(names), UNKNOWN, dtype=np.int64)
-        missing_said = threading.Event()
+        sizes = ContourSizes(self.rid, basin, group, len(names), self.pool)
         walk = SequentialReadahead(basin.obj, CONTOUR_WALK)
 
         def opened(key: str) -> h5py.Dataset:
@@ -415,35 +410,38 @@ class Resource:
                 raise OSError(errno.ENOENT, f"{self.rid}: contour {key} is missing")
             return dataset
 
-        def remembered(number: int, view: View) -> View:
-            sizes[number] = view.size
-            return view
+        def view(made: View | None, number: int, size: int) -> View:
+            sizes.opened()  # only opening makes a view once the size is known
+            if made is None:
+                made = small_view(basin, opened(str(number)))
+            if made.size != size:  # the bulk read's parse and h5py disagree
+                raise OSError(errno.EIO, f"{self.rid}: contour {number} is {made.size} "
+                                         f"bytes, listed as {size}")
+            return made
 
         def make(name: str) -> Node | None:
             number = names.number(name)
-            key = str(number)
-            if sizes[number] == MISSING:
+            size = sizes[number]
+            if size == MISSING:
                 return None
-            if sizes[number] >= 0:
-                return File(lambda: small_view(basin, opened(key)), size=int(sizes[number]))
+            if size >= 0:
+                return File(lambda: view(None, number, size), size=size)
+            key = str(number)
             try:
                 dataset = group.get(key)  # one lookup in the index, kept for the view
             except Exception as exc:  # h5py reports our OSErrors as generic ones
                 raise basin.error_from(exc) from None
             if dataset is None:  # a truncated write: fewer contours than events
-                sizes[number] = MISSING
-                if not missing_said.is_set():
-                    missing_said.set()
-                    log.warning("DCR411 %s: contour %s is missing (the measurement has "
-                                "fewer contours than events); such names are ENOENT",
-                                self.rid, key)
+                sizes.known(number, MISSING)
                 return None
             # dclab writes the contours of consecutive events after one another (between
             # image chunks): a walk through them streams ahead of its headers
             info = group.id.links.get_info(key.encode())
             if info.type == h5py.h5l.TYPE_HARD:
                 walk.before_read(info.u, info.u + 1)
-            return File(lambda: remembered(number, small_view(basin, dataset)))
+            made = small_view(basin, dataset)
+            sizes.known(number, made.size)
+            return File(lambda: view(made, number, made.size), size=made.size)
 
         return LazyEntries(names, make)
 

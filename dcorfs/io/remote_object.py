@@ -229,6 +229,13 @@ class RemoteObject:
         for _ in range(streams):
             self.background.submit(work)
 
+    def fetch_direct(self, start: int, stop: int) -> bytes:
+        """``[start, stop)`` straight from the store, not kept: for a bulk read that
+        parses its bytes and drops them (hundreds of MB of scattered object headers
+        would push everything else out of the block cache)."""
+        self._sized()
+        return self._fetch(start, min(stop, self.size))
+
     def peek(self, start: int, stop: int) -> bytes | None:
         """Bytes already in the cache, or None (``BlockCache.peek``)."""
         return self.cache.peek(self.key, start, min(stop, self.size))

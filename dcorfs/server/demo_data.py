@@ -33,7 +33,11 @@ def _images(rng: np.random.Generator, params: dict, sl: slice, height: int, widt
     return np.clip(img, 0, 255).astype(np.uint8), inside
 
 
-def _contour(x: float, y: float, a: float, b: float, npoints: int = 40) -> np.ndarray:
+def _contour(x: float, y: float, a: float, b: float) -> np.ndarray:
+    """An ellipse traced with a point per pixel of its perimeter, as a real contour
+    is: so contours differ in length from event to event."""
+    perimeter = np.pi * (3 * (a + b) - np.sqrt((3 * a + b) * (a + 3 * b)))
+    npoints = int(np.clip(round(perimeter), 8, 1000))
     phi = np.linspace(0, 2 * np.pi, npoints, endpoint=False)
     return np.stack([x + a * np.cos(phi), y + b * np.sin(phi)], axis=1).round().astype(np.int64)
 

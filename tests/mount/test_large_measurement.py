@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import time
 import warnings
 
@@ -14,8 +15,10 @@ import numpy as np
 import pytest
 
 from harness import Server, npy_bytes
+from dcorfs.dcor.contour_sizes import BULK_AFTER
 
 EVENTS = 30_000  # the index of events/contour spans hundreds of scattered nodes
+GAPS_EVENTS, GAPS = 3 * BULK_AFTER, (BULK_AFTER + 5, 2 * BULK_AFTER + 1)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +34,12 @@ def large_dir(tmp_path_factory):
     with h5py.File(short, "a") as h5:
         for name in ("8", "9"):
             del h5["events/contour"][name]
+    # enough events that a listing reads its sizes in bulk, with contours gone inside
+    gaps = write_demo_file(root / "large" / "M003_gaps.rtdc", events=GAPS_EVENTS, height=24,
+                           width=32, with_traces=False, seed=13)
+    with h5py.File(gaps, "a") as h5:
+        for number in GAPS:
+            del h5["events/contour"][str(number)]
     return root
 
 
@@ -102,3 +111,71 @@ def test_a_missing_contour_is_enoent(large_server, fresh_mount):
             (folder / name).read_bytes()
         assert info.value.errno == errno.ENOENT
     assert mnt.log_text().count("DCR411") == 1  # said once
+
+
+def ls_l(folder) -> dict[str, int]:
+    """Name -> size, as ``ls -l`` shows them (every entry looked up, none opened)."""
+    out = subprocess.run(["ls", "-l", "--time-style=+", str(folder)], capture_output=True,
+                         text=True, check=True, timeout=300).stdout
+    return {line.split()[-1]: int(line.split()[4]) for line in out.splitlines()[1:]}
+
+
+@pytest.mark.timeout(600)
+def test_ls_l_of_contours_reads_their_sizes_in_bulk_and_keeps_them(large_dir, large_server,
+                                                                   fresh_mount, tmp_path):
+    rid = large_server.ids["large/M001_large.rtdc"]
+    with h5py.File(large_dir / "large" / "M001_large.rtdc", "r") as h5:
+        expected = {f"{i:05d}.npy": len(npy_bytes(np.zeros(h5["events/contour"][str(i)].shape,
+                                                             h5["events/contour"][str(i)].dtype)))
+                    for i in range(EVENTS)}
+    assert len(set(expected.values())) > 10  # contours differ in length
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--op-timeout", "20"]
+    mnt = fresh_mount(large_server.url, extra=cache)
+    folder = mnt.path / rid / "contour"
+    os.listdir(folder.parent)
+    settled(mnt)
+    large_server.reset_stats()
+    assert ls_l(folder) == expected
+    cold = large_server.stats().get("store_requests", 0)
+    hdf5 = mnt.status()["hdf5"]
+    assert hdf5["bulk_indexes_read"] == 1, hdf5
+    # the first BULK_AFTER lookups ask h5py, then one bulk read of a few large requests
+    assert cold <= 4 * BULK_AFTER + EVENTS / 100, cold
+    assert "DCR415" in mnt.log_text()
+    picks = [0, 4567, EVENTS - 1]  # a size read in bulk is the file's size
+    for i, value in dclab_contours(large_dir / "large" / "M001_large.rtdc", picks).items():
+        assert (folder / f"{i:05d}.npy").read_bytes() == npy_bytes(value)
+    large_server.reset_stats()
+    assert ls_l(folder) == expected  # kept: a second listing asks nothing
+    assert large_server.stats().get("store_requests", 0) == 0
+    mnt.unmount()
+    again = fresh_mount(large_server.url, extra=cache)
+    assert ls_l(again.path / rid / "contour") == expected  # kept on disk
+    assert again.status()["hdf5"].get("bulk_indexes_read", 0) == 0
+    for log in (mnt.log_text(), again.log_text()):
+        assert "DCM501" not in log and "DCM506" not in log and "DCR414" not in log
+
+
+@pytest.mark.expect_warnings("DCR411")
+@pytest.mark.timeout(300)
+def test_contours_a_bulk_read_finds_missing_are_enoent(large_dir, large_server, fresh_mount):
+    rid = large_server.ids["large/M003_gaps.rtdc"]
+    mnt = fresh_mount(large_server.url)
+    folder = mnt.path / rid / "contour"
+    names = sorted(os.listdir(folder))
+    assert len(names) == GAPS_EVENTS
+    sizes = {}
+    for name in names:  # every entry looked up, none opened: a listing's lookups
+        try:
+            sizes[name] = (folder / name).stat().st_size
+        except FileNotFoundError:
+            sizes[name] = None
+    assert mnt.status()["hdf5"]["bulk_indexes_read"] == 1
+    assert [n for n, size in sizes.items() if size is None] == [f"{i}.npy" for i in GAPS]
+    with h5py.File(large_dir / "large" / "M003_gaps.rtdc", "r") as h5:
+        for name, size in sizes.items():
+            if size is not None:
+                assert size == len((folder / name).read_bytes())
+                data = h5["events/contour"][str(int(name[:-4]))][:]
+                assert (folder / name).read_bytes() == npy_bytes(data)
+    assert mnt.log_text().count("DCR411") == 1
