@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 UNKNOWN, MISSING = -1, -2
 #: lookups of contours of unknown size, without one of them opened, after which the
 #: shapes of all are read in bulk (a loop that reads each contour opens each)
-BULK_AFTER = 32
+BULK_AFTER = 16
 #: seconds after a failed bulk read before a listing tries again
 RETRY_AFTER = 60.0
 #: a group's object header is read from its start; its symbol table message is early
@@ -72,7 +72,16 @@ class ContourSizes:
                     and time.monotonic() >= self._failed_at + RETRY_AFTER):
                 self._bulk = self.pool.submit(self._read_in_bulk)
                 self._bulk.add_done_callback(self._ended)
-            # half the lookup's time at most: the other half is for asking h5py
+        return self.peek(number)
+
+    def peek(self, number: int) -> int:
+        """The size of contour ``number`` if known, waiting for a bulk read that is
+        running (for half the operation's time at most: the other half is for asking
+        h5py); never starts one."""
+        size = int(self.sizes[number])
+        if size != UNKNOWN or self._bulk is None:
+            return size
+        with self._changed:
             until = time.monotonic() + deadline.remaining(3600.0) / 2
             while (self._bulk is not None and not self._bulk.done()
                    and self.sizes[number] == UNKNOWN and time.monotonic() < until):

@@ -83,6 +83,11 @@ class File:
         return self._size if self._size is not None else self.view.size
 
     @property
+    def size_known(self) -> bool:
+        """Whether ``size`` answers without making the view (which may read)."""
+        return self._size is not None or self._view is not None
+
+    @property
     def view(self) -> View:
         with self._lock:
             if self._view is None:
@@ -139,10 +144,12 @@ class LazyEntries(dict):
     # ``ls -l`` of 220,000 contours must not keep them all
     KEEP = 256
 
-    def __init__(self, names: Collection[str], make: Callable[[str], Node | None]) -> None:
+    def __init__(self, names: Collection[str], make: Callable[[str], Node | None],
+                 peek: Callable[[str], Node | None] | None = None) -> None:
         super().__init__()
         self._names = names
         self._make = make
+        self._peek = peek
         self._made: cachetools.LRUCache = cachetools.LRUCache(maxsize=self.KEEP)
         self._lock = threading.Lock()
 
@@ -167,6 +174,14 @@ class LazyEntries(dict):
             with self._lock:
                 node = self._made.setdefault(name, node)
         return node
+
+    def peek(self, name: str) -> Node | None:
+        """The node of ``name`` if it is known, or can be made, without a request of
+        its own (for a listing that hands out sizes with names); else None."""
+        if self._peek is not None:
+            return self._peek(name)  # None for a name not in the folder
+        with self._lock:
+            return self._made.get(name)
 
     def keys(self):  # type: ignore[override]
         return list(self._names)

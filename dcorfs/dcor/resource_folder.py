@@ -419,13 +419,20 @@ class Resource:
                                          f"bytes, listed as {size}")
             return made
 
+        def sized(number: int, size: int) -> Node | None:
+            if size < 0:
+                return None
+            return File(lambda: view(None, number, size), size=size)
+
+        def peek(name: str) -> Node | None:
+            number = names.number(name)
+            return None if number is None else sized(number, sizes.peek(number))
+
         def make(name: str) -> Node | None:
             number = names.number(name)
             size = sizes[number]
-            if size == MISSING:
-                return None
-            if size >= 0:
-                return File(lambda: view(None, number, size), size=size)
+            if size == MISSING or size >= 0:
+                return sized(number, size)
             key = str(number)
             try:
                 dataset = group.get(key)  # one lookup in the index, kept for the view
@@ -443,7 +450,7 @@ class Resource:
             sizes.known(number, made.size)
             return File(lambda: view(made, number, made.size), size=made.size)
 
-        return LazyEntries(names, make)
+        return LazyEntries(names, make, peek)
 
     def _event_count(self, basin: Basin, contours: h5py.Group) -> int:
         """The measurement's event count: DCOR's metadata, else the length of a feature

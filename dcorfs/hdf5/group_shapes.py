@@ -12,7 +12,8 @@ flight together:
 3. the symbol nodes the leaves point to; then the object headers they point to.
 
 The addresses a wave wants are sorted and those within ``gap`` bytes of each other are
-fetched in one request, ``parallel`` requests at a time.  Every fetched range is
+fetched in one request, at most ``parallel`` requests and ``in_flight`` bytes at a
+time.  Every fetched range is
 also *scanned* for the structures a later wave will want: symbol nodes and B-tree
 nodes by their signatures, dataset headers by the bytes h5py writes at their start
 (``header_candidates``).  dclab's writer puts an event's header next to those of the
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import collections
 import concurrent.futures
 import dataclasses
 import errno
@@ -56,10 +58,14 @@ class GroupShapesConfig:
     #: a run of dclab's contours they are a few KiB apart, and runs are MBs apart
     #: (image chunks between them); a round trip at 20 ms and 50 MB/s is worth 1 MB.
     gap: int = 256 * KiB
-    #: a request's bytes at most (longer runs are split): bounds what is held at once
-    max_request: int = 4 * MiB
-    #: requests in flight: enough to fill a link of 20 ms x 50 MB/s with 2 MiB each
-    parallel: int = 12
+    #: a request's bytes at most (longer runs are split)
+    max_request: int = 2 * MiB
+    #: requests in flight at most: small ones (index nodes, stray headers) are
+    #: latency-bound, and the mount keeps 24 connections to the store open
+    parallel: int = 24
+    #: bytes in flight at most, which bounds what is held at once: 16 MB fills a
+    #: link of 20 ms x 50 MB/s (1 MB in flight) many times over
+    in_flight: int = 16 * MiB
     #: bytes read for a B-tree node and a symbol node whose entry count is unknown:
     #: room for 256 entries (HDF5 defaults are 32 and 8); a longer one is read again
     tree_bytes: int = st.tree_node_size(256)
@@ -268,16 +274,16 @@ class GroupShapes:
         if isinstance(self._heap, tuple):  # the names: one request of its own
             heap_at, heap_size = self._heap
             requests.append((heap_at, heap_at + heap_size))
-        queue = iter(requests)
-        running: dict[concurrent.futures.Future, int] = {}
+        queue = collections.deque(requests)
+        running: dict[concurrent.futures.Future, tuple[int, int]] = {}
         self.counts.waves += 1
         started, before = time.monotonic(), self.counts.bytes
         while True:
-            while len(running) < cfg.parallel:
-                request = next(queue, None)
-                if request is None:
-                    break
-                running[self.submit(self.fetch, *request)] = request[0]
+            while queue and len(running) < cfg.parallel and (
+                    not running or sum(b - a for a, b in running.values())
+                    + queue[0][1] - queue[0][0] <= cfg.in_flight):
+                request = queue.popleft()
+                running[self.submit(self.fetch, *request)] = request
                 self.counts.requests += 1
             if not running:
                 log.debug("group index wave %d: %d structures, %d requests, %.1f MB in "
@@ -287,7 +293,7 @@ class GroupShapes:
             done, _ = concurrent.futures.wait(running,
                                               return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
-                start = running.pop(future)
+                start = running.pop(future)[0]
                 data = future.result()
                 self.counts.bytes += len(data)
                 if isinstance(self._heap, tuple) and start == self._heap[0]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import threading
+import time
 
 import h5py
 import numpy as np
@@ -160,12 +161,45 @@ def test_what_is_held_at_once_is_bounded(tmp_path, pool):
     path = tmp_path / "bounded.h5"
     write_scattered(path, 2000)
     fetch = LocalFetch(path)
-    config = GroupShapesConfig(max_request=64 * 1024, parallel=2)
-    members = members_of(GroupShapes(fetch, pool.submit, config),
+    held, most = [0], [0]
+    lock = threading.Lock()
+
+    def counting(start: int, stop: int) -> bytes:
+        with lock:
+            held[0] += stop - start
+            most[0] = max(most[0], held[0])
+        time.sleep(0.002)  # let requests overlap
+        data = fetch(start, stop)
+        with lock:
+            held[0] -= stop - start
+        return data
+
+    config = GroupShapesConfig(max_request=64 * 1024, in_flight=128 * 1024)
+    members = members_of(GroupShapes(counting, pool.submit, config),
                          group_header(fetch, path, "contour"))
     assert len(members) == 2000 and all(shape for _, shape, _ in members)
     heap = max(fetch.requests, key=lambda r: r[1] - r[0])
     assert all(b - a <= 64 * 1024 for a, b in fetch.requests if (a, b) != heap)
+    assert most[0] <= max(128 * 1024, heap[1] - heap[0])
+
+
+def test_members_are_handed_out_as_they_are_found(tmp_path, pool):
+    """A listing waiting for one member's size need not wait for the whole group."""
+    path = tmp_path / "progress.h5"
+    write_scattered(path, 3000)
+    fetch = LocalFetch(path)
+    batches: list[tuple[int, int]] = []  # (members so far, requests so far)
+    reader = GroupShapes(fetch, pool.submit)
+    total = [0]
+
+    def emit(batch):
+        total[0] += len(batch)
+        batches.append((total[0], len(fetch.requests)))
+
+    reader.read(group_header(fetch, path, "contour"), emit)
+    assert total[0] == 3000 and len(batches) > 3
+    half = next(requests for members, requests in batches if members >= 1500)
+    assert half < len(fetch.requests)  # half of them before the last request
 
 
 def test_coalesce_merges_near_spans_up_to_a_length():
