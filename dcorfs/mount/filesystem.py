@@ -339,11 +339,15 @@ class Filesystem:
     def readdir_page(self, path: str, start: int, count: int) -> list[str]:
         """``count`` names of a folder from position ``start``: a folder of 220,000
         contours is listed page by page as the kernel asks, never as one list."""
+        return self._page(path, start, count)[0]
+
+    def _page(self, path: str, start: int, count: int) -> tuple[list[str], dict | None]:
+        """A page of names, and the entries they come from (None for the root)."""
         node = self.lookup(path)
         if node is None:
             with self._lock:
                 names = sorted(self.browser.roots) + sorted(self.resources)
-            return names[start:start + count]
+            return names[start:start + count], None
         if not isinstance(node, Dir):
             raise OSError(errno.ENOTDIR, f"{path} is not a folder")
         parts = [p for p in path.split("/") if p]
@@ -352,8 +356,8 @@ class Filesystem:
             self.resource(parts[0]).prepare_listing()
         entries = node.entries
         if isinstance(entries, LazyEntries):
-            return entries.names_from(start, count)
-        return list(itertools.islice(entries, start, start + count))
+            return entries.names_from(start, count), entries
+        return list(itertools.islice(entries, start, start + count)), entries
 
     def readdir_plus(self, path: str, start: int) -> Iterator[tuple[str, dict | None]]:
         """The names of a folder from position ``start``, each with its attributes
@@ -366,13 +370,11 @@ class Filesystem:
         ``PLUS_KEPT`` after: the kernel keeps what it was given (for the entry
         timeout), and a second ``ls -l`` of 220,000 contours would otherwise spend
         seconds making attributes it already has."""
-        node = self.lookup(path)
-        entries = node.entries if isinstance(node, Dir) else None
         files: dict[tuple[int, float | None], dict] = {}  # the attributes of a file size
         with self._lock:
             given = self._given_plus.get(path, -PLUS_KEPT) > time.monotonic() - PLUS_KEPT
         while True:
-            names = self.readdir_page(path, start, READDIR_CHUNK)
+            names, entries = self._page(path, start, READDIR_CHUNK)
             if not names:
                 if not given and isinstance(entries, LazyEntries):
                     with self._lock:
