@@ -375,11 +375,6 @@ class Filesystem:
             given = self._given_plus.get(path, -PLUS_KEPT) > time.monotonic() - PLUS_KEPT
         while True:
             names, entries = self._page(path, start, READDIR_CHUNK)
-            if not names:
-                if not given and isinstance(entries, LazyEntries):
-                    with self._lock:
-                        self._given_plus[path] = time.monotonic()
-                return
             for name in names:
                 child = (entries.peek(name) if isinstance(entries, LazyEntries) and not given
                          else None)
@@ -394,6 +389,13 @@ class Filesystem:
                     yield name, attrs
                 else:
                     yield name, None if child is None else self._attrs(child)
+            # a short page is the end: not asked again, as a browsing folder's listing
+            # may be refreshed between two asks
+            if len(names) < READDIR_CHUNK:
+                if not given and isinstance(entries, LazyEntries):
+                    with self._lock:
+                        self._given_plus[path] = time.monotonic()
+                return
             start += len(names)
 
     def open(self, path: str, flags: int) -> int:
