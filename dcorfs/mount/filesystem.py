@@ -366,33 +366,35 @@ class Filesystem:
         otherwise), else None.  Lazy: the kernel takes a few dozen at a time.  The
         attributes are shared between files of one size: not to be changed.
 
-        A folder listed to its end with attributes is listed without them for
-        ``PLUS_KEPT`` after: the kernel keeps what it was given (for the entry
-        timeout), and a second ``ls -l`` of 220,000 contours would otherwise spend
-        seconds making attributes it already has."""
+        Once a listing with attributes reached a folder's end (the kernel asks for
+        them on later pages only while the names are being stat'ed, so it has every
+        entry by then), the folder is listed without them for ``PLUS_KEPT``: the
+        kernel keeps what it was given (for the entry timeout), and a second ``ls -l``
+        of 220,000 contours would otherwise spend seconds making attributes it
+        already has."""
         files: dict[tuple[int, float | None], dict] = {}  # the attributes of a file size
         with self._lock:
             given = self._given_plus.get(path, -PLUS_KEPT) > time.monotonic() - PLUS_KEPT
+        gave = False
         while True:
             names, entries = self._page(path, start, READDIR_CHUNK)
             for name in names:
                 child = (entries.peek(name) if isinstance(entries, LazyEntries) and not given
                          else None)
-                if isinstance(child, File):
-                    if not child.size_known:
-                        yield name, None
-                        continue
+                attrs = None
+                if isinstance(child, File) and child.size_known:
                     key = (child.size, child.mtime)
                     attrs = files.get(key)
                     if attrs is None:
                         attrs = files[key] = self._attrs(child)
-                    yield name, attrs
-                else:
-                    yield name, None if child is None else self._attrs(child)
+                elif child is not None and not isinstance(child, File):
+                    attrs = self._attrs(child)
+                gave = gave or attrs is not None
+                yield name, attrs
             # a short page is the end: not asked again, as a browsing folder's listing
             # may be refreshed between two asks
             if len(names) < READDIR_CHUNK:
-                if not given and isinstance(entries, LazyEntries):
+                if gave and isinstance(entries, LazyEntries):
                     with self._lock:
                         self._given_plus[path] = time.monotonic()
                 return

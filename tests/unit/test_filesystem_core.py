@@ -348,3 +348,28 @@ def test_contour_sizes_are_remembered_once_known(core, in_thread_server, corpus_
             expected = saved(h5["events/contour"][str(i)][:])
             assert read_all(core, f"/{rid}/contour/{names[i]}") == expected
             assert len(expected) == first[i]
+
+
+def test_a_listing_hands_out_sizes_it_knows(core, in_thread_server, corpus_dir):
+    """``readdir_plus`` gives attributes only where they cost no request: none for
+    contours before their sizes are known, every one once a listing's lookups made the
+    mount read them in bulk, and none again while the kernel still has them."""
+    from dcorfs.dcor.contour_sizes import BULK_AFTER
+
+    rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
+    folder = f"/{rid}/contour"
+    names = core.readdir(folder)
+    with h5py.File(corpus_dir / "beads" / "calibration_beads.rtdc", "r") as h5:
+        expected = {name: len(saved(h5["events/contour"][str(int(name[:-4]))][:]))
+                    for name in names}
+    assert len(names) > BULK_AFTER and len(set(expected.values())) > 5
+    requests = core.fetcher.requests
+    assert all(attrs is None for _, attrs in core.readdir_plus(folder, 0))
+    assert core.fetcher.requests == requests  # nothing fetched for a listing
+    for name in names[:BULK_AFTER]:  # a listing's lookups: the bulk read starts
+        assert core.getattr(f"{folder}/{name}")["st_size"] == expected[name]
+    listed = dict(core.readdir_plus(folder, 0))
+    assert {name: attrs["st_size"] for name, attrs in listed.items()} == expected
+    assert core.shared.counts.snapshot()["bulk_indexes_read"] == 1
+    assert all(attrs is None for _, attrs in core.readdir_plus(folder, 0))  # kept by the kernel
+    assert [name for name, _ in core.readdir_plus(folder, 5)] == names[5:]
