@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import h5py
-import numpy as np
 
 from ..hdf5.readahead import COLUMN, DEFAULT, ReadaheadConfig
 from ..io import deadline

@@ -36,7 +36,7 @@ import dataclasses
 import errno
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 

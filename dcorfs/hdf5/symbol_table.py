@@ -143,7 +143,7 @@ def dataspace(buf: bytes, start: int, length: int) -> tuple[int, ...] | None:
     """The current dimensions of a simple (or scalar) dataspace message."""
     if length < 8:
         return None
-    version, rank, _flags = buf[start], buf[start + 1], buf[start + 2]
+    version, rank = buf[start], buf[start + 1]
     if version == 1:
         dims = start + 8
     elif version == 2:

@@ -7,7 +7,6 @@ operations are not implemented, and the mount is read-only at the kernel (``ro``
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import errno
 import functools
 import logging
