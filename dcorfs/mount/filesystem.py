@@ -48,6 +48,7 @@ DECODE_WORKERS = 16  # the pool for decodes and listing tasks (they may wait for
 BLKSIZE = 1024 * 1024
 READDIR_CHUNK = 64  # names a lazy listing takes from its folder at a time
 PLUS_KEPT = 600.0  # seconds; well inside the kernel's entry timeout (3600 s)
+LISTING_KEPT = 30.0  # seconds a listing's later pages come from its first (see _listed)
 # servers close keep-alive connections that sat idle (S3 after about 20 s, nginx after
 # 75 s); after this long without a request, opening a resource first reopens store
 # connections, while its API query is on the way, so the reads after it find them open
@@ -117,6 +118,7 @@ class Filesystem:
         self._in_use: collections.Counter[str] = collections.Counter()
         self._not_found: dict[str, float] = {}
         self._given_plus: dict[str, float] = {}  # folder -> when listed with attributes
+        self._listings: dict[str, tuple[float, list[str]]] = {}  # see _listed
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._handles: dict[int, tuple[str, File]] = {}
@@ -347,7 +349,7 @@ class Filesystem:
         if node is None:
             with self._lock:
                 names = sorted(self.browser.roots) + sorted(self.resources)
-            return names[start:start + count], None
+            return self._listed(path, start, names)[start:start + count], None
         if not isinstance(node, Dir):
             raise OSError(errno.ENOTDIR, f"{path} is not a folder")
         parts = [p for p in path.split("/") if p]
@@ -355,9 +357,25 @@ class Filesystem:
             # a resource folder: its entries are about to be stat'ed
             self.resource(parts[0]).prepare_listing()
         entries = node.entries
-        if isinstance(entries, LazyEntries):
+        if isinstance(entries, LazyEntries):  # its names never change
             return entries.names_from(start, count), entries
-        return list(itertools.islice(entries, start, start + count)), entries
+        return self._listed(path, start, list(entries))[start:start + count], entries
+
+    def _listed(self, path: str, start: int, names: list[str]) -> list[str]:
+        """The names a listing goes on with: the kernel asks for a folder page by
+        page, and a listing that changes between two asks (a browsing folder
+        refreshed from DCOR) would repeat or skip names.  A listing from its start
+        is kept for ``LISTING_KEPT``, and its later pages come from it."""
+        now = time.monotonic()
+        with self._lock:
+            if start == 0:
+                for old in [p for p, (at, _) in self._listings.items()
+                            if at < now - LISTING_KEPT]:
+                    del self._listings[old]
+                self._listings[path] = (now, names)
+                return names
+            kept = self._listings.get(path)
+        return kept[1] if kept is not None and kept[0] >= now - LISTING_KEPT else names
 
     def readdir_plus(self, path: str, start: int) -> Iterator[tuple[str, dict | None]]:
         """The names of a folder from position ``start``, each with its attributes

@@ -373,3 +373,14 @@ def test_a_listing_hands_out_sizes_it_knows(core, in_thread_server, corpus_dir):
     assert core.shared.counts.snapshot()["bulk_indexes_read"] == 1
     assert all(attrs is None for _, attrs in core.readdir_plus(folder, 0))  # kept by the kernel
     assert [name for name, _ in core.readdir_plus(folder, 5)] == names[5:]
+
+
+def test_a_listing_goes_on_from_what_its_first_page_saw(core, in_thread_server):
+    """The kernel asks for a folder page by page: a folder that changes in between (a
+    resource opened, a browsing listing refreshed) must not repeat or skip names."""
+    first = core.readdir_page("/", 0, 1)
+    rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
+    core.getattr(f"/{rid}")  # opening a resource adds it to the root folder
+    rest = core.readdir_page("/", 1, 1000)
+    assert rid not in first + rest and len(set(first + rest)) == len(first + rest)
+    assert rid in core.readdir_page("/", 0, 1000)  # a new listing sees it
