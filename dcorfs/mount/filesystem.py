@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from .. import __version__
 from ..dcor.api import DcorApi, is_resource_id
@@ -118,7 +119,7 @@ class Filesystem:
         self._in_use: collections.Counter[str] = collections.Counter()
         self._not_found: dict[str, float] = {}
         self._given_plus: dict[str, float] = {}  # folder -> when listed with attributes
-        self._listings: dict[str, tuple[float, list[str]]] = {}  # see _listed
+        self._listings: dict[str, tuple[float, Any]] = {}  # see _listed
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._handles: dict[int, tuple[str, File]] = {}
@@ -356,26 +357,27 @@ class Filesystem:
         if start == 0 and len(parts) == 1 and is_resource_id(parts[0]):
             # a resource folder: its entries are about to be stat'ed
             self.resource(parts[0]).prepare_listing()
-        entries = node.entries
-        if isinstance(entries, LazyEntries):  # its names never change
+        entries = self._listed(path, start, node.entries)
+        if isinstance(entries, LazyEntries):
             return entries.names_from(start, count), entries
-        return self._listed(path, start, list(entries))[start:start + count], entries
+        return list(itertools.islice(entries, start, start + count)), entries
 
-    def _listed(self, path: str, start: int, names: list[str]) -> list[str]:
-        """The names a listing goes on with: the kernel asks for a folder page by
+    def _listed(self, path: str, start: int, entries: Any) -> Any:
+        """The entries a listing goes on with: the kernel asks for a folder page by
         page, and a listing that changes between two asks (a browsing folder
-        refreshed from DCOR) would repeat or skip names.  A listing from its start
-        is kept for ``LISTING_KEPT``, and its later pages come from it."""
+        refreshed from DCOR, which makes new entries) would repeat or skip names.
+        The entries a listing from its start saw are kept for ``LISTING_KEPT``, and
+        its later pages come from them."""
         now = time.monotonic()
         with self._lock:
             if start == 0:
                 for old in [p for p, (at, _) in self._listings.items()
                             if at < now - LISTING_KEPT]:
                     del self._listings[old]
-                self._listings[path] = (now, names)
-                return names
+                self._listings[path] = (now, entries)
+                return entries
             kept = self._listings.get(path)
-        return kept[1] if kept is not None and kept[0] >= now - LISTING_KEPT else names
+        return kept[1] if kept is not None and kept[0] >= now - LISTING_KEPT else entries
 
     def readdir_plus(self, path: str, start: int) -> Iterator[tuple[str, dict | None]]:
         """The names of a folder from position ``start``, each with its attributes

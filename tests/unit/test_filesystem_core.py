@@ -384,3 +384,13 @@ def test_a_listing_goes_on_from_what_its_first_page_saw(core, in_thread_server):
     rest = core.readdir_page("/", 1, 1000)
     assert rid not in first + rest and len(set(first + rest)) == len(first + rest)
     assert rid in core.readdir_page("/", 0, 1000)  # a new listing sees it
+
+
+def test_a_refreshed_browsing_listing_does_not_change_a_listing_under_way(core):
+    """``datasets/`` is made anew each time it is asked for (around the listing DCOR
+    gave last, which a refresh replaces): pages after the first come from the entries
+    the first page saw."""
+    first, entries = core._page("/datasets", 0, 1)
+    assert core.lookup("/datasets").entries is not entries  # made anew
+    rest, later = core._page("/datasets", 1, 1000)
+    assert later is entries and first + rest == core.readdir_page("/datasets", 0, 1000)
