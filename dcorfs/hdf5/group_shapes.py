@@ -80,7 +80,6 @@ class Counts:
     waves: int = 0
     requests: int = 0
     bytes: int = 0
-    members: int = 0
 
 
 def coalesce(spans: list[tuple[int, int]], gap: int, most: int) -> list[tuple[int, int]]:
@@ -259,7 +258,6 @@ class GroupShapes:
                                          f"{index.names[entry]}")
             batch.append((name,) + (index.kinds[kind] if kind >= 0 else (None, None)))
         ready.clear()
-        self.counts.members += len(batch)
         emit(batch)
 
     def _wave(self, ask: list[tuple[str, int]], index: _Index, emit: Emit) -> None:

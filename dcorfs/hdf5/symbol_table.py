@@ -23,8 +23,6 @@ from collections.abc import Iterator
 
 import numpy as np
 
-#: an address that points nowhere ("undefined address")
-UNDEFINED = 0xFFFF_FFFF_FFFF_FFFF
 #: B-tree v1 node types
 GROUP_NODES = 0
 #: object header message types
