@@ -111,8 +111,9 @@ class NumberedNames(Sequence):
         return self.count
 
     def __getitem__(self, index):  # type: ignore[override]
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(self.count))]
+        if isinstance(index, slice):  # a page of a listing: thousands of names
+            width, suffix = self.width, self.suffix
+            return [f"{i:0{width}d}{suffix}" for i in range(*index.indices(self.count))]
         if not -self.count <= index < self.count:
             raise IndexError(index)
         return f"{index % self.count:0{self.width}d}{self.suffix}"

@@ -392,15 +392,29 @@ class Resource:
         """One name per event, from the event count, as dclab does: counting the links
         of ``events/contour`` (HDF5 visits every node of the group's index, which
         dclab's writer scatters through the file) would read a large measurement's
-        whole index over the network.  Each lookup finds its one name in the index,
-        unless ``ContourSizes`` knows its size (a listing's lookups read all in bulk):
-        HDF5 is then opened only when the file is read."""
-        basin, group = self._group("contour")
-        names = NumberedNames(self._event_count(basin, group))
-        sizes = ContourSizes(self.rid, basin, group, len(names), self.pool)
-        walk = SequentialReadahead(basin.obj, CONTOUR_WALK)
+        whole index over the network.  With the count from DCOR's metadata, listing
+        reads nothing: the group is found in HDF5 on the first lookup of a name.
+        Each lookup finds its one name in the index, unless ``ContourSizes`` knows
+        its size (a listing's lookups read all in bulk): HDF5 is then opened only
+        when the file is read."""
+        count = self._declared_event_count()
+        lock = threading.Lock()
+        found: list[tuple[Basin, h5py.Group, ContourSizes, SequentialReadahead]] = []
 
-        def opened(key: str) -> h5py.Dataset:
+        def located() -> tuple[Basin, h5py.Group, ContourSizes, SequentialReadahead]:
+            """The group, its sizes and its walk, found once (a failure is not kept)."""
+            with lock:
+                if not found:
+                    basin, group = self._group("contour")
+                    events = count if count is not None else self._event_count(basin, group)
+                    found.append((basin, group,
+                                  ContourSizes(self.rid, basin, group, events, self.pool),
+                                  SequentialReadahead(basin.obj, CONTOUR_WALK)))
+                return found[0]
+
+        names = NumberedNames(count if count is not None else len(located()[2].sizes))
+
+        def opened(basin: Basin, group: h5py.Group, key: str) -> h5py.Dataset:
             try:
                 dataset = group.get(key)  # one lookup in the index
             except Exception as exc:  # h5py reports our OSErrors as generic ones
@@ -410,9 +424,10 @@ class Resource:
             return dataset
 
         def view(made: View | None, number: int, size: int) -> View:
+            basin, group, sizes, _ = located()
             sizes.opened()  # only opening makes a view once the size is known
             if made is None:
-                made = small_view(basin, opened(str(number)))
+                made = small_view(basin, opened(basin, group, str(number)))
             if made.size != size:  # the bulk read's parse and h5py disagree
                 raise OSError(errno.EIO, f"{self.rid}: contour {number} is {made.size} "
                                          f"bytes, listed as {size}")
@@ -425,10 +440,13 @@ class Resource:
 
         def peek(name: str) -> Node | None:
             number = names.number(name)
-            return None if number is None else sized(number, sizes.peek(number))
+            if number is None or not found:  # a listing does not open the group
+                return None
+            return sized(number, found[0][2].peek(number))
 
         def make(name: str) -> Node | None:
             number = names.number(name)
+            basin, group, sizes, walk = located()
             size = sizes[number]
             if size == MISSING or size >= 0:
                 return sized(number, size)
@@ -451,12 +469,15 @@ class Resource:
 
         return LazyEntries(names, make, peek)
 
-    def _event_count(self, basin: Basin, contours: h5py.Group) -> int:
-        """The measurement's event count: DCOR's metadata, else the length of a feature
-        of the basin (one object header), else (neither known) the contours counted."""
+    def _declared_event_count(self) -> int | None:
+        """The measurement's event count as DCOR's metadata gives it (always, on
+        DCOR), or None."""
         count = self._metadata_dict().get("experiment", {}).get("event count")
-        if isinstance(count, int) and count >= 0:
-            return count
+        return count if isinstance(count, int) and count >= 0 else None
+
+    def _event_count(self, basin: Basin, contours: h5py.Group) -> int:
+        """The event count where DCOR's metadata does not give it: the length of a
+        feature of the basin (one object header), else the contours counted."""
         h5 = basin.h5
         events = h5.get("events") if h5 is not None else None
         for feature in ("mask", "image", "deform", "area_um"):

@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 NEGATIVE_TTL = 30.0
 DECODE_WORKERS = 16  # the pool for decodes and listing tasks (they may wait for fetches)
 BLKSIZE = 1024 * 1024
-READDIR_CHUNK = 64  # names a lazy listing takes from its folder at a time
+# names a lazy listing takes from its folder at a time: with attributes (the kernel
+# takes a few dozen entries per call) and without (it takes thousands)
+READDIR_CHUNK, READDIR_NAMES_CHUNK = 64, 4096
 PLUS_KEPT = 600.0  # seconds; well inside the kernel's entry timeout (3600 s)
 LISTING_KEPT = 30.0  # seconds a listing's later pages come from its first (see _listed)
 # servers close keep-alive connections that sat idle (S3 after about 20 s, nginx after
@@ -320,7 +322,10 @@ class Filesystem:
         base = {"st_uid": self.uid, "st_gid": self.gid, "st_atime": mtime,
                 "st_mtime": mtime, "st_ctime": mtime}
         if node is None or isinstance(node, Dir):
-            return {**base, "st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2, "st_size": 0}
+            # st_blksize: glibc's opendir sizes its getdents buffer by it (32 KiB to
+            # 1 MiB), and the kernel asks FUSE for as many names as that buffer holds
+            return {**base, "st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2, "st_size": 0,
+                    "st_blksize": BLKSIZE}
         if isinstance(node, Link):
             return {**base, "st_mode": stat.S_IFLNK | 0o777, "st_nlink": 1,
                     "st_size": len(node.target.encode())}
@@ -379,12 +384,15 @@ class Filesystem:
             kept = self._listings.get(path)
         return kept[1] if kept is not None and kept[0] >= now - LISTING_KEPT else entries
 
-    def readdir_plus(self, path: str, start: int) -> Iterator[tuple[str, dict | None]]:
+    def readdir_plus(self, path: str, start: int,
+                     with_attrs: bool = True) -> Iterator[tuple[str, dict | None]]:
         """The names of a folder from position ``start``, each with its attributes
         where they are known without a request of its own (the kernel then skips
         looking it up: ``ls -l`` of 220,000 contours makes 220,000 lookups
-        otherwise), else None.  Lazy: the kernel takes a few dozen at a time.  The
-        attributes are shared between files of one size: not to be changed.
+        otherwise), else None; without ``with_attrs``, names only.  Lazy: the kernel
+        takes a few dozen entries with attributes at a time, and thousands of names
+        without, and only what it takes is made.  The attributes are shared between
+        files of one size: not to be changed.
 
         Once a listing with attributes reached a folder's end (the kernel asks for
         them on later pages only while the names are being stat'ed, so it has every
@@ -393,6 +401,9 @@ class Filesystem:
         of 220,000 contours would otherwise spend seconds making attributes it
         already has."""
         files: dict[tuple[int, float | None], dict] = {}  # the attributes of a file size
+        if not with_attrs:
+            yield from self._names(path, start)
+            return
         with self._lock:
             given = self._given_plus.get(path, -PLUS_KEPT) > time.monotonic() - PLUS_KEPT
         gave = False
@@ -417,6 +428,14 @@ class Filesystem:
                 if gave and isinstance(entries, LazyEntries):
                     with self._lock:
                         self._given_plus[path] = time.monotonic()
+                return
+            start += len(names)
+
+    def _names(self, path: str, start: int) -> Iterator[tuple[str, None]]:
+        while True:
+            names = self._page(path, start, READDIR_NAMES_CHUNK)[0]
+            yield from zip(names, itertools.repeat(None))
+            if len(names) < READDIR_NAMES_CHUNK:
                 return
             start += len(names)
 

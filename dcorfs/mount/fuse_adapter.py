@@ -57,38 +57,43 @@ def _errors_mapped(func: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-# names handed to FUSE per call; the kernel's buffer takes about a hundred at a time
-READDIR_PAGE = 512
 #: libfuse 3: the kernel asks for attributes with the names (``fuse_readdir_flags``),
 #: and an entry comes with them (``fuse_fill_dir_flags``)
 FUSE_READDIR_PLUS, FUSE_FILL_DIR_PLUS = 1 << 0, 1 << 1
 
 
 class _FUSE(mfusepy.FUSE):
-    """mfusepy's FUSE, answering the kernel's READDIRPLUS with attributes.
+    """mfusepy's FUSE, handing a folder's entries to libfuse's buffer as they are
+    made, and answering the kernel's READDIRPLUS with attributes.
 
-    mfusepy fills every entry without them, so the kernel looks up each name a
-    listing stats: 220,000 lookups of about 130 us each for ``ls -l contour/``.
-    Entries given attributes here are cached by the kernel instead (for the entry
-    timeout).  The kernel asks for them on a folder's first page, and on later ones
-    once its names are being looked up (``ls -l``, not ``ls``)."""
+    mfusepy asks the file system for a list of entries per call, and fills every
+    entry without attributes.  Here entries are made only until the kernel's buffer
+    is full (it holds thousands of names: 220,000 contours are listed in a few dozen
+    calls), and the kernel's READDIRPLUS gets attributes where they are known: for
+    an entry without them, the kernel looks the name up when it is stat'ed, 220,000
+    lookups of about 130 us each for ``ls -l contour/``.  Entries given attributes
+    are cached by the kernel instead (for the entry timeout).  The kernel asks for
+    them on a folder's first page, and on later ones once its names are being
+    looked up (``ls -l``, not ``ls``)."""
 
     _stats: cachetools.LRUCache = cachetools.LRUCache(maxsize=4096)
     _stats_lock = threading.Lock()
 
     def readdir_fuse_3(self, path: bytes | None, buf, filler, offset: int, fip,
                        flags: int) -> int:
-        plus = getattr(self.operations, "readdir_plus", None)
-        if not flags & FUSE_READDIR_PLUS or plus is None or path is None:
+        listing = getattr(self.operations, "listing", None)
+        if listing is None or path is None:
             return super().readdir_fuse_3(path, buf, filler, offset, fip, flags)
+        encoding, errors = self.encoding, self.errors
 
         def add(name: str, attrs: dict | None, cookie: int) -> bool:
             """Whether the kernel's buffer is full."""
-            return filler(buf, name.encode(self.encoding, self.errors),
-                          None if attrs is None else self._stat_of(attrs), cookie,
-                          0 if attrs is None else FUSE_FILL_DIR_PLUS) != 0
+            if attrs is None:
+                return filler(buf, name.encode(encoding, errors), None, cookie, 0) != 0
+            return filler(buf, name.encode(encoding, errors), self._stat_of(attrs), cookie,
+                          FUSE_FILL_DIR_PLUS) != 0
 
-        plus(path.decode(self.encoding, self.errors), offset, add)
+        listing(path.decode(encoding, errors), offset, add, bool(flags & FUSE_READDIR_PLUS))
         return 0
 
     def _stat_of(self, attrs: dict) -> "mfusepy.c_stat":
@@ -117,28 +122,29 @@ class DcorOperations(mfusepy.Operations):
         return self._ns(self.fs.getattr(path))
 
     @_errors_mapped
-    def readdir_with_offset(self, path: str, offset: int, fh: int) -> list[tuple[str, None, int]]:
-        """A page of a folder from ``offset`` (the kernel's cookie: the position after
-        the last entry it took); FUSE calls again for the next page until one is empty."""
-        dots = [(".", None, 1), ("..", None, 2)][offset:]
-        start = max(0, offset - 2)
-        names = self.fs.readdir_page(path, start, READDIR_PAGE)
-        return dots + [(name, None, start + i + 3) for i, name in enumerate(names)]
-
-    @_errors_mapped
-    def readdir_plus(self, path: str, offset: int,
-                     add: Callable[[str, dict | None, int], bool]) -> None:
-        """``readdir_with_offset`` with each entry's attributes where the folder knows
-        them without a request (``Filesystem.readdir_plus``), handed to ``add`` until
-        it says the kernel's buffer is full: attributes are made only for entries
-        the kernel takes."""
+    def listing(self, path: str, offset: int, add: Callable[[str, dict | None, int], bool],
+                with_attrs: bool) -> None:
+        """A folder's entries from ``offset`` (the kernel's cookie: the position after
+        the last entry it took), handed to ``add`` until it says the kernel's buffer
+        is full; with ``with_attrs``, each with its attributes where the folder knows
+        them without a request (``Filesystem.readdir_plus``).  The kernel asks again
+        from where it stopped until a call adds nothing, so no call builds the whole
+        listing."""
         for name, cookie in ((".", 1), ("..", 2))[offset:]:
             if add(name, None, cookie):
                 return
         start = max(0, offset - 2)
-        for cookie, (name, attrs) in enumerate(self.fs.readdir_plus(path, start), start + 3):
+        entries = self.fs.readdir_plus(path, start, with_attrs)
+        for cookie, (name, attrs) in enumerate(entries, start + 3):
             if add(name, attrs, cookie):
                 return
+
+    @_errors_mapped
+    def readdir(self, path: str, fh: int) -> list[str]:
+        """Every name of a folder at once: mfusepy registers FUSE's readdir only for
+        an operations class that has this, and calls it only where ``_FUSE`` does
+        not list through ``listing`` itself (no path)."""
+        return [".", ".."] + self.fs.readdir(path)
 
     @staticmethod
     def _ns(attrs: dict) -> dict:
