@@ -20,6 +20,7 @@ import numpy as np
 from ..hdf5.decoding import ChunkDecodeError
 from ..hdf5.layout import Layout
 from ..hdf5.readahead import DEFAULT, ReadaheadConfig
+from ..hdf5.small_dataset import read_data, read_header
 from ..io.remote_object import RemoteObject
 from .basin import Basin
 from .views import NpyView, RemoteBytesView
@@ -98,6 +99,34 @@ def small_view(basin: Basin, dataset: h5py.Dataset) -> NpyView:
         return whole[0][r0:r1]
 
     return NpyView(dataset.dtype, dataset.shape, rows)
+
+
+def header_view(basin: Basin, address: int,
+                dataset: Callable[[], h5py.Dataset]) -> NpyView:
+    """A small dataset (a contour) read from its own bytes (``hdf5.small_dataset``):
+    its object header at ``address`` parsed, its one chunk fetched and decoded, all
+    without h5py, which costs more than the read; ``dataset()`` (h5py) reads what
+    those bytes do not tell.  The mount's status counts both
+    (``hdf5.small_datasets_parsed``, ``hdf5.small_datasets_h5py``)."""
+    counts = basin.shared.counts
+    found = read_header(basin.obj.read, address)
+    if found is None or not found.shape:
+        counts.add("small_datasets_h5py")
+        return small_view(basin, dataset())
+    whole: list[np.ndarray] = []
+
+    def rows(r0: int, r1: int) -> np.ndarray:
+        if not whole:
+            data = read_data(basin.obj.read, found)
+            if data is None:
+                counts.add("small_datasets_h5py")
+                data = small_view(basin, dataset()).rows(0, found.shape[0])
+            else:
+                counts.add("small_datasets_parsed")
+            whole.append(data)
+        return whole[0][r0:r1]
+
+    return NpyView(found.dtype, found.shape, rows)
 
 
 def mapped_view(basin: Basin, dataset: h5py.Dataset, basinmap: h5py.Dataset,

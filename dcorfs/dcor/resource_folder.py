@@ -26,7 +26,8 @@ from ..io.remote_object import RemoteObject
 from ..io.sequential import SequentialReadahead, StreamConfig
 from .basin import Basin
 from .contour_sizes import MISSING, ContourSizes
-from .feature_views import dataset_view, layout_view, mapped_view, passthrough, small_view
+from .feature_views import (dataset_view, header_view, layout_view, mapped_view, passthrough,
+                            small_view)
 from .nodes import Dir, File, LazyEntries, Node, NumberedNames
 from .presigned import local_expiry
 from .shared import Shared
@@ -423,11 +424,30 @@ class Resource:
                 raise OSError(errno.ENOENT, f"{self.rid}: contour {key} is missing")
             return dataset
 
+        def contour(key: str) -> View | None:
+            """The view of contour ``key``, or None when the group lacks it: one lookup
+            in the group's index (h5py), then the dataset's own bytes, parsed."""
+            basin, group, _, walk = located()
+            try:
+                info = group.id.links.get_info(key.encode()) if key in group else None
+            except Exception as exc:  # h5py reports our OSErrors as generic ones
+                raise basin.error_from(exc) from None
+            if info is None:
+                return None
+            if info.type != h5py.h5l.TYPE_HARD:
+                return small_view(basin, opened(basin, group, key))
+            # dclab writes the contours of consecutive events after one another (between
+            # image chunks): a walk through them streams ahead of its headers
+            walk.before_read(info.u, info.u + 1)
+            return header_view(basin, info.u, lambda: opened(basin, group, key))
+
         def view(made: View | None, number: int, size: int) -> View:
-            basin, group, sizes, _ = located()
+            sizes = located()[2]
             sizes.opened()  # only opening makes a view once the size is known
             if made is None:
-                made = small_view(basin, opened(basin, group, str(number)))
+                made = contour(str(number))
+                if made is None:
+                    raise OSError(errno.ENOENT, f"{self.rid}: contour {number} is missing")
             if made.size != size:  # the bulk read's parse and h5py disagree
                 raise OSError(errno.EIO, f"{self.rid}: contour {number} is {made.size} "
                                          f"bytes, listed as {size}")
@@ -446,24 +466,14 @@ class Resource:
 
         def make(name: str) -> Node | None:
             number = names.number(name)
-            basin, group, sizes, walk = located()
+            sizes = located()[2]
             size = sizes[number]
             if size == MISSING or size >= 0:
                 return sized(number, size)
-            key = str(number)
-            try:
-                dataset = group.get(key)  # one lookup in the index, kept for the view
-            except Exception as exc:  # h5py reports our OSErrors as generic ones
-                raise basin.error_from(exc) from None
-            if dataset is None:  # a truncated write: fewer contours than events
+            made = contour(str(number))
+            if made is None:  # a truncated write: fewer contours than events
                 sizes.known(number, MISSING)
                 return None
-            # dclab writes the contours of consecutive events after one another (between
-            # image chunks): a walk through them streams ahead of its headers
-            info = group.id.links.get_info(key.encode())
-            if info.type == h5py.h5l.TYPE_HARD:
-                walk.before_read(info.u, info.u + 1)
-            made = small_view(basin, dataset)
             sizes.known(number, made.size)
             return File(lambda: view(made, number, made.size), size=made.size)
 

@@ -128,6 +128,14 @@ def messages(buf: bytes, pos: int) -> Iterator[tuple[int, int, int]] | None:
     return walk()
 
 
+def header_size(buf: bytes, pos: int) -> int | None:
+    """The bytes of a version 1 object header's first block at ``buf[pos:]``, its
+    prefix included, or None when there are not enough bytes to tell."""
+    if pos + PREFIX_SIZE > len(buf):
+        return None
+    return PREFIX_SIZE + _PREFIX.unpack_from(buf, pos)[4]
+
+
 def symbol_table(buf: bytes, pos: int) -> tuple[int, int] | None:
     """A group's (B-tree address, local heap address) from its object header."""
     found = messages(buf, pos)

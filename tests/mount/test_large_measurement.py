@@ -92,6 +92,9 @@ def test_contours_list_and_open_without_counting_the_group(large_dir, large_serv
     for i in picks:
         data = (folder / "contour" / f"{i:05d}.npy").read_bytes()
         assert data == npy_bytes(expected[i]), i
+    # dclab's contours are read from their own bytes, never through h5py
+    hdf5 = mnt.status()["hdf5"]
+    assert hdf5["small_datasets_parsed"] >= len(picks) and hdf5["small_datasets_h5py"] == 0
     with pytest.raises(FileNotFoundError):
         (folder / "contour" / f"{EVENTS}.npy").stat()
     with pytest.raises(FileNotFoundError):
