@@ -21,6 +21,7 @@ import mfusepy
 from ..io.deadline import deadline
 from ..io.reachability import Unreachable
 from .filesystem import Filesystem, FsConfig
+from .memory import keep_large_buffers_mapped
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,7 @@ class DcorOperations(mfusepy.Operations):
 
 def run_mount(mountpoint: pathlib.Path, config: FsConfig, fuse_options: list[str]) -> int:
     """Mount and serve until unmounted; returns the exit code."""
+    keep_large_buffers_mapped()
     fs = Filesystem(config)
     options: dict[str, Any] = {
         "fsname": "dcorfs", "subtype": "dcorfs", "ro": True, "default_permissions": True,
