@@ -31,7 +31,8 @@ import numpy as np
 
 from .layout import Layout
 from .native_filters import decoder_for
-from .symbol_table import DATASPACE, DATATYPE, dataspace, datatype, header_size, messages
+from .symbol_table import (DATASPACE, DATATYPE, TREE_HEADER, dataspace, datatype, header_size,
+                           messages)
 
 #: object header message types read here, and those that make a header unreadable here
 LAYOUT, FILTERS, CONTINUATION = 0x0008, 0x000B, 0x0010
@@ -40,7 +41,6 @@ HEADER_READ = 1024
 #: B-tree v1 node type of a chunked dataset's index
 CHUNK_NODES = 1
 
-_TREE = struct.Struct("<4sBBHQQ")  # signature, type, level, entries used, siblings
 _CHUNK_KEY = struct.Struct("<II")  # chunk size in bytes, filter mask (then offsets)
 
 Read = Callable[[int, int], bytes]
@@ -173,17 +173,17 @@ def read_data(read: Read, found: SmallDataset) -> np.ndarray | None:
         return _plain(read(found.address, found.address + found.nbytes), found)
     rank = len(found.chunks) + 1
     key = _CHUNK_KEY.size + 8 * rank
-    node = read(found.address, found.address + _TREE.size + 2 * key + 8)
-    if len(node) < _TREE.size + 2 * key + 8:
+    node = read(found.address, found.address + TREE_HEADER.size + 2 * key + 8)
+    if len(node) < TREE_HEADER.size + 2 * key + 8:
         return None
-    signature, kind, level, used, _, _ = _TREE.unpack_from(node, 0)
+    signature, kind, level, used, _, _ = TREE_HEADER.unpack_from(node, 0)
     if signature != b"TREE" or kind != CHUNK_NODES or level != 0 or used != 1:
         return None
-    size, mask = _CHUNK_KEY.unpack_from(node, _TREE.size)
-    offsets = struct.unpack_from(f"<{rank}Q", node, _TREE.size + _CHUNK_KEY.size)
+    size, mask = _CHUNK_KEY.unpack_from(node, TREE_HEADER.size)
+    offsets = struct.unpack_from(f"<{rank}Q", node, TREE_HEADER.size + _CHUNK_KEY.size)
     if any(offsets):
         return None
-    chunk = int.from_bytes(node[_TREE.size + key:_TREE.size + key + 8], "little")
+    chunk = int.from_bytes(node[TREE_HEADER.size + key:TREE_HEADER.size + key + 8], "little")
     raw = read(chunk, chunk + size)
     if len(raw) != size:
         raise OSError(errno.EIO, f"chunk at {chunk}: {len(raw)} of {size} bytes")

@@ -28,7 +28,9 @@ GROUP_NODES = 0
 #: object header message types
 DATASPACE, DATATYPE, SYMBOL_TABLE = 0x0001, 0x0003, 0x0011
 
-_TREE = struct.Struct("<4sBBHQQ")  # signature, type, level, entries used, siblings
+#: a B-tree v1 node's start, for every node type: signature, type, level, entries used,
+#: left and right siblings
+TREE_HEADER = struct.Struct("<4sBBHQQ")
 _SNOD = struct.Struct("<4sBBH")  # signature, version, reserved, symbols
 _ENTRY = struct.Struct("<QQ")  # name offset in the local heap, object header address
 ENTRY_SIZE = 40  # plus cache type, reserved and scratch pad
@@ -48,12 +50,12 @@ _LIKELY_DATASET = re.compile(rb"\x01\x00[\x01-\xff]\x00\x01\x00\x00\x00.[\x00-\x
 def tree_node(buf: bytes, pos: int) -> tuple[int, int, list[int]] | None:
     """A version 1 B-tree node of a group index at ``buf[pos:]``: (level, entries,
     child addresses), or None when those bytes are not one (or not all there)."""
-    if pos + _TREE.size > len(buf):
+    if pos + TREE_HEADER.size > len(buf):
         return None
-    signature, kind, level, used, _, _ = _TREE.unpack_from(buf, pos)
+    signature, kind, level, used, _, _ = TREE_HEADER.unpack_from(buf, pos)
     if signature != b"TREE" or kind != GROUP_NODES:
         return None
-    keys_and_children = pos + _TREE.size
+    keys_and_children = pos + TREE_HEADER.size
     if keys_and_children + 16 * used + 8 > len(buf):
         return None
     children = [int.from_bytes(buf[at:at + 8], "little")
@@ -63,7 +65,7 @@ def tree_node(buf: bytes, pos: int) -> tuple[int, int, list[int]] | None:
 
 def tree_node_size(entries: int) -> int:
     """Bytes to read for a group B-tree node of ``entries`` children."""
-    return _TREE.size + 16 * entries + 8
+    return TREE_HEADER.size + 16 * entries + 8
 
 
 def symbol_node(buf: bytes, pos: int) -> list[tuple[int, int]] | None:
