@@ -69,8 +69,8 @@ class _FUSE(mfusepy.FUSE):
 
     mfusepy asks the file system for a list of entries per call, and fills every
     entry without attributes.  Here entries are made only until the kernel's buffer
-    is full (it holds thousands of names: 220,000 contours are listed in a few dozen
-    calls), and the kernel's READDIRPLUS gets attributes where they are known: for
+    is full (it holds thousands of names: ``ls`` lists 220,000 contours in 9 calls),
+    and the kernel's READDIRPLUS gets attributes where they are known: for
     an entry without them, the kernel looks the name up when it is stat'ed, 220,000
     lookups of about 130 us each for ``ls -l contour/``.  Entries given attributes
     are cached by the kernel instead (for the entry timeout).  The kernel asks for
