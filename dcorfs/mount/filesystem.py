@@ -401,41 +401,34 @@ class Filesystem:
         of 220,000 contours would otherwise spend seconds making attributes it
         already has."""
         files: dict[tuple[int, float | None], dict] = {}  # the attributes of a file size
-        if not with_attrs:
-            yield from self._names(path, start)
-            return
         with self._lock:
             given = self._given_plus.get(path, -PLUS_KEPT) > time.monotonic() - PLUS_KEPT
+        bare = not with_attrs or given  # names only
+        chunk = READDIR_NAMES_CHUNK if bare else READDIR_CHUNK
         gave = False
         while True:
-            names, entries = self._page(path, start, READDIR_CHUNK)
-            for name in names:
-                child = (entries.peek(name) if isinstance(entries, LazyEntries) and not given
-                         else None)
-                attrs = None
-                if isinstance(child, File) and child.size_known:
-                    key = (child.size, child.mtime)
-                    attrs = files.get(key)
-                    if attrs is None:
-                        attrs = files[key] = self._attrs(child)
-                elif child is not None and not isinstance(child, File):
-                    attrs = self._attrs(child)
-                gave = gave or attrs is not None
-                yield name, attrs
+            names, entries = self._page(path, start, chunk)
+            if bare or not isinstance(entries, LazyEntries):
+                yield from zip(names, itertools.repeat(None))
+            else:
+                for name in names:
+                    child = entries.peek(name)
+                    attrs = None
+                    if isinstance(child, File) and child.size_known:
+                        key = (child.size, child.mtime)
+                        attrs = files.get(key)
+                        if attrs is None:
+                            attrs = files[key] = self._attrs(child)
+                    elif child is not None and not isinstance(child, File):
+                        attrs = self._attrs(child)
+                    gave = gave or attrs is not None
+                    yield name, attrs
             # a short page is the end: not asked again, as a browsing folder's listing
             # may be refreshed between two asks
-            if len(names) < READDIR_CHUNK:
-                if gave and isinstance(entries, LazyEntries):
+            if len(names) < chunk:
+                if gave:
                     with self._lock:
                         self._given_plus[path] = time.monotonic()
-                return
-            start += len(names)
-
-    def _names(self, path: str, start: int) -> Iterator[tuple[str, None]]:
-        while True:
-            names = self._page(path, start, READDIR_NAMES_CHUNK)[0]
-            yield from zip(names, itertools.repeat(None))
-            if len(names) < READDIR_NAMES_CHUNK:
                 return
             start += len(names)
 
