@@ -218,7 +218,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       presign_ttl=args.presign_ttl, list_only=args.list, faults=args.faults,
                       synthetic=args.synthetic, handshake_round_trips=args.handshake_rtts,
                       idle_close_s=args.idle_close_s,
-                      intra_dataset_basins=not args.no_intra_dataset_basins)
+                      intra_dataset_basins=not args.no_intra_dataset_basins,
+                      no_condensed=args.no_condensed, previews=not args.no_previews,
+                      site_address=None if args.site_address == "none" else args.site_address)
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -404,6 +406,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="declare in the condensed basin only the condensed file's own "
                             "features (DCOR's enable_intra_dataset_basins = false; by default "
                             "it also declares image, mask, contour and trace, as DCOR does)")
+    serve.add_argument("--no-condensed", action="append", default=[], metavar="GLOB",
+                       help="serve files matching GLOB (relative path) as DCOR serves an "
+                            "upload whose condensing has not finished or failed: the "
+                            "condensed basin listed without features, its object missing; "
+                            "repeatable")
+    serve.add_argument("--no-previews", action="store_true",
+                       help="make no preview JPEGs (DCOR's preview job draws them with "
+                            "matplotlib; by default every RT-DC resource gets one)")
+    serve.add_argument("--site-address", default="auto", metavar="ADDR",
+                       help="also answer the API on port 80 of ADDR and name the site "
+                            "http://ADDR in the basins of condensed files, as DCOR names "
+                            "itself (dclab follows DCOR basins only without a port); 'auto' "
+                            "(default): the first free 127.0.0.N; 'none': the API's address")
     serve.add_argument("--private", action="append", default=[], metavar="GLOB",
                        help="make the datasets of files matching GLOB (relative path) private; "
                             "repeatable")

@@ -61,7 +61,7 @@ def cache_dir(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def server(corpus_dir, tmp_path_factory, cache_dir):
     srv = Server(corpus_dir, tmp_path_factory.mktemp("server"), cache_dir,
-                 ["--private", corpus.PRIVATE_GLOB])
+                 ["--private", corpus.PRIVATE_GLOB, "--no-condensed", corpus.NO_CONDENSED_GLOB])
     yield srv
     srv.stop()
 
@@ -156,9 +156,10 @@ class InThreadServer:
         from dcorfs.server.link import Link
 
         catalog = Catalog(data_dir, cache_dir, [corpus.PRIVATE_GLOB])
-        catalog.scan()
         self.config = ServerConfig(catalog=catalog, tokens={self.TOKEN}, link=Link())
         self.server = DcorServer(self.config, port=0, store_port=0)
+        catalog.site_url, catalog.store_base = self.config.site_url, self.config.store_base
+        catalog.scan()
         self.server.start()
         self.url = self.config.api_base
         self.ids = {res.relpath: res.id for res in catalog.resources.values()}
@@ -167,6 +168,7 @@ class InThreadServer:
 
     def stop(self) -> None:
         self.server.stop()
+        self.config.catalog.close()
 
 
 @pytest.fixture(scope="session")

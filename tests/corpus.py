@@ -16,9 +16,14 @@ that ``DCORFS_TEST_DATA`` adds to the oracle tests holds real ones):
 | empty/empty_recording.rtdc          | N = 0 events; DCOR cannot condense it: no condensed file|
 | video/image_mask_lengths.rtdc       | image and mask of different lengths                   |
 | logs/variable_length_logs.rtdc      | variable-length string logs; Zstandard without fletcher32|
-| qpi/qpi_float32.rtdc                | float32 QPI images (qpi_pha, qpi_amp), qpi_oah, int32 contours|
+| qpi/qpi_float32.rtdc                | float32 QPI images (qpi_pha, qpi_amp), qpi_oah, int32 contours,|
+|                                     | scalar qpi_focus, qpi_dm_avg, qpi_ri_avg              |
 | basins/internal_basin.rtdc          | an internal basin with a basinmap, ml_score and userdef|
 | tables/compound.rtdc                | a compound table of shape (M, 1) and a plain table    |
+| dcnum/M1.rtdc, dcnum/M1_dcn.rtdc    | dcnum's pair: a raw file (an image per frame) and its |
+|                                     | processed events (fewer, a basin map that repeats and |
+|                                     | skips frames, no image) with a `file` basin naming it |
+| private/dcnum/M1*.rtdc              | the same pair in a private dataset                    |
 
 Run ``python tests/corpus.py FOLDER`` to write it somewhere and look at it.
 """
@@ -200,6 +205,9 @@ def write_qpi(path: pathlib.Path) -> None:
         hw.store_feature("qpi_oah", rng.integers(0, 255, (n, 2 * height, 2 * width),
                                                  dtype=np.uint8))
         hw.store_feature("contour", _contours(rng, n, np.int32))
+        # scalar QPI features, named like the images (DCscope's blood_rbc_qpi_data.rtdc)
+        for name in ("qpi_focus", "qpi_dm_avg", "qpi_ri_avg"):
+            hw.store_feature(name, rng.normal(1, 0.1, n))
 
 
 def write_internal_basin(path: pathlib.Path) -> None:
@@ -240,6 +248,42 @@ def write_tables(path: pathlib.Path) -> None:
         tables.create_dataset("plain", data=rng.normal(0, 1, (4, 3)))
 
 
+def write_dcnum_raw(path: pathlib.Path, seed: int = 11, frames: int = 40) -> None:
+    """A raw measurement as dcnum reads it: one image (and background) per frame."""
+    rng = np.random.default_rng(seed)
+    meta = _meta(frames, 80, 250)
+    meta["experiment"]["run identifier"] = f"dcorfs-corpus-raw-{seed}"
+    with _writer(path) as hw:
+        hw.store_metadata(meta)
+        image, _ = _images(rng, frames, 80, 250)
+        hw.store_feature("image", image)
+        hw.store_feature("image_bg", np.repeat(image[:1], frames, axis=0))
+        hw.store_feature("frame", np.arange(1, frames + 1, dtype=np.uint64))
+
+
+def write_dcnum_processed(path: pathlib.Path, seed: int = 11, frames: int = 40) -> None:
+    """dcnum's output for ``write_dcnum_raw``'s file beside it: events of some frames
+    (two in one frame, none in others), no image, a ``file`` basin naming the raw file
+    with its identifier and the basin map (``basinmap0``)."""
+    rng = np.random.default_rng(seed + 100)
+    raw = path.with_name(path.name.replace("_dcn", ""))
+    basinmap = np.sort(np.concatenate([rng.choice(frames, 22, replace=False),
+                                       rng.choice(frames, 3, replace=False)])).astype(np.int64)
+    n = len(basinmap)
+    meta = _meta(n, 80, 250)
+    meta["experiment"]["run identifier"] = f"dcorfs-corpus-raw-{seed}_dcn-1a2b3c"
+    with _writer(path) as hw:
+        hw.store_metadata(meta)
+        scalars = _scalars(rng, n)
+        scalars["frame"] = (basinmap + 1).astype(np.uint64)  # the frame of each event
+        for name, values in scalars.items():
+            hw.store_feature(name, values)
+        hw.store_feature("mask", _images(rng, n, 80, 250)[1])
+        hw.store_basin(basin_name="raw data", basin_type="file", basin_format="hdf5",
+                       basin_locs=[raw], basin_descr="dcnum's input",
+                       basin_feats=["image", "image_bg"], basin_map=basinmap)
+
+
 FILES = {
     "beads/calibration_beads.rtdc": write_beads,
     "private/calibration_beads.rtdc": lambda p: write_beads(p, seed=2),
@@ -253,8 +297,14 @@ FILES = {
     "qpi/qpi_float32.rtdc": write_qpi,
     "basins/internal_basin.rtdc": write_internal_basin,
     "tables/compound.rtdc": write_tables,
+    "dcnum/M1.rtdc": write_dcnum_raw,
+    "dcnum/M1_dcn.rtdc": write_dcnum_processed,
+    "private/dcnum/M1.rtdc": lambda p: write_dcnum_raw(p, seed=12),
+    "private/dcnum/M1_dcn.rtdc": lambda p: write_dcnum_processed(p, seed=12),
 }
 PRIVATE_GLOB = "private/*"
+#: served as DCOR serves an upload whose condensing has not finished (or failed)
+NO_CONDENSED_GLOB = "single/*"
 
 
 def write_corpus(folder: pathlib.Path) -> list[str]:

@@ -32,10 +32,16 @@ log = logging.getLogger(__name__)
 class Basin:
     """A remote basin of a resource: its object and, opened on demand, its HDF5 file."""
 
-    def __init__(self, spec: dict, obj: RemoteObject, shared: Shared) -> None:
+    def __init__(self, spec: dict, obj: RemoteObject, shared: Shared,
+                 on_missing: Callable[["Basin"], None] | None = None) -> None:
+        """``on_missing`` is told when the object turns out not to exist."""
         self.shared = shared
+        self._on_missing = on_missing
         self.name = spec.get("name", "")
         self.declared: list[str] | None = spec.get("features")
+        # a presigned URL: a 403 is DCOR's store refusing an old signature, not a
+        # missing object (an unsigned URL of a missing key answers 403 too)
+        self.perishable = bool(spec.get("perishable"))
         self.obj = obj
         self._h5: h5py.File | None = None
         self._rfile: RemoteFile | None = None
@@ -58,11 +64,22 @@ class Basin:
                 self.shared.counts.add("files_opened")
             except OSError as exc:
                 err = self.error_from(exc)
-                if err.errno != errno.ENOENT:
+                if not self.missing(err):
                     raise err from None
                 self.unavailable = err
                 log.info("DCR403 basin %s is not available: %s", self.name, err.strerror)
+        if self._h5 is None and self._on_missing is not None:
+            self._on_missing, tell = None, self._on_missing
+            tell(self)
         return self._h5
+
+    def missing(self, err: OSError) -> bool:
+        """Whether an error opening this basin means its object does not exist: a 404,
+        or a 403 to an unsigned request.  DCOR's store lets anonymous clients read only
+        objects tagged public and list nothing, so a key that does not exist (a
+        condensed file not made yet) answers 403 there (dcor_shared s3.py
+        ``require_bucket``), and dclab takes the basin for unavailable."""
+        return err.errno == errno.ENOENT or (err.errno == errno.EACCES and not self.perishable)
 
     def _prefetch_group_tables(self) -> None:
         """Start fetching the group tables the probe names, while h5py opens the file."""
@@ -207,7 +224,9 @@ class Basin:
             self._h5.close()
 
 
-def internal_basins(h5: h5py.File) -> list[dict]:
+def stored_basins(h5: h5py.File) -> list[dict]:
+    """Every basin definition in a file's ``basins`` group, in the group's order (a
+    definition that does not parse is left out, as dclab leaves it out)."""
     specs = []
     for name in h5.get("basins", {}):
         try:
@@ -216,6 +235,18 @@ def internal_basins(h5: h5py.File) -> list[dict]:
                                       for x in lines))
         except (ValueError, KeyError, OSError):
             continue
-        if spec.get("type") == "internal":
+        if isinstance(spec, dict):
             specs.append(spec)
     return specs
+
+
+def internal_basins(h5: h5py.File) -> list[dict]:
+    return [spec for spec in stored_basins(h5) if spec.get("type") == "internal"]
+
+
+def remote_basins(h5: h5py.File) -> list[dict]:
+    """The basins of a file that point elsewhere and that a remote reader may follow:
+    ``remote`` ones of format ``dcor``, ``http`` or ``s3`` (``file`` basins name paths
+    on the uploader's disk: dclab refuses them for remote data too)."""
+    return [spec for spec in stored_basins(h5) if spec.get("type") == "remote"
+            and spec.get("format") in ("dcor", "http", "s3") and spec.get("urls")]

@@ -40,6 +40,51 @@ class Dir:
         return self.entries.get(name)
 
 
+class CheckedDir(Dir):
+    """A folder some of whose entries exist only when a check says so: a feature DCOR
+    declares whose source must first be found (a listed file must always open).
+
+    ``produce`` gives every candidate with its check (None: no check needed).  A
+    lookup runs only its own name's check; a listing runs every check.  A check's
+    answer is kept; a check that raises (the network) is asked again next time.
+    """
+
+    def __init__(self, produce: Callable[[], dict[str, tuple["Node", Callable[[], bool] | None]]],
+                 mtime: float | None = None) -> None:
+        super().__init__(lambda: {}, mtime)
+        self._candidates_of = produce
+        self._candidates: dict[str, tuple[Node, Callable[[], bool] | None]] | None = None
+        self._checked: dict[str, bool] = {}
+
+    def _all(self) -> dict[str, tuple["Node", Callable[[], bool] | None]]:
+        with self._lock:
+            if self._candidates is None:
+                self._candidates = self._candidates_of()
+            return self._candidates
+
+    def _passes(self, name: str, check: Callable[[], bool] | None) -> bool:
+        if check is None:
+            return True
+        with self._lock:
+            known = self._checked.get(name)
+        if known is None:
+            known = bool(check())
+            with self._lock:
+                self._checked[name] = known
+        return known
+
+    @property
+    def entries(self) -> dict[str, "Node"]:
+        return {name: node for name, (node, check) in self._all().items()
+                if self._passes(name, check)}
+
+    def get(self, name: str) -> "Node | None":
+        found = self._all().get(name)
+        if found is None or not self._passes(name, found[1]):
+            return None
+        return found[0]
+
+
 class BrowseDir(Dir):
     """A folder whose listing and lookups are separate questions to DCOR (each kept
     by the browser for a while): ``list_entries()`` for ``ls``, ``lookup(name)`` for a

@@ -16,33 +16,40 @@ import json
 import logging
 import threading
 import time
+import urllib.parse
 from typing import Any
 
 import h5py
 
 from ..hdf5.readahead import COLUMN, DEFAULT, ReadaheadConfig
+from ..ids import is_resource_id
 from ..io import deadline
 from ..io.remote_object import RemoteObject
 from ..io.sequential import SequentialReadahead, StreamConfig
-from .basin import Basin
+from .basin import Basin, remote_basins
 from .contour_sizes import MISSING, ContourSizes
 from .feature_views import (dataset_view, header_view, layout_view, mapped_view, passthrough,
                             small_view)
-from .nodes import Dir, File, LazyEntries, Node, NumberedNames
+from .nodes import CheckedDir, Dir, File, LazyEntries, Node, NumberedNames
 from .presigned import local_expiry
 from .shared import Shared
 from .tables import table_array
 from .tiff_view import TiffView
 from .tsv_view import TsvView
+from .upstream import Via
 from .views import BytesView, LazyBytesView, NpyView, View
 
 log = logging.getLogger(__name__)
 
 BOOL_FEATURES = {"mask"}
-#: image features shown as TIFF stacks too (besides every ``qpi_*`` feature)
-IMAGE_FEATURES = {"image", "image_bg", "mask"}
-#: features that are not one number per event, left out of features.tsv by name
-NOT_SCALAR = {"contour", "trace"} | IMAGE_FEATURES
+#: dclab's non-scalar features (``definitions/feat_const.py: FEATURES_NON_SCALAR``);
+#: every other feature dclab defines is one number per event.  Those of them that
+#: are an image per event are shown as TIFF stacks too (the view checks the shape).
+IMAGE_FEATURES = {"image", "image_bg", "mask", "qpi_pha", "qpi_amp", "qpi_oah", "qpi_oah_bg"}
+GROUP_FEATURES = {"contour", "trace"}
+NOT_SCALAR = GROUP_FEATURES | IMAGE_FEATURES
+#: basins inside basin files followed at most this deep (a cycle is refused anyway)
+MAX_BASIN_DEPTH = 8
 #: contour headers looked up one after another: how far to fetch ahead of them
 CONTOUR_WALK = StreamConfig(first_window=1 << 20, max_window=8 << 20, piece=1 << 20,
                             slack=4 << 20)  # stored as uint8 0/255, presented as bool (dclab's H5MaskEvent)
@@ -51,8 +58,10 @@ CONTOUR_WALK = StreamConfig(first_window=1 << 20, max_window=8 << 20, piece=1 <<
 class Resource:
     """Everything under ``MOUNT/<rid>/``."""
 
-    def __init__(self, rid: str, shared: Shared) -> None:
+    def __init__(self, rid: str, shared: Shared, chain: tuple[str, ...] = ()) -> None:
+        """``chain``: the resources whose basins led here (a cycle is refused)."""
         self.rid = rid
+        self.chain = chain
         self.shared = shared
         self.api = shared.api
         self.pool = shared.pool
@@ -63,7 +72,11 @@ class Resource:
         self._listing_prepared = False
         self._listing_started = False
         self.public = False  # no basin is perishable: DCOR's answers may be kept on disk
-        self.root = Dir(self._root_entries)
+        self.from_disk = False  # opened from answers kept on disk, not asked of DCOR
+        self._upstreams: dict[tuple[str, str], Resource | None] = {}
+        self._upstream_lock = threading.Lock()
+        self._unresolved: set[str] = set()  # features logged as unresolvable
+        self.root = CheckedDir(self._root_entries)
 
     # -- basins --------------------------------------------------------------------
     def load(self) -> None:
@@ -84,6 +97,7 @@ class Resource:
             self._metadata = self.pool.submit(deadline.bind(self._answer), "metadata")
             if time.time() - stored[1] > self.shared.answers_ttl:
                 self.pool.submit(self._revalidate)
+            self.from_disk = True
             log.info("DCR406 %s opened from the disk cache's answers", self.rid)
         else:
             try:
@@ -103,15 +117,32 @@ class Resource:
             if not urls:
                 continue
             key = spec.get("key") or spec.get("name") or urls[0].split("?")[0]
-            obj = RemoteObject(key=key, url=urls[0], expires_at=local_expiry(spec),
-                               cache=self.shared.cache, fetcher=self.shared.fetcher,
-                               background=self.shared.background,
-                               refresh=self.refresh_basins if spec.get("perishable") else None)
-            self.basins.append(Basin(spec, obj, self.shared))
+            self.basins.append(self._basin(spec, key))
             if str(spec.get("name", "")).startswith("resource") and self.shared.disk is not None:
                 self.shared.disk.watch_complete(key, self._check_original)
         if not self.basins:
             raise OSError(errno.EIO, f"DCOR lists no readable basin for {self.rid}")
+
+    def _basin(self, spec: dict, key: str, url: str | None = None) -> Basin:
+        obj = RemoteObject(key=key, url=url or spec["urls"][0], expires_at=local_expiry(spec),
+                           cache=self.shared.cache, fetcher=self.shared.fetcher,
+                           background=self.shared.background,
+                           refresh=self.refresh_basins if spec.get("perishable") else None)
+        return Basin(spec, obj, self.shared, self._contradicted)
+
+    def _contradicted(self, basin: Basin) -> None:
+        """A basin DCOR declared features for turned out not to exist on the store.
+        If that declaration came from answers kept on disk, DCOR is asked again (and
+        its answer kept) before anything fails: the next open uses what DCOR says now."""
+        if not self.from_disk or basin.declared is None:
+            return
+        self.from_disk = False
+        log.info("DCR420 %s: the store has no %s, which the kept answers declare; asking "
+                 "DCOR again", self.rid, basin.name)
+        try:
+            self._revalidate()
+        except OSError as exc:  # the reader's own error says what failed
+            log.info("DCR420 %s: DCOR could not be asked again: %s", self.rid, exc.strerror)
 
     def _ask_basins(self) -> list:
         """``dcserv`` basins and (in parallel) metadata, kept on disk once answered."""
@@ -260,15 +291,25 @@ class Resource:
         """The basin ``source`` asks first for ``feature``."""
         return next((b for b in self.basins if feature in b.features), None)
 
-    def source(self, feature: str) -> tuple[Basin, Any]:
-        """(basin, h5 object) for a feature: the first declaring basin that holds it.
+    def _innate(self, feature: str) -> bool:
+        """Whether the original declares ``feature``: DCOR lists the original's own
+        datasets there (dclab's ``features_innate``), so it holds them for sure.  Any
+        other declared feature (the condensed file's, or one its basins name) is
+        listed only once its source is found."""
+        return any(feature in (b.declared or ()) for b in self.basins
+                   if b.name.startswith("resource"))
+
+    def source(self, feature: str) -> tuple[Basin, Any] | Via:
+        """Where ``feature`` is: (basin, h5 object) in the first declaring basin that
+        holds it, else a ``Via`` a basin inside one of those files (another resource,
+        for dcnum data whose images are in the raw file's resource).
 
         Only the basins asked are opened, so reading a scalar feature never touches
-        the original file when the condensed one holds it.
+        the original file when the condensed one holds it; basins inside files are
+        followed only when no basin DCOR lists holds the feature itself.
         """
-        for basin in self.basins:
-            if feature not in basin.features:
-                continue
+        declaring = [b for b in self.basins if feature in b.features]
+        for basin in declaring:
             try:
                 # a listing stats every file, reading none: no chunk indexes for it
                 found = basin.locate(feature, prefetch_index=not self._listing_started)
@@ -278,32 +319,154 @@ class Resource:
                 return basin, found
             if basin.h5 is not None:  # opened, and the feature is not in it
                 basin.keep_layout(feature, None)
-        log.warning("DCR405 %s: feature %r is declared but no basin holds it in a form "
-                    "dcorfs can read", self.rid, feature)
+        for basin in declaring:
+            via = self._via(basin, feature)
+            if via is not None:
+                return via
+        if feature not in self._unresolved:
+            self._unresolved.add(feature)
+            log.info("DCR405 %s: feature %r is declared but no basin holds it in a form "
+                     "dcorfs can read; it is not listed", self.rid, feature)
         raise OSError(errno.ENOENT, f"{self.rid}: no readable source for feature {feature!r}")
 
+    def resolvable(self, feature: str) -> bool:
+        """Whether ``feature``'s source can be found (ENOENT: no; other errors raise)."""
+        if self._kept_view_known(feature):
+            return True
+        try:
+            self.source(feature)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            return False
+        return True
+
+    # -- basins inside basin files -----------------------------------------------------
+    def _via(self, basin: Basin, feature: str) -> Via | None:
+        """The first basin inside ``basin``'s file that declares ``feature`` and holds it."""
+        h5 = basin.h5
+        if h5 is None:
+            return None
+        for spec in remote_basins(h5):
+            declared = spec.get("features")
+            if declared is not None and feature not in declared:
+                continue
+            upstream = self._upstream(basin, spec)
+            if upstream is None or not upstream.resolvable(feature):
+                continue
+            mapping = spec.get("mapping", "same")
+            if mapping == "same":
+                return Via(upstream, None)
+            events = h5.get("events")
+            if events is None or mapping not in events:
+                log.info("DCR421 %s: basin %r maps by %r, which %s lacks", self.rid,
+                         spec.get("name"), mapping, basin.name)
+                continue
+            return Via(upstream, self._basinmap(basin, events[mapping]))
+        return None
+
+    def _basinmap(self, basin: Basin, dataset: h5py.Dataset) -> Any:
+        """A basin map, read whole on first use and kept (one integer per event)."""
+        view = dataset_view(basin, dataset, False)
+        kept: list[Any] = []
+        lock = threading.Lock()
+
+        def read() -> Any:
+            with lock:
+                if not kept:
+                    kept.append(view.rows(0, view.nrows).astype("int64"))
+                return kept[0]
+        return read
+
+    def _upstream(self, basin: Basin, spec: dict) -> Resource | None:
+        """The resource a basin inside ``basin``'s file names, opened once (None when it
+        cannot be followed: a cycle, too deep, not found, or not readable)."""
+        url = str(spec["urls"][0])
+        key = (basin.name, f"{spec.get('format')}:{url}")
+        with self._upstream_lock:
+            if key in self._upstreams:
+                return self._upstreams[key]
+            made = self._open_upstream(spec, url)
+            self._upstreams[key] = made
+            return made
+
+    def _open_upstream(self, spec: dict, url: str) -> Resource | None:
+        chain = self.chain + (self.rid,)
+        if len(chain) > MAX_BASIN_DEPTH:
+            log.info("DCR422 %s: basin %r is deeper than %d basins; not followed",
+                     self.rid, spec.get("name"), MAX_BASIN_DEPTH)
+            return None
+        if spec.get("format") == "dcor":
+            rid = dcor_resource_id(url)
+            if rid is None or rid in chain:
+                if rid is not None and rid != self.rid:
+                    log.info("DCR422 %s: basin %r leads back to %s; not followed", self.rid,
+                             spec.get("name"), rid)
+                return None
+            upstream = Resource(rid, self.shared, chain)
+            try:
+                upstream.load()
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.EACCES):
+                    raise
+                log.info("DCR423 %s: basin %r names resource %s, which DCOR does not give "
+                         "us (%s)", self.rid, spec.get("name"), rid, exc.strerror)
+                return None
+            log.info("DCR424 %s: basin %r followed to resource %s", self.rid,
+                     spec.get("name"), rid)
+            return upstream
+        # http or s3: an object URL, read unsigned (the store answers if it is public);
+        # the basins DCOR lists already hold the resource's own original
+        bare = url.split("?", 1)[0]
+        if any(b.obj.url.split("?", 1)[0] == bare for b in self.basins):
+            return None
+        if not self.shared.fetcher.answers(url):
+            log.info("DCR423 %s: basin %r does not answer; not followed", self.rid,
+                     spec.get("name"))
+            return None
+        upstream = Resource(f"{self.rid}/{spec.get('name', 'basin')}", self.shared, chain)
+        upstream.basins = [upstream._basin({**spec, "perishable": False}, f"url:{bare}", url)]
+        upstream._metadata = concurrent.futures.Future()
+        upstream._metadata.set_result({})
+        return upstream
+
+    def feature_view(self, feature: str) -> View:
+        """``feature`` as an .npy view (for a resource that refers to this one)."""
+        return self._feature_view(feature)
+
     # -- tree ------------------------------------------------------------------------
-    def _root_entries(self) -> dict[str, Node]:
-        entries: dict[str, Node] = {}
-        for feat in sorted(self.declared_features()):
+    def _root_entries(self) -> dict[str, tuple[Node, Any]]:
+        """Every name the folder may hold, with the check that decides whether it does
+        (None: it does).  A feature the original declares is there; any other only
+        once its source is found (``resolvable``), so a listed file always opens."""
+        entries: dict[str, tuple[Node, Any]] = {}
+        features = self.declared_features()
+
+        def check(feature: str) -> Any:
+            return None if self._innate(feature) else (lambda: self.resolvable(feature))
+        for feat in sorted(features):
             if feat == "trace":
-                entries["trace"] = Dir(self._trace_entries)
+                entries["trace"] = (Dir(self._trace_entries), check(feat))
             elif feat == "contour":
-                entries["contour"] = Dir(self._contour_entries)
+                entries["contour"] = (Dir(self._contour_entries), check(feat))
             else:
-                entries[f"{feat}.npy"] = File(lambda f=feat: self._feature_view(f))
-        entries["features.tsv"] = File(self._tsv_view)
-        for feat in self.declared_features():
-            if feat in IMAGE_FEATURES or feat.startswith("qpi_"):
-                entries[f"{feat}.tif"] = File(lambda f=feat: self._tiff_view(f))
-        entries["metadata.json"] = File(lambda: LazyBytesView(self._metadata_json))
-        entries["logs"] = Dir(self._log_entries)
-        entries["tables"] = Dir(self._table_entries)
+                entries[f"{feat}.npy"] = (File(lambda f=feat: self._feature_view(f)),
+                                          check(feat))
+        entries["features.tsv"] = (File(self._tsv_view), None)
+        for feat in features:
+            if feat in IMAGE_FEATURES:
+                entries[f"{feat}.tif"] = (File(lambda f=feat: self._tiff_view(f)), check(feat))
+        entries["metadata.json"] = (File(lambda: LazyBytesView(self._metadata_json)), None)
+        entries["logs"] = (Dir(self._log_entries), None)
+        entries["tables"] = (Dir(self._table_entries), None)
         for basin in self.basins:
             if basin.name.startswith("condensed") and basin.declared is not None:
-                entries["condensed.rtdc"] = File(lambda o=basin.obj: passthrough(o))
+                entries["condensed.rtdc"] = (File(lambda o=basin.obj: passthrough(o)), None)
             elif basin.name.startswith("resource"):
-                entries["data.rtdc"] = File(lambda o=basin.obj: passthrough(o))
+                entries["data.rtdc"] = (File(lambda o=basin.obj: passthrough(o)), None)
+        preview = self._preview_entry()
+        if preview is not None:
+            entries["preview.jpg"] = preview
         return entries
 
     def _feature_view(self, feature: str, config: ReadaheadConfig = DEFAULT) -> View:
@@ -312,7 +475,10 @@ class Resource:
         kept = self._kept_view(feature, as_bool, config)
         if kept is not None:
             return kept
-        basin, obj = self.source(feature)
+        where = self.source(feature)
+        if isinstance(where, Via):
+            return where.view(feature)
+        basin, obj = where
         if isinstance(obj, tuple):
             return mapped_view(basin, obj[0], obj[1], as_bool)
         if isinstance(obj, h5py.Dataset):
@@ -322,10 +488,9 @@ class Resource:
         raise OSError(errno.ENOENT, f"{self.rid}: {feature} is not an array")
 
     def _tsv_view(self) -> TsvView:
-        """Every scalar feature as text: the features known not to be scalar are left
-        out by name, any other by its shape."""
-        wanted = sorted(f for f in self.declared_features()
-                        if f not in NOT_SCALAR and not f.startswith("qpi_"))
+        """Every scalar feature as text: dclab's non-scalar features are left out, and
+        any other feature that is not one number per event (its shape)."""
+        wanted = sorted(f for f in self.declared_features() if f not in NOT_SCALAR)
         # the headers in one wave, not one by one; only of the basins ``source`` asks
         # first (the original is not opened when the condensed file has every column)
         first = {self._first_declaring(f) for f in wanted}
@@ -338,8 +503,10 @@ class Resource:
                 log.debug("header prefetch for features.tsv of %s failed: %s", self.rid, exc)
         columns = []
         for feature in wanted:
+            if not self._innate(feature) and not self.resolvable(feature):
+                continue
             view = self._feature_view(feature, COLUMN)
-            if isinstance(view, NpyView):
+            if isinstance(view, NpyView) and len(view.shape) == 1:
                 columns.append((feature, view))
         return TsvView(columns)
 
@@ -350,6 +517,67 @@ class Resource:
         pixel = self._metadata_dict().get("imaging", {}).get("pixel size")
         pixel = float(pixel) if isinstance(pixel, (int, float)) and pixel > 0 else None
         return TiffView(view, mask=feature in BOOL_FEATURES, pixel_size_um=pixel)
+
+    # -- preview -----------------------------------------------------------------------
+    def _preview_entry(self) -> tuple[Node, Any] | None:
+        """DCOR's preview JPEG (ckanext-dc_view), listed when the store has it.  A
+        public one is read unsigned at the original's URL with ``/preview/`` for
+        ``/resource/`` (its key, ``preview/<rid[:3]>/...``); a private one where DCOR's
+        route ``/dataset/<id>/resource/<rid>/preview.jpg`` redirects (presigned)."""
+        original = next((b for b in self.basins if b.name.startswith("resource")), None)
+        if original is None or "/resource/" not in original.obj.url or self.chain:
+            return None
+        made: list[RemoteObject] = []
+        lock = threading.Lock()
+
+        def obj() -> RemoteObject:
+            with lock:
+                if not made:
+                    made.append(self._preview_object(original))
+                return made[0]
+
+        def exists() -> bool:
+            try:
+                obj().probe()
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.EACCES):
+                    raise
+                log.info("DCR425 %s has no preview (%s)", self.rid, exc.strerror)
+                return False
+            return True
+        return File(lambda: passthrough(obj())), exists
+
+    def _preview_object(self, original: Basin) -> RemoteObject:
+        if not original.perishable:
+            url = original.obj.url.split("?", 1)[0].replace("/resource/", "/preview/", 1)
+            return RemoteObject(key=f"dcor-preview-{self.rid}", url=url, expires_at=None,
+                                cache=self.shared.cache, fetcher=self.shared.fetcher,
+                                background=self.shared.background)
+
+        def signed() -> str:
+            package = self.api.call("resource_show", id=self.rid).get("package_id")
+            return self.api.resolve_download(
+                f"{self.api.base}/dataset/{package}/resource/{self.rid}/preview.jpg")
+        obj = RemoteObject(key=f"dcor-presigned-preview-{self.rid}", url=signed(),
+                           expires_at=None, cache=self.shared.cache,
+                           fetcher=self.shared.fetcher, background=self.shared.background)
+        obj.refresh = lambda: obj.set_url(signed(), None)
+        return obj
+
+    def _kept_view_known(self, feature: str) -> bool:
+        """Whether the layouts kept on disk say a basin holds ``feature`` (``source``'s
+        rule, answered without opening any HDF5 file)."""
+        for basin in self.basins:
+            if basin.declared is None:
+                return False
+            if feature not in basin.declared:
+                continue
+            known, layout = basin.kept_layout(feature)
+            if not known:
+                return False
+            if layout is not None:
+                return True
+        return False
 
     def _kept_view(self, feature: str, as_bool: bool,
                    config: ReadaheadConfig = DEFAULT) -> View | None:
@@ -379,12 +607,19 @@ class Resource:
         return found
 
     def _group(self, feature: str) -> tuple[Basin, h5py.Group]:
-        basin, obj = self.source(feature)
+        where = self.source(feature)
+        if isinstance(where, Via):
+            raise OSError(errno.EIO, f"{self.rid}: {feature} is in another basin")
+        basin, obj = where
         if not isinstance(obj, h5py.Group):
             raise OSError(errno.EIO, f"{self.rid}: {feature} is not an HDF5 group")
         return basin, obj
 
     def _trace_entries(self) -> dict[str, Node]:
+        if not self._innate("trace"):
+            where = self.source("trace")
+            if isinstance(where, Via):
+                return where.folder("trace")
         basin, group = self._group("trace")
         return {f"{name}.npy": File(lambda n=name: dataset_view(basin, group[n], False))
                 for name in sorted(group.keys())}
@@ -398,6 +633,10 @@ class Resource:
         Each lookup finds its one name in the index, unless ``ContourSizes`` knows
         its size (a listing's lookups read all in bulk): HDF5 is then opened only
         when the file is read."""
+        if not self._innate("contour"):  # perhaps in another resource (dcnum data)
+            where = self.source("contour")
+            if isinstance(where, Via):
+                return where.folder("contour")
         count = self._declared_event_count()
         lock = threading.Lock()
         found: list[tuple[Basin, h5py.Group, ContourSizes, SequentialReadahead]] = []
@@ -529,6 +768,20 @@ class Resource:
     def close(self) -> None:
         for basin in self.basins:
             basin.close()
+        with self._upstream_lock:
+            upstreams, self._upstreams = list(self._upstreams.values()), {}
+        for upstream in upstreams:
+            if upstream is not None:
+                upstream.close()
+
+
+def dcor_resource_id(url: str) -> str | None:
+    """The resource id of a ``dcor`` basin's URL (``<site>/api/3/action/dcserv?id=<rid>``),
+    or None.  The site is not checked: the mount asks its own DCOR host, with its own
+    token, which is what dclab does with a URL of the host it has a token for."""
+    query = urllib.parse.urlsplit(url).query
+    rid = urllib.parse.parse_qs(query).get("id", [""])[0].strip()
+    return rid if is_resource_id(rid) else None
 
 
 def _all_public(specs: Any) -> bool:

@@ -130,6 +130,18 @@ class RangeFetcher:
         assert last_error is not None
         raise last_error
 
+    def answers(self, url: str, connect_timeout: float = 3.0) -> bool:
+        """Whether ``url`` serves a range now: one GET of its first byte, no retry (as
+        dclab's ``http_utils.is_url_available`` asks a basin's URL before using it).  A
+        URL named inside a file may point anywhere; one that does not answer is left
+        alone, and its host does not count toward the mount going offline."""
+        try:
+            self._fetch_once(url, 0, 1, None, None, connect_timeout, reach=False)
+        except (OSError, Retryable) as exc:
+            log.info("DCF302 %s does not answer (%s)", redact(url), exc)
+            return False
+        return True
+
     def mirrors(self, url: str) -> bool:
         """Whether reads of ``url`` may go through the site mirror."""
         return self.mirror is not None and self.mirror.shareable(url)

@@ -117,6 +117,7 @@ class ServerConfig:
     secret: bytes = dataclasses.field(default_factory=lambda: secrets.token_bytes(32))
     api_base: str = ""
     store_base: str = ""
+    site_url: str = ""  # how condensed files name this DCOR (its ckan.site_url)
     stats: Stats = dataclasses.field(default_factory=Stats)
     faults: FaultInjector = dataclasses.field(default_factory=FaultInjector)
     issued: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -528,9 +529,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             else:
                 basin["urls"] = [self.object_url(artifact, res.id)]
             if res.artifact_path(artifact) is not None:
-                basin["features"] = list(features)
+                # serve.py get_resource_kernel_complement_condensed: with intra-dataset
+                # basins on, also every feature the condensed file's basins declare
                 if artifact == "condensed" and self.config.intra_dataset_basins:
-                    basin["features"] += [f for f in res.features if f not in features]
+                    features = sorted(set(features) | set(res.condensed_basin_features))
+                basin["features"] = list(features)
             basins.append(basin)
         return basins
 
@@ -614,18 +617,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _route(self, path: str) -> None:
         self.config.stats.add(route_requests=1)
         uid = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-        match = re.fullmatch(rf"/dataset/({uid})/resource/({uid})/(download/[^/]+|condensed\.rtdc)",
-                             path)
+        match = re.fullmatch(
+            rf"/dataset/({uid})/resource/({uid})/(download/[^/]+|condensed\.rtdc|preview\.jpg)",
+            path)
         res = self.config.catalog.resources.get(match.group(2)) if match else None
         user = self._user()
         if (res is None or res.dataset_id != match.group(1)
                 or (self.config.catalog.is_private(res) and user is None)):
             self._send(404, b"<html><body><h1>Resource not found</h1></body></html>", "text/html")
             return
-        artifact = "condensed" if match.group(3) == "condensed.rtdc" else "resource"
+        artifact = {"condensed.rtdc": "condensed", "preview.jpg": "preview"}.get(
+            match.group(3), "resource")
         if res.artifact_path(artifact) is None:
-            self._send(404, b"<html><body><h1>Condensed resource not found</h1></body></html>",
-                       "text/html")
+            # ckanext-dc_view route_funcs.py dcpreview: 'No preview available'
+            what = b"No preview available" if artifact == "preview" else \
+                b"Condensed resource not found"
+            self._send(404, b"<html><body><h1>" + what + b"</h1></body></html>", "text/html")
             return
         ttl = 3600 if self.config.catalog.is_private(res) else 86400
         url, _, _ = self.presign(artifact, res.id, ttl=ttl)
@@ -643,8 +650,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         stats.add(store_requests=1)
         if self.headers.get("Authorization") is not None:
             stats.add(store_auth_headers=1)  # a client leaked its token here
-        match = re.fullmatch(r"/([^/]+)/(resource|condensed)/([0-9a-f]{3})/([0-9a-f-]{3})/([0-9a-f-]+)",
-                             url.path)
+        match = re.fullmatch(
+            r"/([^/]+)/(resource|condensed|preview)/([0-9a-f]{3})/([0-9a-f-]{3})/([0-9a-f-]+)",
+            url.path)
         res = None
         if match:
             res = self.config.catalog.resources.get(match.group(3) + match.group(4) + match.group(5))
@@ -653,7 +661,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         artifact = match.group(2) if match else ""
         path = res.artifact_path(artifact) if res else None
         if path is None:
-            self._store_error(404, "NoSuchKey", "The specified key does not exist.")
+            # anonymous clients may read only objects tagged public and may not list the
+            # bucket, so S3 cannot tell them a key is missing: 403 (dcor_shared s3.py
+            # require_bucket; dclab's test_http_file_does_not_exist)
+            if self._signed(url):
+                self._store_error(404, "NoSuchKey", "The specified key does not exist.")
+            else:
+                self._store_error(403, "AccessDenied", "Access Denied")
             return
         if self.config.catalog.is_private(res) and not self._signed(url):
             self._store_error(403, "AccessDenied", "Access Denied")
@@ -761,7 +775,13 @@ class DcorServer:
     """Both listening sockets and their threads; ``start`` returns once they accept."""
 
     def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int = 8000,
-                 store_port: int = 0) -> None:
+                 store_port: int = 0, site_address: str | None = None) -> None:
+        """``site_address``: also answer the API on port 80 of this address and name the
+        site by it (``http://<address>``) in the basins written into condensed files, as
+        DCOR names itself by its ``ckan.site_url``: dclab follows a ``dcor`` basin only
+        when its URL has no port.  ``"auto"``: the first free loopback address from
+        127.0.0.2 when ``host`` is a loopback address; None: name the site by the API's
+        own address."""
         self.config = config
         # socketserver's per-connection timeout: a keep-alive connection that waits longer
         # than this for its next request is closed, as nginx (75 s) and S3 (~20 s) do
@@ -774,18 +794,46 @@ class DcorServer:
         self.store = _ThreadingServer((host, store_port), store_handler)
         config.api_base = f"http://{host}:{self.api.server_address[1]}"
         config.store_base = f"http://{host}:{self.store.server_address[1]}"
+        self.site = _site_listener(site_address, host, api_handler)
+        config.site_url = (f"http://{self.site.server_address[0]}" if self.site is not None
+                           else config.api_base)
+        if site_address is not None and self.site is None:
+            log.info("DCS111 cannot listen on port 80 of a loopback address: condensed "
+                     "files name the site %s (dclab does not follow basins with a port)",
+                     config.site_url)
         self._threads: list[threading.Thread] = []
 
+    def _servers(self) -> list[_ThreadingServer]:
+        return [srv for srv in (self.api, self.store, self.site) if srv is not None]
+
     def start(self) -> None:
-        for srv in (self.api, self.store):
+        for srv in self._servers():
             thread = threading.Thread(target=srv.serve_forever, daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def stop(self) -> None:
-        for srv in (self.api, self.store):
+        for srv in self._servers():
             srv.shutdown()
             srv.server_close()
+
+
+def _site_listener(address: str | None, host: str, handler: type) -> _ThreadingServer | None:
+    """The API's listener on port 80 of ``address`` (see ``DcorServer``), or None."""
+    if address is None:
+        return None
+    if address != "auto":
+        candidates = [address]
+    elif host.startswith("127.") or host == "localhost":
+        candidates = [f"127.0.0.{n}" for n in range(2, 255)]
+    else:
+        return None
+    for candidate in candidates:
+        try:
+            return _ThreadingServer((candidate, 80), handler)
+        except OSError:  # taken by another server, or no privilege for port 80
+            continue
+    return None
 
 
 def read_or_create_token(path: os.PathLike) -> str:

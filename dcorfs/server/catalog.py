@@ -32,9 +32,13 @@ import pathlib
 import re
 import uuid
 import warnings
+import shutil
+import tempfile
 from typing import Any
 
 import numpy as np
+
+from . import dcor_jobs
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +72,22 @@ class Resource:
     size: int = 0
     sha256: str = ""
     etag: str = ""
-    condensed_path: pathlib.Path | None = None
+    condensed_path: pathlib.Path | None = None  # as served: with DCOR's basins in it
+    condensed_base: pathlib.Path | None = None  # dclab's condense of the original
     condensed_etag: str = ""
     condense_error: str = ""
+    identifier: str | None = None  # dclab's measurement identifier
+    file_basins: list[dict] = dataclasses.field(default_factory=list)
+    features_all: list[str] = dataclasses.field(default_factory=list)  # innate, ancillary, basin
+    preview_path: pathlib.Path | None = None
+    preview_etag: str = ""
     created: float = 0.0  # the file's modification time
     metadata: dict = dataclasses.field(default_factory=dict)
     features: list[str] = dataclasses.field(default_factory=list)
     condensed_features: list[str] = dataclasses.field(default_factory=list)
+    # what dcserv adds with enable_intra_dataset_basins: the features of the basins
+    # written into the condensed file
+    condensed_basin_features: list[str] = dataclasses.field(default_factory=list)
     logs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     tables: dict[str, list] = dataclasses.field(default_factory=dict)
     trace_names: list[str] | None = None
@@ -88,10 +101,13 @@ class Resource:
             return self.path
         if artifact == "condensed":
             return self.condensed_path
+        if artifact == "preview":
+            return self.preview_path
         return None
 
     def artifact_etag(self, artifact: str) -> str:
-        return self.etag if artifact == "resource" else self.condensed_etag
+        return {"resource": self.etag, "condensed": self.condensed_etag,
+                "preview": self.preview_etag}.get(artifact, "")
 
 
 @dataclasses.dataclass
@@ -176,11 +192,19 @@ class Catalog:
     """Scans a folder once and answers lookups; immutable afterwards, like DCOR."""
 
     def __init__(self, root: pathlib.Path, cache_dir: pathlib.Path,
-                 private_patterns: list[str] | None = None, synthetic: int = 0) -> None:
+                 private_patterns: list[str] | None = None, synthetic: int = 0,
+                 no_condensed: list[str] | None = None, previews: bool = True) -> None:
         self.root = pathlib.Path(root).resolve()
         self.cache_dir = pathlib.Path(cache_dir)
         self.private_patterns = list(private_patterns or [])
+        self.no_condensed = list(no_condensed or [])  # condensing not finished, or failed
+        self.previews = previews
         self.synthetic = synthetic
+        # where the server is, for the basins DCOR writes into condensed files: its
+        # ckan.site_url and its object store (set by the server once it listens)
+        self.site_url = ""
+        self.store_base = ""
+        self._served: pathlib.Path | None = None  # this server's condensed files
         self.generation = 0
         self.circles: dict[str, Group] = {}
         self.collections: dict[str, Group] = {}
@@ -240,6 +264,9 @@ class Catalog:
                 self._prepare_any(res)
             dataset.add(res)
             resources[rid] = res
+        for dataset in datasets.values():
+            for res in dataset.resources:
+                self._condensed_as_dcor_serves(res, dataset, circles)
         self._add_synthetic(datasets, resources, circles)
         if not any(ds.circle == ORG_NAME for ds in datasets.values()):
             del circles[ORG_NAME]  # the default circle exists only when it holds something
@@ -306,6 +333,11 @@ class Catalog:
             with dclab.new_dataset(res.path) as ds:
                 res.metadata = to_json_compatible(ds.config.as_dict(pop_filtering=True))
                 res.features = sorted(ds.features_innate)
+                res.identifier = ds.get_measurement_identifier()
+                res.file_basins = dcor_jobs.file_basins(ds)
+                res.features_all = sorted(set(ds.features) | {
+                    f for b in ds.basins_get_dicts() if b.get("type") == "remote"
+                    for f in b.get("features") or []})
                 res.logs = {k: [str(x) for x in ds.logs[k]] for k in ds.logs}
                 res.tables = {}
                 for name in ds.tables:
@@ -315,6 +347,20 @@ class Catalog:
                 if "trace" in ds:
                     res.trace_names = sorted(ds["trace"].keys())
         self._condense(res)
+        self._preview(res)
+
+    def _preview(self, res: Resource) -> None:
+        """ckanext-dc_view's preview JPEG, made once per original (kept by sha256)."""
+        if not self.previews:
+            return
+        out = self.cache_dir / f"{res.sha256}_preview{dcor_jobs.PREVIEW_VERSION}.jpg"
+        failed = out.with_suffix(".failed")
+        if not out.exists() and not failed.exists():
+            if not dcor_jobs.make_preview(res.path, out):
+                failed.write_text("no preview\n")
+        if out.exists():
+            res.preview_path = out
+            _, res.preview_etag = _file_digests(out)
 
     def _condense(self, res: Resource) -> None:
         import dclab
@@ -338,8 +384,11 @@ class Catalog:
             log.warning("DCS103 no condensed file for %s (%s), serving the original only",
                         res.relpath, res.condense_error)
             return
-        res.condensed_path = out
-        _, res.condensed_etag = _file_digests(out)
+        if any(fnmatch.fnmatch(res.relpath, pat) for pat in self.no_condensed):
+            res.condense_error = "condensing has not finished (--no-condensed)"
+            log.info("DCS110 %s: no condensed file (--no-condensed)", res.relpath)
+            return
+        res.condensed_base = out
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with dclab.new_dataset(out) as ds:
@@ -348,6 +397,43 @@ class Catalog:
                 for name in ds.logs:
                     if name not in res.logs:
                         res.logs[name] = [str(x) for x in ds.logs[name]]
+
+    def _condensed_as_dcor_serves(self, res: Resource, dataset: Dataset,
+                                  circles: dict[str, Group]) -> None:
+        """The condensed file with the basins DCOR's job writes into it (``dcor_jobs``),
+        in a folder of this server's: its basins name this server's addresses."""
+        if res.condensed_base is None:
+            res.condensed_path = None
+            return
+        runid = res.identifier
+        upstream = []
+        for basin in res.file_basins:
+            for other in dataset.resources:
+                if other.is_rtdc and other.features and dcor_jobs.is_basin_of(
+                        runid, other.identifier, basin):
+                    feats = set(other.features_all)
+                    if other.condensed_base is not None:
+                        feats |= set(other.condensed_features)
+                    upstream.append({"rid": other.id, "res_name": other.name,
+                                     "features": sorted(feats), "mapping": basin["mapping"]})
+        circle = circles[dataset.circle]
+        object_url = f"{self.store_base}/{bucket_name(circle.id)}/{object_key('resource', res.id)}"
+        plan = {"site": self.site_url, "rid": res.id, "url": object_url, "up": upstream,
+                "base": res.sha256, "innate": res.features}
+        if self._served is None:
+            self._served = pathlib.Path(tempfile.mkdtemp(prefix="dcorfs-serve-condensed-"))
+        out = self._served / f"{res.sha256}-{dcor_jobs.digest(plan)}_condensed.rtdc"
+        if not out.exists():
+            dcor_jobs.write_dcor_basins(res.condensed_base, out, res.path, res.features,
+                                        self.site_url, res.id, object_url, upstream)
+        res.condensed_path = out
+        _, res.condensed_etag = _file_digests(out)
+        res.condensed_basin_features = dcor_jobs.basin_features(out)
+
+    def close(self) -> None:
+        """Remove this server's condensed files."""
+        if self._served is not None:
+            shutil.rmtree(self._served, ignore_errors=True)
 
     def is_private(self, res: Resource) -> bool:
         return self.datasets[res.dataset_id].private
