@@ -292,12 +292,18 @@ class Resource:
         return next((b for b in self.basins if feature in b.features), None)
 
     def _innate(self, feature: str) -> bool:
-        """Whether the original declares ``feature``: DCOR lists the original's own
-        datasets there (dclab's ``features_innate``), so it holds them for sure.  Any
-        other declared feature (the condensed file's, or one its basins name) is
-        listed only once its source is found."""
+        """Whether the original declares ``feature`` (dclab's ``features_innate``: its
+        own datasets and groups, and the features of its internal basins)."""
         return any(feature in (b.declared or ()) for b in self.basins
                    if b.name.startswith("resource"))
+
+    def _held_for_sure(self, feature: str) -> bool:
+        """Whether ``feature`` needs no check before it is listed: a group (contour,
+        trace) the original declares is one of its own groups (internal basins hold
+        datasets only), so listing ``contour/`` opens no HDF5 file.  Every other
+        feature is listed once its source is found: an internal basin of a format
+        dcorfs does not read (``h5datasetchop``) declares features too."""
+        return feature in GROUP_FEATURES and self._innate(feature)
 
     def source(self, feature: str) -> tuple[Basin, Any] | Via:
         """Where ``feature`` is: (basin, h5 object) in the first declaring basin that
@@ -437,13 +443,13 @@ class Resource:
     # -- tree ------------------------------------------------------------------------
     def _root_entries(self) -> dict[str, tuple[Node, Any]]:
         """Every name the folder may hold, with the check that decides whether it does
-        (None: it does).  A feature the original declares is there; any other only
-        once its source is found (``resolvable``), so a listed file always opens."""
+        (None: it does).  A feature is there once its source is found
+        (``resolvable``), so a listed file always opens."""
         entries: dict[str, tuple[Node, Any]] = {}
         features = self.declared_features()
 
         def check(feature: str) -> Any:
-            return None if self._innate(feature) else (lambda: self.resolvable(feature))
+            return None if self._held_for_sure(feature) else (lambda: self.resolvable(feature))
         for feat in sorted(features):
             if feat == "trace":
                 entries["trace"] = (Dir(self._trace_entries), check(feat))
@@ -461,7 +467,8 @@ class Resource:
         entries["tables"] = (Dir(self._table_entries), None)
         for basin in self.basins:
             if basin.name.startswith("condensed") and basin.declared is not None:
-                entries["condensed.rtdc"] = (File(lambda o=basin.obj: passthrough(o)), None)
+                entries["condensed.rtdc"] = (File(lambda o=basin.obj: passthrough(o)),
+                                             lambda b=basin: _exists(b))
             elif basin.name.startswith("resource"):
                 entries["data.rtdc"] = (File(lambda o=basin.obj: passthrough(o)), None)
         preview = self._preview_entry()
@@ -503,7 +510,7 @@ class Resource:
                 log.debug("header prefetch for features.tsv of %s failed: %s", self.rid, exc)
         columns = []
         for feature in wanted:
-            if not self._innate(feature) and not self.resolvable(feature):
+            if not self.resolvable(feature):
                 continue
             view = self._feature_view(feature, COLUMN)
             if isinstance(view, NpyView) and len(view.shape) == 1:
@@ -782,6 +789,19 @@ def dcor_resource_id(url: str) -> str | None:
     query = urllib.parse.urlsplit(url).query
     rid = urllib.parse.parse_qs(query).get("id", [""])[0].strip()
     return rid if is_resource_id(rid) else None
+
+
+def _exists(basin: Basin) -> bool:
+    """Whether a basin's object is on the store (its first read; False when missing)."""
+    if basin.unavailable is not None:
+        return False
+    try:
+        basin.obj.probe()
+    except OSError as exc:
+        if not basin.missing(exc):
+            raise
+        return False
+    return True
 
 
 def _all_public(specs: Any) -> bool:

@@ -65,6 +65,15 @@ def open_dclab(server, rid: str, relpath: str):
                              api_key=server.token if private else "")
 
 
+def readable(ds, feat: str) -> bool:
+    """Whether dclab can read a feature it lists."""
+    try:
+        ds[feat]
+    except KeyError:
+        return False
+    return True
+
+
 def feature_value(ds, feat: str) -> np.ndarray:
     return np.asarray(ds[feat][:] if feat in IMAGE_LIKE else ds[feat])
 
@@ -84,7 +93,10 @@ def test_resource_equals_dclab(where, kind, relpath):
             assert features, "dclab sees no features"
             compared = 0
             for feat in features:
-                if (relpath, feat) in UNSUPPORTED:
+                if (relpath, feat) in UNSUPPORTED or not readable(ds, feat):
+                    # dclab lists what a basin declares, also where that basin does not
+                    # answer (a basin inside the file on another store); dcorfs lists
+                    # only what opens
                     with pytest.raises(FileNotFoundError):
                         (folder / f"{feat}.npy").stat()
                     continue
