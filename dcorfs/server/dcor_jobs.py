@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 #: bump when what ``preview`` draws changes: previews are kept by the original's sha256
 PREVIEW_VERSION = 1
+_NO_MATPLOTLIB: list[ImportError] = []  # said once
 
 
 def file_basins(ds: Any) -> list[dict]:
@@ -143,7 +144,9 @@ def make_preview(original: pathlib.Path, out: pathlib.Path) -> bool:
         matplotlib.use("agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        log.warning("DCS108 no previews: %s (pip install 'dcorfs[serve]')", exc)
+        if not _NO_MATPLOTLIB:
+            _NO_MATPLOTLIB.append(exc)
+            log.warning("DCS108 no previews: %s (pip install 'dcorfs[serve]')", exc)
         return False
     tmp = out.with_name(out.name + ".tmp.jpg")
     try:
