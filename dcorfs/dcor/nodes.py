@@ -10,6 +10,7 @@ Every node may carry the modification time DCOR gives it (``mtime``, epoch secon
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Collection, Sequence
 from typing import Union
@@ -17,6 +18,8 @@ from typing import Union
 import cachetools
 
 from .views import View
+
+log = logging.getLogger(__name__)
 
 
 class Dir:
@@ -46,7 +49,8 @@ class CheckedDir(Dir):
 
     ``produce`` gives every candidate with its check (None: no check needed).  A
     lookup runs only its own name's check; a listing runs every check.  A check's
-    answer is kept; a check that raises (the network) is asked again next time.
+    answer is kept; a check that raises (the network, offline) is asked again next
+    time: a lookup fails with its error, a listing leaves the name out for now.
     """
 
     def __init__(self, produce: Callable[[], dict[str, tuple["Node", Callable[[], bool] | None]]],
@@ -75,8 +79,14 @@ class CheckedDir(Dir):
 
     @property
     def entries(self) -> dict[str, "Node"]:
-        return {name: node for name, (node, check) in self._all().items()
-                if self._passes(name, check)}
+        listed = {}
+        for name, (node, check) in self._all().items():
+            try:
+                if self._passes(name, check):
+                    listed[name] = node
+            except OSError as exc:  # not known now; a lookup of the name says why
+                log.info("DCR426 %s left out of a listing: %s", name, exc.strerror or exc)
+        return listed
 
     def get(self, name: str) -> "Node | None":
         found = self._all().get(name)

@@ -21,6 +21,7 @@ from typing import Any
 
 import h5py
 
+from ..hdf5.layout import Layout
 from ..hdf5.readahead import COLUMN, DEFAULT, ReadaheadConfig
 from ..ids import is_resource_id
 from ..io import deadline
@@ -76,6 +77,7 @@ class Resource:
         self._upstreams: dict[tuple[str, str], Resource | None] = {}
         self._upstream_lock = threading.Lock()
         self._unresolved: set[str] = set()  # features logged as unresolvable
+        self._preview: concurrent.futures.Future | None = None
         self.root = CheckedDir(self._root_entries)
 
     # -- basins --------------------------------------------------------------------
@@ -269,6 +271,8 @@ class Resource:
             return
         futures = [self.pool.submit(deadline.bind(basin.prefetch_headers))
                    for basin in self.basins]
+        if self._preview_original() is not None:
+            self._preview_probe()  # listed too: asked beside the basins
         failed = False
         for future in futures:
             try:
@@ -531,35 +535,49 @@ class Resource:
         public one is read unsigned at the original's URL with ``/preview/`` for
         ``/resource/`` (its key, ``preview/<rid[:3]>/...``); a private one where DCOR's
         route ``/dataset/<id>/resource/<rid>/preview.jpg`` redirects (presigned)."""
+        if self._preview_original() is None:
+            return None
+
+        def exists() -> bool:
+            return self._preview_probe().result(timeout=deadline.remaining(3600.0)) is not None
+        return File(lambda: passthrough(self._preview_probe().result())), exists
+
+    def _preview_original(self) -> Basin | None:
         original = next((b for b in self.basins if b.name.startswith("resource")), None)
         if original is None or "/resource/" not in original.obj.url or self.chain:
             return None
-        made: list[RemoteObject] = []
-        lock = threading.Lock()
+        return original
 
-        def obj() -> RemoteObject:
-            with lock:
-                if not made:
-                    made.append(self._preview_object(original))
-                return made[0]
+    def _preview_probe(self) -> concurrent.futures.Future:
+        """The preview's object, probed (its size known), or None when DCOR has none;
+        started once, by the first listing beside its basins' (``prepare_listing``), so
+        that it costs no round trip of its own.  A failure is not kept."""
+        with self._refresh_lock:
+            started = self._preview
+            if started is None or (started.done() and started.exception() is not None):
+                started = self._preview = self.pool.submit(deadline.bind(self._probe_preview))
+            return started
 
-        def exists() -> bool:
-            try:
-                obj().probe()
-            except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.EACCES):
-                    raise
-                log.info("DCR425 %s has no preview (%s)", self.rid, exc.strerror)
-                return False
-            return True
-        return File(lambda: passthrough(obj())), exists
+    def _probe_preview(self) -> RemoteObject | None:
+        original = self._preview_original()
+        if original is None:
+            return None
+        try:
+            obj = self._preview_object(original)
+            obj.probe()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EACCES):
+                raise
+            log.info("DCR425 %s has no preview (%s)", self.rid, exc.strerror)
+            return None
+        return obj
 
     def _preview_object(self, original: Basin) -> RemoteObject:
         if not original.perishable:
             url = original.obj.url.split("?", 1)[0].replace("/resource/", "/preview/", 1)
             return RemoteObject(key=f"dcor-preview-{self.rid}", url=url, expires_at=None,
                                 cache=self.shared.cache, fetcher=self.shared.fetcher,
-                                background=self.shared.background)
+                                background=self.shared.background, probe_tail=False)
 
         def signed() -> str:
             package = self.api.call("resource_show", id=self.rid).get("package_id")
@@ -567,44 +585,41 @@ class Resource:
                 f"{self.api.base}/dataset/{package}/resource/{self.rid}/preview.jpg")
         obj = RemoteObject(key=f"dcor-presigned-preview-{self.rid}", url=signed(),
                            expires_at=None, cache=self.shared.cache,
-                           fetcher=self.shared.fetcher, background=self.shared.background)
+                           fetcher=self.shared.fetcher, background=self.shared.background,
+                           probe_tail=False)
         obj.refresh = lambda: obj.set_url(signed(), None)
         return obj
 
-    def _kept_view_known(self, feature: str) -> bool:
-        """Whether the layouts kept on disk say a basin holds ``feature`` (``source``'s
-        rule, answered without opening any HDF5 file)."""
+    def _kept_source(self, feature: str) -> tuple[Basin, Layout] | None:
+        """(basin, layout) of ``feature`` from the layouts kept in the disk cache, or
+        None.  ``source``'s rule, answered by what was kept, without opening any HDF5
+        file: each declaring basin, in order, is known not to hold it, or known to (its
+        layout), or not known (then h5py decides)."""
         for basin in self.basins:
             if basin.declared is None:
-                return False
+                return None
             if feature not in basin.declared:
                 continue
             known, layout = basin.kept_layout(feature)
             if not known:
-                return False
+                return None
             if layout is not None:
-                return True
-        return False
+                return basin, layout
+        return None
+
+    def _kept_view_known(self, feature: str) -> bool:
+        return self._kept_source(feature) is not None
 
     def _kept_view(self, feature: str, as_bool: bool,
                    config: ReadaheadConfig = DEFAULT) -> View | None:
-        """The feature from a layout kept in the disk cache, without opening any HDF5
-        file, or None.  ``source``'s rule, answered by what was kept: each declaring
-        basin, in order, is known not to hold it, or known to (its layout), or not
-        known (then h5py decides)."""
-        for basin in self.basins:
-            if basin.declared is None:
-                return None
-            if feature not in basin.declared:
-                continue
-            known, layout = basin.kept_layout(feature)
-            if not known:
-                return None
-            if layout is not None:
-                self.shared.counts.add("kept_layouts_used")
-                return layout_view(basin, layout, lambda b=basin: self._dataset(b, feature),
-                                   as_bool, config=config)
-        return None
+        """The feature from a layout kept in the disk cache (``_kept_source``), or None."""
+        kept = self._kept_source(feature)
+        if kept is None:
+            return None
+        basin, layout = kept
+        self.shared.counts.add("kept_layouts_used")
+        return layout_view(basin, layout, lambda: self._dataset(basin, feature), as_bool,
+                           config=config)
 
     def _dataset(self, basin: Basin, feature: str) -> h5py.Dataset:
         """``feature``'s h5py dataset in ``basin``, for what only h5py can read."""

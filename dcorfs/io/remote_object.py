@@ -36,8 +36,11 @@ PROBE_TAIL = 64 * 1024
 class RemoteObject:
     def __init__(self, key: str, url: str, expires_at: float | None, cache: BlockCache,
                  fetcher: RangeFetcher, background: BackgroundFetches,
-                 refresh: Callable[[], None] | None = None) -> None:
+                 refresh: Callable[[], None] | None = None, probe_tail: bool = True) -> None:
+        """``probe_tail``: the first read also asks for the last 64 KiB (an HDF5 file's
+        metadata sits there too; a picture needs no such read)."""
         self.key = key
+        self.probe_tail = probe_tail
         self.url = url
         self.expires_at = expires_at  # local wall-clock time, None = never
         self.cache = cache
@@ -125,7 +128,7 @@ class RemoteObject:
             head = self.background.submit(self._fill_quietly,
                                           self.cache.claim(self.key, 0, PROBE_HEAD))
             try:
-                tail: RangeResult | None = self._probe_tail(head)
+                tail: RangeResult | None = self._probe_tail(head) if self.probe_tail else None
             except OSError as exc:  # the head's read reports errors; the tail is a bonus
                 log.debug("tail probe of %s failed: %s", self.key, exc)
                 tail = None

@@ -63,6 +63,9 @@ def test_with_the_server_stopped_cached_data_reads_and_the_rest_fails_fast(
     for flags in ([], ["--offline"]):
         mnt = fresh_mount(own_server.url, extra=cache + flags)
         assert (mnt.path / rid / "deform.npy").read_bytes() == deform
+        # the resource lists what can be found offline (a feature whose source is not
+        # cached is left out for now, not an error for the whole folder)
+        assert "deform.npy" in os.listdir(mnt.path / rid)
         assert sorted(os.listdir(mnt.path / "datasets")) == datasets
         assert sorted(os.listdir(mnt.path / "datasets" / "blood-cells")) == dataset_files
         code, seconds = timed_failure(mnt.path / rid / "image.npy")
