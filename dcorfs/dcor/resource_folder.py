@@ -78,6 +78,7 @@ class Resource:
         self._upstream_lock = threading.Lock()
         self._unresolved: set[str] = set()  # features logged as unresolvable
         self._preview: concurrent.futures.Future | None = None
+        self._sources: dict[str, tuple[Basin, Any] | Via] = {}  # what source() found
         self.root = CheckedDir(self._root_entries)
 
     # -- basins --------------------------------------------------------------------
@@ -318,6 +319,9 @@ class Resource:
         the original file when the condensed one holds it; basins inside files are
         followed only when no basin DCOR lists holds the feature itself.
         """
+        known = self._sources.get(feature)
+        if known is not None:  # found before (a listing's check, then the file's view)
+            return known
         declaring = [b for b in self.basins if feature in b.features]
         for basin in declaring:
             try:
@@ -326,12 +330,14 @@ class Resource:
             except OSError as exc:
                 raise basin.error_from(exc) from None
             if found is not None:
+                self._sources[feature] = (basin, found)
                 return basin, found
             if basin.h5 is not None:  # opened, and the feature is not in it
                 basin.keep_layout(feature, None)
         for basin in declaring:
             via = self._via(basin, feature)
             if via is not None:
+                self._sources[feature] = via
                 return via
         if feature not in self._unresolved:
             self._unresolved.add(feature)
