@@ -221,7 +221,11 @@ class Browser:
 
     def _members(self, kind: str, name: str) -> dict[str, str | None]:
         field = "organization" if kind == "circles" else "groups"
-        return self.listings.get((kind, name), lambda: self._search(f"{field}:{name}"))
+        # required and quoted: CKAN itself adds ``+capacity:public`` to ``fq``, and with
+        # Solr's OR default operator an unprefixed term would only rank, not filter
+        # (ckan issue #4477); a name is a CKAN name, so quoting needs no escapes
+        return self.listings.get((kind, name),
+                                 lambda: self._search(f'+{field}:"{name}"'))
 
     def _package(self, name: str) -> dict:
         package = self.listings.get(("package", name),

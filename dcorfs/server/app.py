@@ -395,7 +395,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def action_package_search(self, params: dict, user: dict | None) -> dict:
         """CKAN 2.11's search over the catalog: ``q`` (words in name, title and
         resource names), ``fq`` (``organization:``, ``groups:``, ``name:``, ``id:``
-        terms, all of which must match), ``rows`` (at most 1000), ``start``,
+        terms under Solr's rules: only required ones filter, ``_fq_matches``), ``rows`` (at most 1000), ``start``,
         ``include_private``, ``sort`` (``name asc``, ``metadata_modified desc``, ...)
         and ``fl`` (only these fields of each dataset)."""
         try:
@@ -408,7 +408,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         text = "" if query in ("*:*", "") else query.lower()
         filters = _filter_terms(str(params.get("fq", "")))
         sort = str(params.get("sort", "score desc, metadata_modified desc"))
-        hits = self._search(include_private and user is not None, text, tuple(filters), sort)
+        hits = self._search(include_private and user is not None, text, filters, sort)
         fields = [f for f in re.split(r"[\s,]+", str(params.get("fl", ""))) if f]
         page = [self._package_dict(d.id, fields) for d in hits[start:start + rows]]
         return {"count": len(hits), "sort": sort, "results": page, "facets": {},
@@ -430,7 +430,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if text and text not in " ".join([ds.name, ds.title] + [r.name for r in
                                                                      ds.resources]).lower():
                 continue
-            if not all(_matches(ds, field, value) for field, value in filters):
+            if not _fq_matches(ds, filters):
                 continue
             hits.append(ds)
         hits.sort(key=lambda d: d.name)
@@ -851,16 +851,48 @@ def read_or_create_token(path: os.PathLike) -> str:
     return token
 
 
-def _filter_terms(fq: str) -> list[tuple[str, str]]:
-    """``organization:a +groups:b AND name:c`` -> [(field, value), ...]; every term must
-    match.  Only the fields the catalog knows are accepted, as a Solr schema would."""
-    terms = []
-    for word in fq.replace(" AND ", " ").split():
-        field, sep, value = word.lstrip("+").partition(":")
-        if not sep or field not in ("organization", "groups", "name", "id", "private"):
-            raise ActionError(409, "Search Query Error", f"Search error: cannot parse fq {word!r}")
-        terms.append((field, value.strip('"')))
-    return terms
+FQ_FIELDS = ("organization", "groups", "name", "id", "private", "capacity")
+
+
+def _filter_terms(fq: str) -> tuple[tuple[str, str, str], ...]:
+    """``fq`` as Solr's standard parser reads it: ``(occur, field, value)`` terms,
+    occur ``+`` (required: a ``+`` prefix, or either side of ``AND``), ``-``
+    (prohibited: ``-`` or ``NOT``) or ``?`` (optional).  Values may be quoted.
+    Only the fields the catalog knows are accepted, as a Solr schema would."""
+    tokens = re.findall(r'[+-]?[A-Za-z_]+:(?:"[^"]*"|\S+)|\S+', fq)
+    terms: list[list[str]] = []
+    pending = "?"
+    for index, token in enumerate(tokens):
+        if token in ("AND", "&&"):
+            if terms:
+                terms[-1][0] = "+" if terms[-1][0] == "?" else terms[-1][0]
+            pending = "+"
+            continue
+        if token in ("OR", "||"):
+            continue
+        if token == "NOT":
+            pending = "-"
+            continue
+        occur = token[0] if token[0] in "+-" else pending
+        field, sep, value = token.lstrip("+-").partition(":")
+        if not sep or field not in FQ_FIELDS:
+            raise ActionError(409, "Search Query Error",
+                              f"Search error: cannot parse fq {token!r}")
+        terms.append([occur, field, value.strip('"')])
+        pending = "?"
+    return tuple(tuple(t) for t in terms)
+
+
+def _fq_matches(ds: Dataset, terms: tuple[tuple[str, str, str], ...]) -> bool:
+    """Solr's rule, with CKAN's own ``+capacity:public`` (or its private variant)
+    always required: a required term must match, a prohibited one must not, and an
+    optional one then only ranks (ckan issue #4477: an unprefixed ``organization:x``
+    lists every dataset)."""
+    for occur, field, value in terms:
+        hit = field == "capacity" or _matches(ds, field, value)
+        if (occur == "+" and not hit) or (occur == "-" and hit):
+            return False
+    return True
 
 
 def _matches(ds: Dataset, field: str, value: str) -> bool:

@@ -201,3 +201,23 @@ def test_intra_dataset_basins_can_be_turned_off(in_thread_server):
     assert "image" in on[0]["features"] and "image" not in off[0]["features"]
     assert "image" in off[1]["features"] and on[1] == off[1]
     assert set(on[0]["features"]) == set(off[0]["features"]) | set(off[1]["features"])
+
+
+def test_fq_follows_solr_rules(browse_server):
+    """CKAN adds ``+capacity:public`` to ``fq`` itself, so an unprefixed term only
+    ranks (ckan issue #4477): required and quoted terms filter, as the mount sends."""
+    def names(fq):
+        found = action(browse_server, "package_search", rows=1000, fq=fq).json()
+        return sorted(d["name"] for d in found["result"]["results"])
+    everything = names("")
+    circle = names('+organization:"blood-lab"')
+    assert circle and set(circle) < set(everything)
+    assert names("organization:blood-lab") == everything  # optional: no filter
+    assert names("+organization:blood-lab") == circle
+    assert names('+organization:"blood-lab" AND +groups:"blood-study"') == sorted(
+        set(circle) & set(names('+groups:"blood-study"')))
+    assert names('organization:"blood-lab" AND groups:"blood-study"') == sorted(
+        set(circle) & set(names('+groups:"blood-study"')))
+    assert set(names('-organization:"blood-lab"')) == set(everything) - set(circle)
+    bad = action(browse_server, "package_search", fq="nosuchfield:x")
+    assert bad.status_code == 409
