@@ -435,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--faults", metavar="JSON",
                        help="inject faults, e.g. '{\"error_rate\": 0.1, \"reset_rate\": 0.05}' "
                             "(keys: latency_ms, jitter_ms, stall_rate, error_rate, retry_after, "
-                            "reset_rate, truncate_rate, wrong_range_rate, full_body_rate, "
+                            "maintenance_s, reset_rate, truncate_rate, wrong_range_rate, "
+                            "full_body_rate, "
                             "expire_after_s, bad_json_rate, html_rate, seed); change at run time "
                             "with POST /_dcorfs/faults")
     serve.add_argument("-v", "--verbose", action="count", default=0)

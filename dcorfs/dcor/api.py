@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -23,6 +24,11 @@ from ..io.http import (backoff_delay, check_plain_http, new_session, redact, ret
                        shared_adapter)
 
 log = logging.getLogger(__name__)
+
+#: how long a request waits for DCOR's maintenance to end where no operation deadline
+#: bounds it (background work); and how often it asks without a Retry-After
+MAINTENANCE_WAIT = 600.0
+MAINTENANCE_POLL = 2.0
 
 class DcorApi:
     def __init__(self, host_url: str, token: str = "", timeout: float = 30.0,
@@ -38,6 +44,8 @@ class DcorApi:
         self._adapter = shared_adapter(pool_size=16)
         self.reach = reach or Reachability()
         self.requests = 0
+        self.maintenance_since: float | None = None  # DCOR answered 503 since then
+        self._state_lock = threading.Lock()
 
     @property
     def session(self) -> requests.Session:
@@ -49,10 +57,17 @@ class DcorApi:
         return session
 
     def call(self, action: str, **params: Any) -> Any:
-        """GET one action; returns ``result`` or raises OSError with a fitting errno."""
+        """GET one action; returns ``result`` or raises OSError with a fitting errno.
+
+        Transport failures and 5xx are retried ``retries`` times; a 503 is DCOR in
+        maintenance (DCOR-Aid reads it so too) and is waited out, as long as the
+        operation's deadline allows (``MAINTENANCE_WAIT`` without one), at the pace
+        ``Retry-After`` asks for."""
         url = f"{self.base}/api/3/action/{action}"
         wait_next = 0.0
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        waiting_since: float | None = None
+        while True:
             if attempt:
                 delay = backoff_delay(attempt, 0.25, wait_next)
                 time.sleep(min(delay, deadline.remaining(delay)))
@@ -62,23 +77,58 @@ class DcorApi:
             except Unreachable:
                 raise
             except OSError as exc:
+                attempt += 1
                 log.warning("DCA201 %s: %s (attempt %d/%d)", action, exc.strerror,
-                            attempt + 1, self.retries + 1)
-                error = exc
+                            attempt, self.retries + 1)
+                if attempt > self.retries:
+                    raise
+                continue
+            if resp.status_code == 503:
+                waiting_since = waiting_since or time.monotonic()
+                self._maintenance(action, retry_after(resp), waiting_since)
                 continue
             if resp.status_code >= 500 or resp.status_code == 429:
+                attempt += 1
                 log.warning("DCA202 %s answered %d (attempt %d/%d)", action, resp.status_code,
-                            attempt + 1, self.retries + 1)
-                error = OSError(errno.EIO, f"DCOR answered {resp.status_code} to {action}")
+                            attempt, self.retries + 1)
+                if attempt > self.retries:
+                    raise OSError(errno.EIO, f"DCOR answered {resp.status_code} to {action}")
                 wait_next = retry_after(resp)
                 continue
+            self._answered()
             try:
                 body = resp.json()
             except ValueError:
                 body = None
             return ckan_result(action, resp.status_code, body,
                                resp.headers.get("Content-Type", "no content type"))
-        raise error
+
+    def _maintenance(self, action: str, asked: float, since: float) -> None:
+        """DCOR answered 503: say so once, then wait before asking again, within the
+        operation's deadline (EIO when it would pass)."""
+        with self._state_lock:
+            first = self.maintenance_since is None
+            if first:
+                self.maintenance_since = time.monotonic()
+        if first:
+            log.warning("DCA203 DCOR answers 503 (maintenance, or overloaded): requests "
+                        "wait for it, as long as each operation's deadline allows")
+        left = deadline.remaining(math.inf)
+        if left == math.inf:  # no operation waits: bounded by the time waited so far
+            left = MAINTENANCE_WAIT - (time.monotonic() - since)
+        delay = asked if asked > 0 else MAINTENANCE_POLL
+        if left <= min(delay, MAINTENANCE_POLL) / 2:
+            raise OSError(errno.EIO, f"DCOR is in maintenance (503 to {action})")
+        time.sleep(min(delay, max(0.05, left - 0.5)))
+
+    def _answered(self) -> None:
+        if self.maintenance_since is None:
+            return
+        with self._state_lock:
+            since, self.maintenance_since = self.maintenance_since, None
+        if since is not None:
+            log.info("DCA204 DCOR answers again after %.0f s of maintenance",
+                     time.monotonic() - since)
 
     def _get(self, url: str, **kwargs: Any) -> requests.Response:
         """One GET to DCOR's host with the token, within the operation's deadline;

@@ -307,9 +307,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._json(400, "Bad request - Action name not known: " + path.rsplit("/", 1)[-1])
             return
         action = match.group(1)
+        if self.config.faults.in_maintenance():
+            # DCOR while it is updated: its front answers 503 with a maintenance page
+            self.config.stats.add(maintenance_503=1)
+            self._send(503, b"<html><body><h1>DCOR is under maintenance</h1></body></html>",
+                       "text/html", self._retry_after_header(), reason="SERVICE UNAVAILABLE")
+            return
         if self._fault("error"):
-            self._send(503, b"<html><body>503 Service Unavailable</body></html>", "text/html",
-                       self._retry_after_header(), reason="SERVICE UNAVAILABLE")
+            self._send(502, b"<html><body>502 Bad Gateway</body></html>", "text/html",
+                       self._retry_after_header(), reason="BAD GATEWAY")
             return
         if self._fault("bad_json"):
             self._send(200, b'{"help": "x", "success": true, "result": {"exp', "application/json")

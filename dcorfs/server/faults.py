@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import threading
+import time
 from typing import Any
 
 
@@ -18,8 +19,9 @@ class Faults:
     latency_ms: float = 0.0        # added to every request
     jitter_ms: float = 0.0         # plus a uniform random 0..jitter_ms
     stall_rate: float = 0.0        # accept, read the request, never answer
-    error_rate: float = 0.0        # answer 503 (object store and API)
-    retry_after: float | None = None  # Retry-After seconds on those 503s
+    error_rate: float = 0.0        # answer 502 (API) or 503 SlowDown (object store)
+    retry_after: float | None = None  # Retry-After seconds on those, and on maintenance
+    maintenance_s: float = 0.0     # the API answers 503 for this long, from when it is set
     reset_rate: float = 0.0        # send part of the body, then reset the connection
     truncate_rate: float = 0.0     # send part of the body, then close cleanly
     wrong_range_rate: float = 0.0  # 206 with a Content-Range for other bytes
@@ -55,6 +57,7 @@ class FaultInjector:
         with self._lock:
             self.faults = faults
             self._rng = random.Random(faults.seed)
+            self.maintenance_until = time.monotonic() + faults.maintenance_s
         # stalled requests are let go whenever the fault set changes
         self.released.set()
         self.released = threading.Event()
@@ -68,6 +71,10 @@ class FaultInjector:
             return False
         with self._lock:
             return self._rng.random() < rate
+
+    def in_maintenance(self) -> bool:
+        """Whether DCOR is being updated now (its API answers 503, as DCOR's does)."""
+        return time.monotonic() < self.maintenance_until
 
     def extra_delay(self) -> float:
         faults = self.faults

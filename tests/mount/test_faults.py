@@ -338,10 +338,11 @@ def test_api_answers_that_are_not_json(fault_server, fresh_mount):
 
 @pytest.mark.expect_warnings("DCA202", "DCF301")
 def test_api_5xx_is_retried_with_retry_after(fault_server, fresh_mount):
-    """Half the API's answers are 503 with Retry-After; reads still work, exactly,
-    and the 503s really happened."""
+    """A third of the answers are 5xx with Retry-After (502 from the API, 503
+    SlowDown from the store); reads still work, exactly, and the errors really
+    happened."""
     mnt = fresh_mount(fault_server.url)
-    # seed 1: the first answer is a 503, and never 4 in a row (which would be EIO)
+    # seed 1: the first answer is an error, and never 4 in a row (which would be EIO)
     set_faults(fault_server, error_rate=0.3, retry_after=0.2, seed=1)
     try:
         fault_server.reset_stats()
@@ -351,9 +352,29 @@ def test_api_5xx_is_retried_with_retry_after(fault_server, fresh_mount):
         fired = fault_server.stats().get("fault_error", 0)
     finally:
         set_faults(fault_server)
-    assert fired > 0, "no 503 was sent"
-    assert "DCA202" in mnt.log_text(), "the mount did not see the 503s"
-    # that each retry waited as long as Retry-After asked: tests/unit/test_core.py
+    assert fired > 0, "no 5xx was sent"
+    assert "DCA202" in mnt.log_text(), "the mount did not see the 5xx answers"
+    # that each retry waited as long as Retry-After asked: tests/unit/test_api_client.py
+
+
+@pytest.mark.expect_warnings("DCA203")
+@pytest.mark.timeout(120)
+def test_a_read_waits_out_dcors_maintenance(fault_server, fresh_mount, references):
+    """DCOR answers 503 for 10 s while it is updated: a read started then returns the
+    right bytes once it is back, within the operation's deadline (DCOR-Aid waits too)."""
+    mnt = fresh_mount(fault_server.url, extra=["--op-timeout", "40"])
+    rid = fault_server.ids["cells/M001_data.rtdc"]
+    fault_server.reset_stats()
+    set_faults(fault_server, maintenance_s=10, retry_after=1)
+    try:
+        data = (mnt.path / rid / "deform.npy").read_bytes()
+        refused = fault_server.stats().get("maintenance_503", 0)
+    finally:
+        set_faults(fault_server)
+    assert data == references["deform.npy"]
+    assert refused >= 5  # asked about once a second, as Retry-After says, for 10 s
+    log = mnt.log_text()
+    assert log.count("DCA203") == 1 and "DCA204" in log  # said once, and when it ended
 
 
 @pytest.mark.timeout(120)

@@ -64,8 +64,8 @@ def test_against_the_server(in_thread_server):
     assert info.value.errno == errno.ENOENT
 
 
-def test_503_is_retried_after_what_retry_after_says(in_thread_server):
-    """Every answer a 503 with Retry-After: 0.3 s; 3 retries wait 0.9 s, not the
+def test_5xx_is_retried_after_what_retry_after_says(in_thread_server):
+    """Every answer a 502 with Retry-After: 0.3 s; 3 retries wait 0.9 s, not the
     0.25 + 0.5 + 1 s (x 0.5..1.5) of the client's own backoff, and the server saw
     all four attempts."""
     api = DcorApi(in_thread_server.url, retries=3)
@@ -91,3 +91,25 @@ def test_503_is_retried_after_what_retry_after_says(in_thread_server):
     finally:
         in_thread_server.faults.set(Faults())
     assert time.monotonic() - started >= 0.875
+
+
+def test_maintenance_is_waited_out_within_the_deadline(in_thread_server):
+    """503 is DCOR in maintenance: waited out at Retry-After's pace while the
+    operation's deadline allows, then EIO; said once, and again when it ends."""
+    from dcorfs.io import deadline
+
+    api = DcorApi(in_thread_server.url, retries=3)
+    rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
+    in_thread_server.faults.set(Faults(maintenance_s=1.0, retry_after=0.2))
+    try:
+        with deadline.deadline(10.0):
+            assert api.dcserv(rid, "size") == 47
+        assert api.maintenance_since is None  # it answered again
+        in_thread_server.faults.set(Faults(maintenance_s=30.0, retry_after=0.2))
+        started = time.monotonic()
+        with pytest.raises(OSError) as info, deadline.deadline(1.0):
+            api.dcserv(rid, "size")
+        assert info.value.errno == errno.EIO
+        assert time.monotonic() - started < 1.5
+    finally:
+        in_thread_server.faults.set(Faults())
