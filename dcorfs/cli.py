@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from . import __version__, paths
-from .io.http import check_plain_http
+from .io.http import check_plain_http, check_proxy_url
 from .io.store_mirror import check_mirror_url
 from .mount.fusermount import fuse_problem, unmount
 from .processes import dcorfs_argv, wait_for
@@ -115,6 +115,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"dcorfs: --{name.replace('_', '-')}: {exc}", file=sys.stderr)
             return 2
+    if args.proxy:
+        try:
+            args.proxy = check_proxy_url(args.proxy)
+        except ValueError as exc:
+            print(f"dcorfs: --proxy: {exc}", file=sys.stderr)
+            return 2
     if args.store_origin and not args.store_mirror:
         print("dcorfs: --store-origin names the store behind --store-mirror; give both",
               file=sys.stderr)
@@ -135,7 +141,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                           else paths.cache_dir()),
                       disk_cache_bytes=args.disk_cache_size, offline=args.offline,
                       store_mirror=args.store_mirror or None,
-                      store_origin=args.store_origin or None)
+                      store_origin=args.store_origin or None, proxy=args.proxy or None)
     return run_mount(mountpoint, config, fuse_options=args.fuse_options)
 
 
@@ -165,7 +171,7 @@ def _mount_in_background(args: argparse.Namespace, mountpoint: pathlib.Path) -> 
         argv += ["--token-file", str(pathlib.Path(args.token_file).expanduser().resolve())]
     if args.allow_insecure_http:
         argv.append("--allow-insecure-http")
-    for name in ("store_mirror", "store_origin"):  # given, or from the environment
+    for name in ("store_mirror", "store_origin", "proxy"):  # given, or from the environment
         if getattr(args, name):
             argv += [f"--{name.replace('_', '-')}", getattr(args, name)]
     for opt in args.fuse_options:
@@ -364,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the object store the mirror fronts (default: "
                             "$DCORFS_STORE_ORIGIN, else learned from DCOR: the host of its "
                             "resources' s3_url)")
+    mount.add_argument("--proxy", metavar="URL",
+                       help="reach DCOR and its object store through this HTTP proxy (e.g. "
+                            "http://proxy.lab:3128); by default the environment's, as curl "
+                            "and requests read it: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, and "
+                            "NO_PROXY for hosts reached directly (which --proxy honours "
+                            "too). An https request goes through a CONNECT tunnel: the "
+                            "proxy never sees the token")
     mount.add_argument("--allow-insecure-http", action="store_true",
                        help="allow plain http to a host that is not loopback")
     mount.add_argument("-v", "--verbose", action="count", default=0,
@@ -502,7 +515,7 @@ HELPER_VALUES = {"host": "--host", "cache_size": "--cache-size", "token_file": "
                  "max_open_resources": "--max-open-resources", "log_file": "--log-file",
                  "listing_ttl": "--listing-ttl", "cache_dir": "--cache-dir",
                  "disk_cache_size": "--disk-cache-size", "store_mirror": "--store-mirror",
-                 "store_origin": "--store-origin"}
+                 "store_origin": "--store-origin", "proxy": "--proxy"}
 HELPER_FLAGS = {"allow_insecure_http": "--allow-insecure-http", "foreground": "--foreground",
                 "no_disk_cache": "--no-disk-cache", "offline": "--offline"}
 # mount(8)'s own options; dcorfs is always read-only, so rw and ro change nothing

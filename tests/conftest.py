@@ -119,8 +119,9 @@ def fresh_mount(tmp_path):
     mounts: list[Mount] = []
 
     def make(server_url: str, token_file: pathlib.Path | None = None,
-             extra: list[str] | None = None) -> Mount:
-        mnt = Mount(server_url, tmp_path / f"mnt{len(mounts)}", tmp_path, token_file, extra)
+             extra: list[str] | None = None, env: dict[str, str] | None = None) -> Mount:
+        mnt = Mount(server_url, tmp_path / f"mnt{len(mounts)}", tmp_path, token_file, extra,
+                    env)
         mounts.append(mnt)
         return mnt
 

@@ -24,6 +24,7 @@ from dcorfs.server.ports import free_port
 
 # every mount started by a test, for the log watch
 MOUNTS: list["Mount"] = []
+PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 LOG_PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) [\w.]+: (DC[A-Z]\d{3})?")
 
 
@@ -110,7 +111,10 @@ class Mount:
     """``dcorfs mount --foreground`` in a subprocess, mounted and checked."""
 
     def __init__(self, server_url: str, mountpoint: pathlib.Path, workdir: pathlib.Path,
-                 token_file: pathlib.Path | None = None, extra: list[str] | None = None) -> None:
+                 token_file: pathlib.Path | None = None, extra: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        """``env``: variables for the mount process (the runner's proxy settings are
+        not passed on: the servers are on this machine)."""
         require_fuse()
         self.expected_exit = 0  # what unmount() must return; a test that kills it says so
         self.path = mountpoint
@@ -123,7 +127,8 @@ class Mount:
                            "--log-file", self.log, "-v", *extra)
         if token_file is not None:
             argv += ["--token-file", str(token_file)]
-        env = {k: v for k, v in os.environ.items() if k != "DCOR_API_TOKEN"}
+        env = {**{k: v for k, v in os.environ.items() if k != "DCOR_API_TOKEN"
+                  and k.lower() not in PROXY_VARIABLES}, **(env or {})}
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=env)
         try:

@@ -33,8 +33,9 @@ MAINTENANCE_POLL = 2.0
 class DcorApi:
     def __init__(self, host_url: str, token: str = "", timeout: float = 30.0,
                  retries: int = 3, allow_http: bool = False,
-                 reach: Reachability | None = None) -> None:
+                 reach: Reachability | None = None, proxy: str | None = None) -> None:
         self.base = host_url.rstrip("/")
+        self.proxy = proxy  # --proxy; else the environment's (io.http.proxy_for)
         check_plain_http(self.base, allow_http)
         self._token = token
         self.timeout = timeout
@@ -51,7 +52,7 @@ class DcorApi:
     def session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = new_session(self._adapter)
+            session = self._local.session = new_session(self._adapter, self.proxy)
             if self._token:
                 session.headers["Authorization"] = self._token
         return session

@@ -23,14 +23,64 @@ def shared_adapter(pool_size: int = 32) -> requests.adapters.HTTPAdapter:
                                          max_retries=0)
 
 
-def new_session(adapter: requests.adapters.HTTPAdapter) -> requests.Session:
+def proxy_for(url: str, explicit: str | None = None) -> str | None:
+    """The proxy a request to ``url`` goes through, as requests and curl choose it:
+    none where ``NO_PROXY`` (or ``no_proxy``) names the host; else ``explicit``
+    (``--proxy``) if given; else ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` (upper or
+    lower case) for the URL's scheme."""
+    if requests.utils.should_bypass_proxies(url, no_proxy=None):
+        return None
+    if explicit:
+        return explicit
+    found = requests.utils.get_environ_proxies(url, no_proxy=None)
+    scheme = urllib.parse.urlsplit(url).scheme
+    return found.get(scheme) or found.get("all")
+
+
+class _Session(requests.Session):
+    """requests' session without what ``trust_env`` would bring besides proxies: no
+    netrc credentials, no CA bundle from the environment.  Proxies follow
+    ``proxy_for``.  Through a proxy, an https request is a CONNECT tunnel, so the
+    token (a header of the request) reaches DCOR's host only; the proxy is never
+    given a header of its own."""
+
+    proxy: str | None = None
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[override]
+        chosen = proxy_for(url, self.proxy)
+        proxies = dict(proxies or {})
+        if chosen:
+            proxies.setdefault(urllib.parse.urlsplit(url).scheme, chosen)
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+
+def new_session(adapter: requests.adapters.HTTPAdapter,
+                proxy: str | None = None) -> requests.Session:
     """A session for one thread (requests does not promise that sessions are
-    thread-safe) over a shared, thread-safe urllib3 pool."""
-    session = requests.Session()
+    thread-safe) over a shared, thread-safe urllib3 pool; ``proxy``: ``--proxy``."""
+    session = _Session()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    session.trust_env = False  # no netrc credentials, no proxies from the environment
+    session.trust_env = False  # no netrc credentials; proxies come from proxy_for
+    session.proxy = proxy
     return session
+
+
+def proxy_shown(url: str | None) -> str | None:
+    """A proxy URL for the status and logs: without credentials (``user:pass@``)."""
+    if not url:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+def check_proxy_url(url: str) -> str:
+    """A proxy URL as ``--proxy`` takes it (``http://host:port``), or ValueError."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not a proxy URL like http://proxy.lab:3128")
+    return url.rstrip("/")
 
 
 def redact(url: str) -> str:

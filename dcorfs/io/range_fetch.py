@@ -67,8 +67,10 @@ class RangeFetcher:
     """GETs byte ranges with a timeout, bounded retries and full response checks."""
 
     def __init__(self, timeout: float = 30.0, retries: int = 3, backoff: float = 0.25,
-                 reach: Reachability | None = None, mirror: StoreMirror | None = None) -> None:
+                 reach: Reachability | None = None, mirror: StoreMirror | None = None,
+                 proxy: str | None = None) -> None:
         self.timeout = timeout
+        self.proxy = proxy  # --proxy; else the environment's (io.http.proxy_for)
         self.reach = reach or Reachability()
         self.mirror = mirror  # a site cache for public reads (``store_mirror``)
         self.retries = retries
@@ -84,7 +86,7 @@ class RangeFetcher:
         # requests' Session is not documented thread-safe; one per thread, pooled inside
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = new_session(self._adapter)
+            session = self._local.session = new_session(self._adapter, self.proxy)
         return session
 
     def fetch(self, url: str, start: int, stop: int, sink: Sink | None = None,

@@ -36,7 +36,7 @@ from ..hdf5.decoding import DecodedCache, DecoderCache
 from ..io.background import BackgroundFetches, prestart
 from ..io.block_cache import BlockCache
 from ..io.disk_cache import DiskCache
-from ..io.http import redact
+from ..io.http import proxy_for, proxy_shown, redact
 from ..io.range_fetch import STORE_CONNECTIONS, RangeFetcher
 from ..io.reachability import Reachability
 from ..io.store_mirror import StoreMirror
@@ -76,6 +76,7 @@ class FsConfig:
     # fronts (None: learned from DCOR, the origin of its resources' ``s3_url``)
     store_mirror: str | None = None
     store_origin: str | None = None
+    proxy: str | None = None  # --proxy; None: the environment's (HTTPS_PROXY, NO_PROXY...)
 
     def __repr__(self) -> str:  # never show the token
         return (f"FsConfig(host={self.host!r}, token={'<set>' if self.token else '<none>'}, "
@@ -100,12 +101,13 @@ class Filesystem:
         self.config = config
         self.reach = Reachability(forced=config.offline)
         self.api = DcorApi(config.host, config.token, timeout=config.timeout,
-                           allow_http=config.allow_http, reach=self.reach)
+                           allow_http=config.allow_http, reach=self.reach, proxy=config.proxy)
         self.disk = open_disk_cache(config)
         self.cache = BlockCache(config.cache_bytes, config.block_size, disk=self.disk)
         self.mirror = (StoreMirror(config.store_mirror, config.store_origin)
                        if config.store_mirror else None)
-        self.fetcher = RangeFetcher(timeout=config.timeout, reach=self.reach, mirror=self.mirror)
+        self.fetcher = RangeFetcher(timeout=config.timeout, reach=self.reach, mirror=self.mirror,
+                                    proxy=config.proxy)
         self.background = BackgroundFetches()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=DECODE_WORKERS,
                                                           thread_name_prefix="decode")
@@ -488,7 +490,13 @@ class Filesystem:
                 "network": {**self.reach.status(), "api_requests": self.api.requests,
                             "range_requests": self.fetcher.requests,
                             "range_bytes": self.fetcher.bytes,
-                            "background": self.background.counts()},
+                            "background": self.background.counts(),
+                            # the proxy each host is reached through (None: directly)
+                            "proxy": {"api": proxy_shown(proxy_for(self.config.host,
+                                                                   self.config.proxy)),
+                                      "store": proxy_shown(proxy_for(self._store_url,
+                                                                     self.config.proxy))
+                                      if self._store_url else None}},
                 "decoder": native_filters.availability(),
                 "hdf5": {"files_opened": 0, "kept_layouts_used": 0, "small_datasets_parsed": 0,
                          "small_datasets_h5py": 0,

@@ -71,3 +71,30 @@ def test_the_site_cache_is_named_by_option_environment_or_fstab(monkeypatch):
                               "store_mirror=http://cache.lab:8080,store_origin=https://s3.org"])
     assert argv == ["mount", "/mnt/dcor", "--store-mirror", "http://cache.lab:8080",
                     "--store-origin", "https://s3.org"]
+
+
+def test_a_proxy_is_named_by_option_or_fstab():
+    assert build_parser().parse_args(["mount", "/m"]).proxy is None
+    args = build_parser().parse_args(["mount", "/m", "--proxy", "http://proxy.lab:3128"])
+    assert args.proxy == "http://proxy.lab:3128"
+    argv = mount_helper_argv(["dcorfs", "/mnt/dcor", "-o", "proxy=http://proxy.lab:3128"])
+    assert argv == ["mount", "/mnt/dcor", "--proxy", "http://proxy.lab:3128"]
+
+
+def test_proxy_choice_follows_curl_and_requests(monkeypatch):
+    from dcorfs.io.http import check_proxy_url, proxy_for, proxy_shown
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
+                 "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert proxy_for("https://dcor.mpl.mpg.de/api") is None
+    monkeypatch.setenv("https_proxy", "http://p:3128")
+    assert proxy_for("https://dcor.mpl.mpg.de/api") == "http://p:3128"
+    assert proxy_for("http://127.0.0.1:8000/api") is None  # HTTP_PROXY is not set
+    assert proxy_for("http://127.0.0.1:8000/api", "http://q:8080") == "http://q:8080"
+    monkeypatch.setenv("NO_PROXY", "mpg.de,127.0.0.1")
+    assert proxy_for("https://dcor.mpl.mpg.de/api") is None
+    assert proxy_for("http://127.0.0.1:8000/api", "http://q:8080") is None
+    assert proxy_shown("http://user:secret@p:3128") == "http://p:3128"
+    with pytest.raises(ValueError):
+        check_proxy_url("proxy.lab:3128")
