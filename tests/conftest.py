@@ -6,6 +6,7 @@ corpus of real files) to the oracle tests, on a server of its own.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 
@@ -117,11 +118,13 @@ def demo_server(demo_dir, tmp_path_factory, cache_dir):
 def fresh_mount(tmp_path):
     """A factory for per-test mounts (cold cache, other tokens); unmounted cleanly after."""
     mounts: list[Mount] = []
+    numbers = itertools.count()  # mounts may be made by several threads at once
 
     def make(server_url: str, token_file: pathlib.Path | None = None,
-             extra: list[str] | None = None, env: dict[str, str] | None = None) -> Mount:
-        mnt = Mount(server_url, tmp_path / f"mnt{len(mounts)}", tmp_path, token_file, extra,
-                    env)
+             extra: list[str] | None = None, env: dict[str, str] | None = None,
+             warm: bool = True) -> Mount:
+        mnt = Mount(server_url, tmp_path / f"mnt{next(numbers)}", tmp_path, token_file, extra,
+                    env, warm)
         mounts.append(mnt)
         return mnt
 

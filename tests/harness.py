@@ -112,9 +112,10 @@ class Mount:
 
     def __init__(self, server_url: str, mountpoint: pathlib.Path, workdir: pathlib.Path,
                  token_file: pathlib.Path | None = None, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, warm: bool = True) -> None:
         """``env``: variables for the mount process (the runner's proxy settings are
-        not passed on: the servers are on this machine)."""
+        not passed on: the servers are on this machine); ``warm``: wait for the
+        warm-up, so that tests counting requests start once the mount's own are done."""
         require_fuse()
         self.expected_exit = 0  # what unmount() must return; a test that kills it says so
         self.path = mountpoint
@@ -139,7 +140,9 @@ class Mount:
                 self.proc.kill()
             raise RuntimeError(f"{exc}\n{self.proc.stderr.read().decode()}") from None
         MOUNTS.append(self)
-        # tests that count the server's requests start once the mount's own are done
+        self.warm_up = None
+        if not warm:
+            return
         try:
             self.warm_up = wait_until_warm(mountpoint, timeout=30)["warm_up"]
         except OSError as exc:

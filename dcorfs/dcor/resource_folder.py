@@ -113,12 +113,18 @@ class Resource:
                 self._metadata = self.pool.submit(deadline.bind(self._answer), "metadata")
                 log.info("DCR408 %s: DCOR cannot be reached (%s); opened from the answers "
                          "kept for this token", self.rid, exc.strerror)
+        mirror = self.shared.fetcher.mirror
         for spec in specs:
             if not isinstance(spec, dict) or spec.get("format") not in ("http", "s3"):
                 continue
             urls = spec.get("urls") or []
             if not urls:
                 continue
+            if mirror is not None:
+                # the store's origin, from the first answer any lookup sees: no read of
+                # a young mount goes around the site cache (the warm-up may not have
+                # learned it yet)
+                mirror.learn_origin(urls[0])
             key = spec.get("key") or spec.get("name") or urls[0].split("?")[0]
             self.basins.append(self._basin(spec, key))
             if str(spec.get("name", "")).startswith("resource") and self.shared.disk is not None:

@@ -157,6 +157,36 @@ def test_four_mounts_fetch_each_byte_from_the_store_once(site_dir, site_server, 
     assert all(sample in cached for sample in unique_samples(public_bytes, b""))
 
 
+@pytest.mark.timeout(600)
+def test_mounts_that_read_at_once_go_through_the_site_cache(site_server, site_cache, site_dir,
+                                                           fresh_mount):
+    """A cluster job mounts and reads at once, on every node at the same moment: no read
+    goes around the site cache because its mount is young (the store's origin is
+    learned from the first resource a lookup opens, not only by the warm-up)."""
+    rid = site_server.ids[PUBLIC]
+    sizes = objects(site_server, rid)
+    site_server.reset_stats()
+    start = threading.Barrier(4)
+
+    def mount_and_read(_):
+        start.wait()
+        mnt = fresh_mount(site_server.url, site_server.token_file,
+                          ["--store-mirror", site_cache.url, "--cache-size", "16M"], warm=False)
+        return mnt, read_everything(mnt.path / rid)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(mount_and_read, range(4)))
+    origin = site_server.stats().get("store_bytes", 0)
+    data = sum(sizes.values())
+    assert origin <= 1.1 * data, (origin, data, sizes)
+    expected_md5 = file_md5(site_dir / PUBLIC)
+    for mnt, (features, md5) in results:
+        assert md5 == expected_md5
+        mirror = mnt.status()["store_mirror"]
+        assert mirror["failures"] == 0 and mirror["bytes"] > 0.9 * max(sizes.values()), mirror
+    check_against_dclab(site_dir / PUBLIC, results[0][1][0])
+
+
 def unique_samples(data: bytes, other: bytes, n: int = 32, length: int = 64) -> list[bytes]:
     """``n`` pieces of ``data`` found nowhere in ``other`` (HDF5 headers and blank image
     rows are alike in every file)."""

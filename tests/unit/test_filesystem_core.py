@@ -394,3 +394,19 @@ def test_a_refreshed_browsing_listing_does_not_change_a_listing_under_way(core):
     assert core.lookup("/datasets").entries is not entries  # made anew
     rest, later = core._page("/datasets", 1, 1000)
     assert later is entries and first + rest == core.readdir_page("/datasets", 0, 1000)
+
+
+def test_the_first_read_goes_through_the_site_cache(in_thread_server, corpus_dir):
+    """The store's origin is learned from the first resource a lookup opens, not only
+    by the warm-up (which may not have run yet: a cluster job mounts and reads at
+    once).  The mirror here is the store itself, at the same paths."""
+    store = in_thread_server.config.store_base
+    fs = Filesystem(FsConfig(host=in_thread_server.url, store_mirror=store))
+    try:  # no warm_up(): the origin is not known from it
+        rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
+        with h5py.File(corpus_dir / "beads/calibration_beads.rtdc", "r") as h5:
+            assert read_all(fs, f"/{rid}/deform.npy") == saved(h5["events/deform"][:])
+        mirrored = fs.status()["store_mirror"]
+        assert mirrored["requests"] > 0 and mirrored["failures"] == 0
+    finally:
+        fs.close()
