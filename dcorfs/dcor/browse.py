@@ -173,8 +173,8 @@ class Browser:
         self.shared = shared
         self.api = shared.api
         self.pool = shared.pool
-        self.listings = Listings(ttl, disk=shared.disk,
-                                 scope=(shared.token_id or "token") if private else "public")
+        self.listings = Listings(ttl, disk=shared.disk, scope=shared.site_key(
+            (shared.token_id or "token") if private else "public"))
         self.private = private  # ask for private datasets too (a token is set)
         self._folders: dict[str, Dir] = {}
         self._lock = threading.Lock()
@@ -242,7 +242,8 @@ class Browser:
         url = None if private else res.get("s3_url")
         # DCOR's key for the resource artifact (as dcserv names it in the basins): the
         # blocks are shared with MOUNT/<rid>/data.rtdc and the features read from it
-        obj = RemoteObject(key=f"dcor-{'presigned-' if private else ''}resource-{res['id']}",
+        obj = RemoteObject(key=self.shared.site_key(
+                               f"dcor-{'presigned-' if private else ''}resource-{res['id']}"),
                            url=url if isinstance(url, str) and url else
                            self.api.resolve_download(route),
                            expires_at=None, cache=self.shared.cache,

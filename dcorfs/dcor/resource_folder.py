@@ -126,14 +126,16 @@ class Resource:
                 # learned it yet)
                 mirror.learn_origin(urls[0])
             key = spec.get("key") or spec.get("name") or urls[0].split("?")[0]
-            self.basins.append(self._basin(spec, key))
+            basin = self._basin(spec, key)
+            self.basins.append(basin)
             if str(spec.get("name", "")).startswith("resource") and self.shared.disk is not None:
-                self.shared.disk.watch_complete(key, self._check_original)
+                self.shared.disk.watch_complete(basin.obj.key, self._check_original)
         if not self.basins:
             raise OSError(errno.EIO, f"DCOR lists no readable basin for {self.rid}")
 
     def _basin(self, spec: dict, key: str, url: str | None = None) -> Basin:
-        obj = RemoteObject(key=key, url=url or spec["urls"][0], expires_at=local_expiry(spec),
+        obj = RemoteObject(key=self.shared.site_key(key), url=url or spec["urls"][0],
+                           expires_at=local_expiry(spec),
                            cache=self.shared.cache, fetcher=self.shared.fetcher,
                            background=self.shared.background,
                            refresh=self.refresh_basins if spec.get("perishable") else None)
@@ -213,11 +215,12 @@ class Resource:
 
     # -- DCOR's answers, kept on disk ----------------------------------------------------
     def _public_key(self, query: str) -> str:
-        return f"dcserv:{self.rid}:{query}"
+        return self.shared.site_key(f"dcserv:{self.rid}:{query}")
 
     def _private_key(self, query: str) -> str | None:
         token_id = self.shared.token_id
-        return None if token_id is None else f"private:{token_id}:dcserv:{self.rid}:{query}"
+        return None if token_id is None else self.shared.site_key(
+            f"private:{token_id}:dcserv:{self.rid}:{query}")
 
     def _disk_answer(self, key: str | None) -> tuple[Any, float] | None:
         disk = self.shared.disk
@@ -587,7 +590,8 @@ class Resource:
     def _preview_object(self, original: Basin) -> RemoteObject:
         if not original.perishable:
             url = original.obj.url.split("?", 1)[0].replace("/resource/", "/preview/", 1)
-            return RemoteObject(key=f"dcor-preview-{self.rid}", url=url, expires_at=None,
+            return RemoteObject(key=self.shared.site_key(f"dcor-preview-{self.rid}"),
+                                url=url, expires_at=None,
                                 cache=self.shared.cache, fetcher=self.shared.fetcher,
                                 background=self.shared.background, probe_tail=False)
 
@@ -595,7 +599,8 @@ class Resource:
             package = self.api.call("resource_show", id=self.rid).get("package_id")
             return self.api.resolve_download(
                 f"{self.api.base}/dataset/{package}/resource/{self.rid}/preview.jpg")
-        obj = RemoteObject(key=f"dcor-presigned-preview-{self.rid}", url=signed(),
+        obj = RemoteObject(key=self.shared.site_key(f"dcor-presigned-preview-{self.rid}"),
+                           url=signed(),
                            expires_at=None, cache=self.shared.cache,
                            fetcher=self.shared.fetcher, background=self.shared.background,
                            probe_tail=False)

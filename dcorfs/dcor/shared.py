@@ -49,3 +49,11 @@ class Shared:
     answers_ttl: float = 300.0
     # hdf5_files_opened, kept_layouts_used: how often h5py had to open a file
     counts: Counts = dataclasses.field(default_factory=Counts)
+    # the DCOR host (``dcor.mpl.mpg.de``, ``127.0.0.1:8000``): every key of the caches
+    # names it, so that two instances on one cache folder never mix (resource ids of a
+    # local ``dcorfs serve`` come from file names and may be anyone's)
+    site: str = ""
+
+    def site_key(self, name: str) -> str:
+        """``name`` (an artifact's key, an answer's) as this DCOR instance's."""
+        return f"{self.site}|{name}" if self.site else name

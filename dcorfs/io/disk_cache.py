@@ -50,6 +50,9 @@ from ..ids import RESOURCE_ID
 
 log = logging.getLogger(__name__)
 
+#: how keys are made: "2" when every key names the DCOR host it came from
+#: (``Shared.site_key``); a cache of another format is dropped on open
+KEY_FORMAT = "2"
 #: the filesystem keeps at least this share free, whatever the size limit
 MIN_FREE_SHARE = 0.05
 #: last-use times are written at most this often per block (seconds): LRU needs no more
@@ -129,6 +132,10 @@ class DiskCache:
                             raise
             db.execute("INSERT OR IGNORE INTO settings VALUES ('salt', ?)",
                        (secrets.token_hex(16),))
+            found = db.execute("SELECT value FROM settings WHERE name='key_format'").fetchone()
+        if found is None or found[0] != KEY_FORMAT:
+            self._drop_other_format(found[0] if found else "1")
+        with self._db() as db:
             if record_limit:  # for ``dcorfs cache status``: the limit of the last mount
                 db.execute("INSERT OR REPLACE INTO settings VALUES ('max_bytes', ?)",
                            (str(max_bytes),))
@@ -158,6 +165,19 @@ class DiskCache:
 
     def _total(self) -> int:
         return int(self._first("SELECT COALESCE(SUM(size), 0) FROM blocks")[0])
+
+    def _drop_other_format(self, found: str) -> None:
+        """A cache written with other keys (format 1 named no DCOR host: two instances
+        could be served each other's bytes) is dropped whole, never misread."""
+        freed = self.clear()
+        with self._db() as db:
+            for table in ("objects", "notes", "answers"):  # also what no block is held for
+                db.execute(f"DELETE FROM {table}")
+            db.execute("INSERT OR REPLACE INTO settings VALUES ('key_format', ?)",
+                       (KEY_FORMAT,))
+        if freed:
+            log.info("DCD813 %s held keys of format %s, which name no DCOR host; its %.1f MB "
+                     "were dropped", self.folder, found, freed / 1e6)
 
     def _path(self, key: str, block: int) -> pathlib.Path:
         return pathlib.Path(self._blocks + _block_name(key, block))

@@ -22,6 +22,7 @@ import stat
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,6 +116,7 @@ class Filesystem:
             api=self.api, cache=self.cache, fetcher=self.fetcher, background=self.background,
             pool=self.pool, decoders=DecoderCache(), disk=self.disk,
             reopen=self._reopen_if_idle, answers_ttl=config.listing_ttl,
+            site=(urllib.parse.urlsplit(self.api.base).netloc or self.api.base).lower(),
             token_id=self.api.token_id(self.disk.salt()) if self.disk is not None else None,
             decoded=DecodedCache(max_bytes=min(64 << 20, max(config.cache_bytes // 4, 1 << 20))))
         self.browser = Browser(self.shared, config.listing_ttl, private=bool(config.token))

@@ -39,7 +39,7 @@ def test_a_remount_reads_from_disk_without_the_store(demo_server, reference, fre
         if "DCD810" in first.log_text():
             break
         time.sleep(0.1)
-    assert f"DCD810 dcor-resource-{rid}: all {len(reference['data.rtdc'])} bytes match" \
+    assert f"dcor-resource-{rid}: all {len(reference['data.rtdc'])} bytes match" \
         in first.log_text()
     assert first.unmount() == 0
     second = fresh_mount(demo_server.url, extra=cache)
@@ -221,3 +221,37 @@ def test_a_remount_asks_nothing_for_cached_public_data(demo_server, fresh_mount,
         if path.is_file() and path.suffix != ".blk":
             text = path.read_bytes()
             assert b"Signature=" not in text and demo_server.token.encode() not in text, path
+
+
+@pytest.fixture(scope="module")
+def twin_servers(tmp_path_factory, cache_dir):
+    """Two ``dcorfs serve`` whose resources share ids (the same paths) but not bytes,
+    as a local server and DCOR, or two local servers of different data, may."""
+    import corpus
+    from harness import Server
+
+    servers = []
+    for seed in (1, 2):
+        data = tmp_path_factory.mktemp(f"twin-data-{seed}")
+        corpus.write_beads(data / "beads" / "calibration_beads.rtdc", seed=seed)
+        servers.append(Server(data, tmp_path_factory.mktemp(f"twin-{seed}"), cache_dir, []))
+    assert servers[0].ids == servers[1].ids
+    yield servers
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_two_instances_on_one_cache_folder_never_mix(twin_servers, fresh_mount, tmp_path,
+                                                     order):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    for index in order + order:  # each twice: a remount reads its own from the cache
+        srv = twin_servers[index]
+        rid = srv.ids["beads/calibration_beads.rtdc"]
+        with h5py.File(srv.data_dir / "beads" / "calibration_beads.rtdc", "r") as h5:
+            expected = {"deform.npy": npy_bytes(h5["events/deform"][:]),
+                        "image.npy": npy_bytes(h5["events/image"][:])}
+        expected["data.rtdc"] = (srv.data_dir / "beads" / "calibration_beads.rtdc").read_bytes()
+        mnt = fresh_mount(srv.url, extra=cache)
+        read_all(mnt.path / rid, expected)
+        assert mnt.unmount() == 0

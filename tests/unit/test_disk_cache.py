@@ -245,3 +245,29 @@ def test_what_was_derived_from_an_object_goes_with_it(tmp_path):
     disk.forget("k")
     assert disk.get("k", 0) is None and disk.get(decoded, 3) is None
     assert disk.get("k2", 0) == block(5) and disk.get(derived_key("k2", "decoded"), 0) == block(6)
+
+
+def test_a_cache_whose_keys_name_no_host_is_dropped_whole(tmp_path):
+    """Keys of format 1 named no DCOR host: such a cache is dropped on open, never
+    misread; one of today's format is kept."""
+    import sqlite3
+
+    from dcorfs.io.disk_cache import KEY_FORMAT, DiskCache
+
+    folder = tmp_path / "cache"
+    disk = DiskCache(folder, 1 << 30)
+    disk.put("dcor-resource-x", 0, b"a" * 100)
+    disk.keep_answer("dcserv:x:basins", [1, 2])
+    disk.close()
+    again = DiskCache(folder, 1 << 30)
+    assert again.get("dcor-resource-x", 0) == b"a" * 100  # today's format: kept
+    again.close()
+    with sqlite3.connect(folder / "index.sqlite") as db:
+        db.execute("UPDATE settings SET value='1' WHERE name='key_format'")
+    old = DiskCache(folder, 1 << 30)
+    assert old.get("dcor-resource-x", 0) is None
+    assert old.answer_stored("dcserv:x:basins") is None
+    with sqlite3.connect(folder / "index.sqlite") as db:
+        assert db.execute("SELECT value FROM settings WHERE name='key_format'").fetchone()[0] \
+            == KEY_FORMAT
+    old.close()
