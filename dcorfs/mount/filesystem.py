@@ -459,12 +459,21 @@ class Filesystem:
         if offset < 0 or size < 0:
             raise OSError(errno.EINVAL, "negative offset or size")
         try:
-            return node.view.read(offset, size)
+            data = node.view.read(offset, size)
         except OSError as exc:
             if exc.errno == errno.ESTALE:  # it changed on DCOR: the next lookup reopens it
                 with self._lock:
                     self.resources.pop(rid, None)
             raise
+        # every byte asked for up to the end of the file, or an error: the kernel takes a
+        # short read for the end of the file (it zero-fills the page and shrinks the
+        # file's size), so a program would see a truncated array, not a failure
+        wanted = max(0, min(size, node.size - offset))
+        if len(data) != wanted:
+            log.warning("DCF107 a read of %s at %d gave %d bytes, not %d; failed instead",
+                        rid, offset, len(data), wanted)
+            raise OSError(errno.EIO, f"short read: {len(data)} of {wanted} bytes")
+        return data
 
     def release(self, fh: int) -> None:
         with self._lock:

@@ -410,3 +410,30 @@ def test_the_first_read_goes_through_the_site_cache(in_thread_server, corpus_dir
         assert mirrored["requests"] > 0 and mirrored["failures"] == 0
     finally:
         fs.close()
+
+
+def test_a_read_is_whole_or_fails(core, in_thread_server):
+    """A view that hands back fewer bytes than asked for (before the end of the file)
+    fails the read with EIO: the kernel would take a short read for the end of the
+    file and zero-fill the rest."""
+    rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
+    path = f"/{rid}/deform.npy"
+    size = core.getattr(path)["st_size"]
+    fh = core.open(path, os.O_RDONLY)
+    try:
+        whole = core.read(fh, 0, size + 100)
+        assert len(whole) == size  # up to the end, and no further
+        assert core.read(fh, size - 10, 100) == whole[-10:]
+        node = core._handles[fh][1]
+
+        class Short:
+            size = node.size
+
+            def read(self, offset, count):
+                return whole[offset:offset + count // 2]
+        node._view = Short()
+        with pytest.raises(OSError) as info:
+            core.read(fh, 0, size - 100)
+        assert info.value.errno == errno.EIO
+    finally:
+        core.release(fh)
