@@ -6,6 +6,7 @@ the reference bytes or fail with an errno; the test prints a table of outcomes.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import os
 import random
@@ -456,3 +457,70 @@ def test_bad_names_and_reads(fault_server, references, fresh_mount):
     finally:
         os.close(fd)
     assert mnt.proc.poll() is None
+
+
+@pytest.mark.expect_warnings("DCF301", "DCM501", "DCM506", "DCA201", "DCF101", "DCN901")
+@pytest.mark.timeout(300)
+def test_a_read_cut_off_by_the_server_never_shrinks_the_file(fault_dir, references, tmp_path,
+                                                             cache_dir, fresh_mount):
+    """The server dies while eight threads read 1 MiB each through the page cache (no
+    direct_io).  The mount answers each of the kernel's reads whole or with EIO, never
+    with fewer bytes (``Filesystem.read``): the kernel would take those for the end of
+    the file, zero-fill the page and shrink the file's size.  A program's read then
+    returns all its bytes, right, or EIO, or (Linux's rule for a read of many pages
+    whose later pages fail) the right bytes up to the page that failed, and its next
+    read the EIO; ``stat`` keeps the size.  Once the server is back, the same ranges
+    read right."""
+    store_port = free_port()
+    args = ["--private", "private/*", "--store-port", str(store_port)]
+    for name in ("s1", "s2"):
+        (tmp_path / name).mkdir()
+    srv = Server(fault_dir, tmp_path / "s1", cache_dir, args + ["--bandwidth-mbs", "20"])
+    rid = srv.ids["cells/M001_data.rtdc"]
+    mnt = fresh_mount(srv.url, extra=["--cache-size", "8M", "--timeout", "2",
+                                      "--op-timeout", "8"])
+    path = mnt.path / rid / "data.rtdc"
+    ref = references["data.rtdc"]
+    size = path.stat().st_size
+    piece = 1 << 20
+    offsets = [i * piece for i in range(min(32, len(ref) // piece))]
+
+    def read(offset: int) -> str:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, piece, offset)
+        except OSError as exc:
+            return f"errno {errno.errorcode.get(exc.errno, exc.errno)}"
+        finally:
+            os.close(fd)
+        if data != ref[offset:offset + len(data)]:
+            return "wrong"
+        if len(data) == min(piece, len(ref) - offset):
+            return "exact"
+        return "prefix" if len(data) % 4096 == 0 else "short"
+
+    srv2 = None
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(read, offset) for offset in offsets]
+            time.sleep(0.5)
+            srv.stop()  # mid-read: 20 MB/s, so most of the reads are still on their way
+            outcomes = [f.result(timeout=120) for f in futures]
+        assert set(outcomes) <= {"exact", "errno EIO", "prefix"}, outcomes
+        assert "exact" not in outcomes or len(set(outcomes)) > 1, "the server died too late"
+        assert path.stat().st_size == size  # never shrunk by a short answer
+        srv2 = Server(fault_dir, tmp_path / "s2", cache_dir, args, port=srv.port)
+        # through the page cache again, the server back (the mount tries its host
+        # again once its offline time is over)
+        deadline = time.monotonic() + 60
+        for offset in offsets:
+            got = read(offset)
+            while got != "exact" and time.monotonic() < deadline:
+                time.sleep(1.0)
+                got = read(offset)
+            assert got == "exact", (offset, got)
+        assert path.stat().st_size == size
+        assert "DCF107" not in mnt.log_text()  # no view answered short
+    finally:
+        if srv2 is not None:
+            srv2.stop()
