@@ -55,16 +55,11 @@ class CheckedDir(Dir):
 
     def __init__(self, produce: Callable[[], dict[str, tuple["Node", Callable[[], bool] | None]]],
                  mtime: float | None = None) -> None:
-        super().__init__(lambda: {}, mtime)
-        self._candidates_of = produce
-        self._candidates: dict[str, tuple[Node, Callable[[], bool] | None]] | None = None
+        super().__init__(produce, mtime)  # type: ignore[arg-type]
         self._checked: dict[str, bool] = {}
 
     def _all(self) -> dict[str, tuple["Node", Callable[[], bool] | None]]:
-        with self._lock:
-            if self._candidates is None:
-                self._candidates = self._candidates_of()
-            return self._candidates
+        return super().entries  # type: ignore[return-value]  (made once, by Dir)
 
     def _passes(self, name: str, check: Callable[[], bool] | None) -> bool:
         if check is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
+import functools
 import json
 import logging
 import threading
@@ -356,7 +357,7 @@ class Resource:
 
     def resolvable(self, feature: str) -> bool:
         """Whether ``feature``'s source can be found (ENOENT: no; other errors raise)."""
-        if self._kept_view_known(feature):
+        if self._kept_source(feature) is not None:
             return True
         try:
             self.source(feature)
@@ -393,15 +394,7 @@ class Resource:
     def _basinmap(self, basin: Basin, dataset: h5py.Dataset) -> Any:
         """A basin map, read whole on first use and kept (one integer per event)."""
         view = dataset_view(basin, dataset, False)
-        kept: list[Any] = []
-        lock = threading.Lock()
-
-        def read() -> Any:
-            with lock:
-                if not kept:
-                    kept.append(view.rows(0, view.nrows).astype("int64"))
-                return kept[0]
-        return read
+        return functools.cache(lambda: view.rows(0, view.nrows).astype("int64"))
 
     def _upstream(self, basin: Basin, spec: dict) -> Resource | None:
         """The resource a basin inside ``basin``'s file names, opened once (None when it
@@ -623,9 +616,6 @@ class Resource:
             if layout is not None:
                 return basin, layout
         return None
-
-    def _kept_view_known(self, feature: str) -> bool:
-        return self._kept_source(feature) is not None
 
     def _kept_view(self, feature: str, as_bool: bool,
                    config: ReadaheadConfig = DEFAULT) -> View | None:

@@ -58,20 +58,17 @@ class Via:
             return entries
         if name != "contour":
             return {key: self.map_node(node) for key, node in entries.items()}
+        if not isinstance(entries, LazyEntries):  # contour/ is one, always
+            return {}
         index = self.basinmap()
         names = NumberedNames(len(index))
-        upstream_names = entries if isinstance(entries, LazyEntries) else None
 
         def make(key: str) -> Node | None:
             number = names.number(key)
             if number is None:
                 return None
-            target = int(index[number])
-            if upstream_names is not None:
-                found = upstream_names.names_from(target, 1)
-                return upstream_names.get(found[0]) if found else None
-            ordered = sorted(entries)
-            return entries[ordered[target]] if target < len(ordered) else None
+            found = entries.names_from(int(index[number]), 1)
+            return entries.get(found[0]) if found else None
         return LazyEntries(names, make)
 
 
