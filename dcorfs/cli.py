@@ -129,7 +129,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if not args.foreground:
         return _mount_in_background(args, mountpoint)
     setup_logging(args.verbose, args.log_file)
-    from .mount.filesystem import FsConfig
+    from .core.build import FsConfig
     from .mount.fuse_adapter import run_mount
 
     config = FsConfig(host=host, token=token, cache_bytes=args.cache_size,

@@ -31,7 +31,7 @@ LOG_PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) [\w.]+: (DC[A-Z]\d{3})?")
 def array_view(array: np.ndarray, asked: list | None = None):
     """An ``NpyView`` of an in-memory array, for the views made from one (text, TIFF);
     ``asked`` records the row ranges read."""
-    from dcorfs.dcor.views import NpyView
+    from dcorfs.views.view import NpyView
 
     def rows(r0: int, r1: int) -> np.ndarray:
         if asked is not None:

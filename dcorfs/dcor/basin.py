@@ -183,7 +183,8 @@ class Basin:
             index = ChunkIndex(layout, load=lambda: self._chunk_index(dataset),
                                loaded=keep if native else None)
             return ChunkedRows(self.obj, index, self.shared.pool, self.shared.decoded,
-                               self.shared.decoders, dataset, config).rows
+                               self.shared.decoders, dataset, config,
+                               self.shared.derived).rows
         if layout.plain:
             if keep is not None:
                 keep(layout)

@@ -30,17 +30,15 @@ import json
 import logging
 import re
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 from ..io import deadline
-from ..io.disk_cache import DiskCache
+from ..io.answers import AnswerStore, Key
 from ..io.remote_object import RemoteObject
 from .api import is_resource_id
-from .nodes import BrowseDir, Dir, File, LazyEntries, Link, Node
+from ..views.nodes import BrowseDir, Dir, File, LazyEntries, Link, Node
 from .shared import Shared
-from .views import BytesView, LazyRemoteView
+from ..views.view import BytesView, LazyRemoteView
 
 log = logging.getLogger(__name__)
 
@@ -65,116 +63,21 @@ def ckan_time(text: Any) -> float | None:
     return stamp.replace(tzinfo=stamp.tzinfo or datetime.timezone.utc).timestamp()
 
 
-class Listings:
-    """DCOR's answers, kept for ``ttl`` seconds and then revalidated in the background
-    while the kept answer is served (a failed revalidation keeps it: DCB701).  One
-    fetch at a time per key; ENOENT is remembered for ``negative_ttl``.  With
-    ``disk``, answers are also kept there under ``scope`` (``public``, or the salted
-    hash of the token they were given to), so a remount, or a mount that cannot
-    reach DCOR, lists what was listed before."""
-
-    def __init__(self, ttl: float, negative_ttl: float = 30.0, disk: DiskCache | None = None,
-                 scope: str = "public") -> None:
-        self.ttl = ttl
-        self.negative_ttl = negative_ttl
-        self.disk = disk
-        self.scope = scope
-        self._values: dict[Any, tuple[float, Any]] = {}
-        self._missing: dict[Any, float] = {}
-        self._locks: dict[Any, threading.Lock] = {}
-        self._refreshing: set[Any] = set()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any, fetch: Callable[[], Any]) -> Any:
-        with self._lock:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:  # concurrent lookups of one name share one request
-            now = time.monotonic()
-            with self._lock:
-                if self._missing.get(key, 0.0) > now:
-                    raise OSError(errno.ENOENT, f"{key[-1]} not found (remembered)")
-                kept = self._values.get(key)
-            if kept is None:
-                kept = self._from_disk(key)
-            if kept is not None:
-                if now - kept[0] >= self.ttl:
-                    self._revalidate(key, fetch, kept[0])
-                return kept[1]
-            try:
-                value = fetch()
-            except OSError as exc:
-                if exc.errno == errno.ENOENT:
-                    with self._lock:
-                        self._missing[key] = now + self.negative_ttl
-                raise
-            self._set(key, value)
-            return value
-
-    def _set(self, key: Any, value: Any) -> None:
-        with self._lock:
-            self._values[key] = (time.monotonic(), value)
-        if self.disk is not None:
-            self.disk.keep_answer(self._disk_key(key), value)
-
-    def _disk_key(self, key: Any) -> str:
-        return f"listing:{self.scope}:" + "/".join(map(str, key))
-
-    def _from_disk(self, key: Any) -> tuple[float, Any] | None:
-        """An answer a mount kept on disk, dated on the monotonic clock."""
-        stored = None if self.disk is None else self.disk.answer_stored(self._disk_key(key))
-        if stored is None:
-            return None
-        kept = (time.monotonic() - max(0.0, time.time() - stored[1]), stored[0])
-        with self._lock:
-            self._values.setdefault(key, kept)
-        return kept
-
-    def _revalidate(self, key: Any, fetch: Callable[[], Any], fetched_at: float) -> None:
-        """Ask again in a thread of its own (one per key at a time)."""
-        with self._lock:
-            if key in self._refreshing:
-                return
-            self._refreshing.add(key)
-
-        def run() -> None:
-            try:
-                value = fetch()
-            except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.EACCES):  # an answer: it is gone
-                    with self._lock:
-                        self._values.pop(key, None)
-                        if exc.errno == errno.ENOENT:
-                            self._missing[key] = time.monotonic() + self.negative_ttl
-                    if self.disk is not None:
-                        self.disk.forget_answer(self._disk_key(key))
-                else:
-                    log.warning("DCB701 %s: DCOR failed (%s); serving the answer of %.0f s "
-                                "ago", "/".join(map(str, key)), exc.strerror or exc,
-                                time.monotonic() - fetched_at)
-            else:
-                self._set(key, value)
-            finally:
-                with self._lock:
-                    self._refreshing.discard(key)
-
-        threading.Thread(target=run, daemon=True, name="revalidate").start()
-
-    def peek(self, key: Any) -> Any:
-        """The answer kept for ``key``, however old, or None."""
-        with self._lock:
-            kept = self._values.get(key)
-        return None if kept is None else kept[1]
+def listing_key(scope: str, key: Key) -> str:
+    """A listing's key in the disk cache: ``scope`` is the site and ``public`` or the
+    salted hash of the token it was given to (a token's listings are its own)."""
+    return f"listing:{scope}:" + "/".join(map(str, key))
 
 
 class Browser:
     """The ``datasets/``, ``circles/`` and ``collections/`` folders of a mount."""
 
-    def __init__(self, shared: Shared, ttl: float, private: bool) -> None:
+    def __init__(self, shared: Shared, listings: AnswerStore, private: bool) -> None:
+        """``listings``: where DCOR's answers are kept (``listing_key`` for the disk)."""
         self.shared = shared
         self.api = shared.api
         self.pool = shared.pool
-        self.listings = Listings(ttl, disk=shared.disk, scope=shared.site_key(
-            (shared.token_id or "token") if private else "public"))
+        self.listings = listings
         self.private = private  # ask for private datasets too (a token is set)
         self._folders: dict[str, Dir] = {}
         self._lock = threading.Lock()

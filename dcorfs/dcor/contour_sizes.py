@@ -25,7 +25,7 @@ import numpy as np
 from ..hdf5.group_shapes import GroupShapes
 from ..io import deadline
 from .basin import Basin
-from .npy_format import npy_size
+from ..views.npy_format import npy_size
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from ..hdf5.readahead import DEFAULT, ReadaheadConfig
 from ..hdf5.small_dataset import read_data, read_header
 from ..io.remote_object import RemoteObject
 from .basin import Basin
-from .views import NpyView, RemoteBytesView
+from ..views.view import NpyView, RemoteBytesView
 
 log = logging.getLogger(__name__)
 

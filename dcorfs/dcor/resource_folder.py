@@ -32,14 +32,14 @@ from .basin import Basin, remote_basins
 from .contour_sizes import MISSING, ContourSizes
 from .feature_views import (dataset_view, header_view, layout_view, mapped_view, passthrough,
                             small_view)
-from .nodes import CheckedDir, Dir, File, LazyEntries, Node, NumberedNames
+from ..views.nodes import CheckedDir, Dir, File, LazyEntries, Node, NumberedNames
 from .presigned import local_expiry
 from .shared import Shared
-from .tables import table_array
-from .tiff_view import TiffView
-from .tsv_view import TsvView
+from ..views.tables import table_array
+from ..views.tiff import TiffView
+from ..views.tsv import TsvView
 from .upstream import Via
-from .views import BytesView, LazyBytesView, NpyView, View
+from ..views.view import BytesView, LazyBytesView, NpyView, View
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,12 @@ class Resource:
         token; only when DCOR cannot be reached is it opened from the answers kept for
         this same token.
         """
-        stored = self._disk_answer(self._public_key("basins"))
+        stored = self.shared.answers.kept((self.rid, "basins"))
         if stored is not None and _all_public(stored[0]):
             specs = stored[0]
             self.public = True
             self._metadata = self.pool.submit(deadline.bind(self._answer), "metadata")
-            if time.time() - stored[1] > self.shared.answers_ttl:
+            if stored[1] > self.shared.answers.ttl:
                 self.pool.submit(self._revalidate)
             self.from_disk = True
             log.info("DCR406 %s opened from the disk cache's answers", self.rid)
@@ -107,7 +107,7 @@ class Resource:
             try:
                 specs = self._ask_basins()
             except OSError as exc:
-                private = self._disk_answer(self._private_key("basins"))
+                private = self.shared.private_answers.kept((self.rid, "basins"))
                 if exc.errno != errno.EIO or private is None:
                     raise
                 specs = private[0]
@@ -185,16 +185,15 @@ class Resource:
         if not _all_public(specs):
             self._forget_public_answers("no longer public")
             return
-        stored = self._disk_answer(self._public_key("basins"))
+        stored = self.shared.answers.kept((self.rid, "basins"))
         if stored is None or stored[0] != specs:
             log.info("DCR407 %s: DCOR's basins changed; the next open uses them", self.rid)
         self._keep("basins", specs)
         self._keep("metadata", meta)
 
     def _forget_public_answers(self, why: str) -> None:
-        if self.shared.disk is not None:
-            for query in ("basins", "metadata", "logs", "tables"):
-                self.shared.disk.forget_answer(self._public_key(query))
+        for query in ("basins", "metadata", "logs", "tables"):
+            self.shared.answers.forget((self.rid, query))
         log.info("DCR407 %s is %s; its stored answers are dropped", self.rid, why)
 
     def _check_original(self, key: str) -> None:
@@ -214,49 +213,26 @@ class Resource:
         except RuntimeError:  # unmounting: the pool is shut down; the next mount checks
             log.debug("%s: unmounting, the sha256 check waits for the next mount", key)
 
-    # -- DCOR's answers, kept on disk ----------------------------------------------------
-    def _public_key(self, query: str) -> str:
-        return self.shared.site_key(f"dcserv:{self.rid}:{query}")
-
-    def _private_key(self, query: str) -> str | None:
-        token_id = self.shared.token_id
-        return None if token_id is None else self.shared.site_key(
-            f"private:{token_id}:dcserv:{self.rid}:{query}")
-
-    def _disk_answer(self, key: str | None) -> tuple[Any, float] | None:
-        disk = self.shared.disk
-        return None if disk is None or key is None else disk.answer_stored(key)
-
+    # -- DCOR's answers, kept on disk ---------------------------------------------------
     def _keep(self, query: str, value: Any) -> None:
         """Store an answer: a public resource's for everyone, a private one's under the
         token's hash, its presigned URLs cut to their unsigned form."""
-        disk = self.shared.disk
-        if disk is None:
-            return
         if self.public:
-            disk.keep_answer(self._public_key(query), value)
-            return
-        key = self._private_key(query)
-        if key is not None:
-            disk.keep_answer(key, _unsigned(value) if query == "basins" else value)
+            self.shared.answers.keep((self.rid, query), value)
+        else:
+            self.shared.private_answers.keep(
+                (self.rid, query), _unsigned(value) if query == "basins" else value)
 
     def _answer(self, query: str) -> Any:
         """``dcserv`` for ``query``: from the disk cache for a public resource asked
-        before; else from DCOR, and from the disk when DCOR cannot be reached."""
+        before (published data never changes); else from DCOR, and from the disk when
+        DCOR cannot be reached."""
         if self.public:
-            stored = self._disk_answer(self._public_key(query))
+            stored = self.shared.answers.kept((self.rid, query))
             if stored is not None:
                 return stored[0]
-        try:
-            value = self.api.dcserv(self.rid, query)
-        except OSError as exc:
-            key = self._public_key(query) if self.public else self._private_key(query)
-            stored = self._disk_answer(key)
-            if exc.errno != errno.EIO or stored is None:
-                raise
-            return stored[0]
-        self._keep(query, value)
-        return value
+        store = self.shared.answers if self.public else self.shared.private_answers
+        return store.ask((self.rid, query), lambda: self.api.dcserv(self.rid, query))
 
     def refresh_basins(self) -> None:
         """Fetch fresh presigned URLs; concurrent callers share one refresh."""

@@ -8,8 +8,10 @@ import threading
 from collections.abc import Callable
 
 from ..hdf5.decoding import DecodedCache, DecoderCache
+from ..io.answers import AnswerStore
 from ..io.background import BackgroundFetches
 from ..io.block_cache import BlockCache
+from ..io.derived_store import DerivedStore
 from ..io.disk_cache import DiskCache
 from ..io.range_fetch import RangeFetcher
 from .api import DcorApi
@@ -40,13 +42,15 @@ class Shared:
     pool: concurrent.futures.Executor  # decode and listing tasks; they may wait for fetches
     decoded: DecodedCache  # decoded chunks, so 128 KiB kernel reads do not re-decode
     decoders: DecoderCache  # in-memory HDF5 files that run unusual filter pipelines
-    disk: DiskCache | None = None  # the disk cache, also for DCOR's answers about public data
+    disk: DiskCache | None = None  # the disk cache: layouts and contour sizes kept
+    derived: DerivedStore | None = None  # decoded chunks kept on disk
     # called before a resource is asked about over the network: reopens idle connections
     reopen: Callable[[], None] | None = None
-    # a salted hash of the token: private answers on disk are served offline only to it
-    token_id: str | None = None
-    # seconds after which answers kept on disk are asked for again, in the background
-    answers_ttl: float = 300.0
+    # DCOR's answers about public resources (kept on disk, for everyone), and about
+    # private ones (on disk under a salted hash of the token: served offline only to it)
+    answers: AnswerStore = dataclasses.field(default_factory=lambda: AnswerStore(300.0))
+    private_answers: AnswerStore = dataclasses.field(
+        default_factory=lambda: AnswerStore(300.0))
     # hdf5_files_opened, kept_layouts_used: how often h5py had to open a file
     counts: Counts = dataclasses.field(default_factory=Counts)
     # the DCOR host (``dcor.mpl.mpg.de``, ``127.0.0.1:8000``): every key of the caches
@@ -56,4 +60,9 @@ class Shared:
 
     def site_key(self, name: str) -> str:
         """``name`` (an artifact's key, an answer's) as this DCOR instance's."""
-        return f"{self.site}|{name}" if self.site else name
+        return site_key(self.site, name)
+
+
+def site_key(site: str, name: str) -> str:
+    """``name`` as the key of DCOR instance ``site`` in the caches."""
+    return f"{site}|{name}" if site else name

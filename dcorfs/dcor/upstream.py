@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .nodes import Dir, File, LazyEntries, Node, NumberedNames
-from .views import NpyView, View
+from ..views.nodes import Dir, File, LazyEntries, Node, NumberedNames
+from ..views.view import NpyView, View
 
 #: upstream rows read in one call when they lie at most this many rows apart (a gap
 #: costs reading rows nobody asked for; each call costs a decode at least)

@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from ..io import deadline
+from ..io.derived_store import DerivedStore
 from ..io.disk_cache import derived_key
 from ..io.remote_object import RemoteObject
 from ..io.single_flight import SingleFlight
@@ -42,7 +43,9 @@ class ChunkedRows:
     def __init__(self, obj: RemoteObject, index: ChunkIndex,
                  pool: concurrent.futures.Executor, decoded: DecodedCache,
                  decoders: DecoderCache, dataset: Callable[[], h5py.Dataset],
-                 config: readahead.ReadaheadConfig = readahead.DEFAULT) -> None:
+                 config: readahead.ReadaheadConfig = readahead.DEFAULT,
+                 derived: DerivedStore | None = None) -> None:
+        """``derived``: where decoded chunks are kept on disk (None: nowhere)."""
         layout = index.layout
         self.obj = obj
         self.key = (obj.key, layout.name)
@@ -51,6 +54,7 @@ class ChunkedRows:
         self.pool = pool  # decode tasks; they may wait for background fetches
         self.decoded = decoded
         self.decoders = decoders
+        self.derived = derived
         self.dataset = dataset  # opened only for chunks native_filters leaves to HDF5
         self.config = config
         self.index = index
@@ -98,10 +102,11 @@ class ChunkedRows:
             return np.zeros(chunk_shape, dtype=self.dtype)
         offset, size, mask = entry
         nbytes = int(np.prod(chunk_shape, dtype=np.int64)) * self.dtype.itemsize
-        keep = self.obj.cache.disk is not None and nbytes <= KEEP_DECODED_RATIO * size
+        keep = (self.derived is not None and self.derived.enabled
+                and nbytes <= KEEP_DECODED_RATIO * size)
         decoded_key = self._decoded_key() if keep else ""
         if keep:
-            kept = self.obj.cache.derived(decoded_key, chunk, nbytes)
+            kept = self.derived.get(decoded_key, chunk, nbytes)  # type: ignore[union-attr]
             if kept is not None:
                 return np.frombuffer(kept, dtype=self.dtype).reshape(chunk_shape)
         raw = self.obj.read(offset, offset + size)
@@ -113,8 +118,8 @@ class ChunkedRows:
             raise ChunkDecodeError(errno.EIO, f"chunk {chunk} of {self.key[1]} did not "
                                               f"decode: {exc}") from None
         if keep:
-            self.obj.cache.keep_derived(decoded_key, chunk,
-                                        np.ascontiguousarray(array).tobytes())
+            self.derived.keep(decoded_key, chunk,  # type: ignore[union-attr]
+                              np.ascontiguousarray(array).tobytes())
         return array
 
     def _decoded_key(self) -> str:

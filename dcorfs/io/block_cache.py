@@ -56,7 +56,6 @@ class BlockCache:
         self._inflight: dict[tuple[str, int], threading.Event] = {}
         self.hits = 0
         self.misses = 0
-        self.derived_hits = 0  # derived bytes (decoded chunks) served from disk
 
     @property
     def current_bytes(self) -> int:
@@ -114,25 +113,13 @@ class BlockCache:
                 if len(block) <= self._lru.maxsize:
                     self._lru[(key, index)] = block
 
-    def keep_derived(self, key: str, index: int, data: bytes) -> None:
-        """Write bytes derived from cached ones (a decoded chunk) to disk in the
-        background, as block ``index`` of ``key`` however long (one file: fewer to
-        write and read than 64 KiB pieces); not kept in memory."""
+    def write_later(self, key: str, blocks: dict[int, bytes]) -> None:
+        """Write ``blocks`` of ``key`` to disk in the background (not kept in memory):
+        the disk writer of ``store`` and of ``DerivedStore``."""
         if self._writer is None:
             return
         with contextlib.suppress(RuntimeError):  # closed: unmounting, not kept
-            self._writer.submit(self._write_quietly, key, {index: data})
-
-    def derived(self, key: str, index: int, nbytes: int) -> bytes | None:
-        """The ``nbytes`` kept by ``keep_derived`` as block ``index`` of ``key``, if on
-        disk and intact, else None."""
-        if self.disk is None or nbytes <= 0:
-            return None
-        data = self.disk.get_run(key, index, index + 1, counted=False).get(index)
-        if data is None or len(data) != nbytes:
-            return None
-        self.derived_hits += 1
-        return data
+            self._writer.submit(self._write_quietly, key, blocks)
 
     def known_object(self, key: str) -> tuple[int, str | None] | None:
         """(size, ETag) of an object as stored on disk by an earlier fetch, or None."""

@@ -12,6 +12,7 @@ import functools
 import logging
 import pathlib
 import threading
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,7 +21,8 @@ import mfusepy
 
 from ..io.deadline import deadline
 from ..io.reachability import Unreachable
-from .filesystem import Filesystem, FsConfig
+from ..core.build import FsConfig, build
+from ..core.filesystem import Filesystem
 from .memory import keep_large_buffers_mapped
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ class _FUSE(mfusepy.FUSE):
     def readdir_fuse_3(self, path: bytes | None, buf, filler, offset: int, fip,
                        flags: int) -> int:
         listing = getattr(self.operations, "listing", None)
-        if listing is None or path is None:
+        if listing is None or path is None or not fip:
             return super().readdir_fuse_3(path, buf, filler, offset, fip, flags)
         encoding, errors = self.encoding, self.errors
 
@@ -94,7 +96,8 @@ class _FUSE(mfusepy.FUSE):
             return filler(buf, name.encode(encoding, errors), self._stat_of(attrs), cookie,
                           FUSE_FILL_DIR_PLUS) != 0
 
-        listing(path.decode(encoding, errors), offset, add, bool(flags & FUSE_READDIR_PLUS))
+        listing(path.decode(encoding, errors), fip.contents.fh, offset, add,
+                bool(flags & FUSE_READDIR_PLUS))
         return 0
 
     def _stat_of(self, attrs: dict) -> "mfusepy.c_stat":
@@ -123,11 +126,20 @@ class DcorOperations(mfusepy.Operations):
         return self._ns(self.fs.getattr(path))
 
     @_errors_mapped
-    def listing(self, path: str, offset: int, add: Callable[[str, dict | None, int], bool],
-                with_attrs: bool) -> None:
-        """A folder's entries from ``offset`` (the kernel's cookie: the position after
-        the last entry it took), handed to ``add`` until it says the kernel's buffer
-        is full; with ``with_attrs``, each with its attributes where the folder knows
+    def opendir(self, path: str) -> int:
+        return self.fs.opendir(path)
+
+    @_errors_mapped
+    def releasedir(self, path: str, fh: int) -> int:
+        self.fs.releasedir(fh)
+        return 0
+
+    @_errors_mapped
+    def listing(self, path: str, fh: int, offset: int,
+                add: Callable[[str, dict | None, int], bool], with_attrs: bool) -> None:
+        """The entries of the folder open as ``fh`` (``opendir``) from ``offset`` (the
+        kernel's cookie: the position after the last entry it took), handed to ``add``
+        until it says the kernel's buffer is full; with ``with_attrs``, each with its attributes where the folder knows
         them without a request (``Filesystem.readdir_plus``).  The kernel asks again
         from where it stopped until a call adds nothing, so no call builds the whole
         listing."""
@@ -135,7 +147,7 @@ class DcorOperations(mfusepy.Operations):
             if add(name, None, cookie):
                 return
         start = max(0, offset - 2)
-        entries = self.fs.readdir_plus(path, start, with_attrs)
+        entries = self.fs.readdir_plus(fh, start, with_attrs)
         for cookie, (name, attrs) in enumerate(entries, start + 3):
             if add(name, attrs, cookie):
                 return
@@ -191,7 +203,7 @@ class DcorOperations(mfusepy.Operations):
 
     def init(self, path: str) -> None:
         """Mounted: open the connections the first read will need (in the background)."""
-        self.fs.warm_up()
+        self.fs.mounted()
 
     def destroy(self, path: str) -> None:
         self.fs.close()
@@ -200,9 +212,15 @@ class DcorOperations(mfusepy.Operations):
 def run_mount(mountpoint: pathlib.Path, config: FsConfig, fuse_options: list[str]) -> int:
     """Mount and serve until unmounted; returns the exit code."""
     keep_large_buffers_mapped()
-    fs = Filesystem(config)
+    fs = build(config)
     options: dict[str, Any] = {
-        "fsname": "dcorfs", "subtype": "dcorfs", "ro": True, "default_permissions": True,
+        # ``mount``, ``df`` and ``findmnt`` show the host as the source, as for sshfs
+        "fsname": urllib.parse.urlsplit(config.host).netloc or config.host,
+        "subtype": "dcorfs", "ro": True, "default_permissions": True,
+        # libfuse 3.14 defaults this to UINT_MAX and then warns at every mount that it
+        # ignores it ("Ignoring invalid max threads value"); libfuse runs at most 10
+        # threads, so any bound above that changes nothing
+        "max_idle_threads": 64,
         "kernel_cache": True, "attr_timeout": 3600, "entry_timeout": 3600,
         "negative_timeout": 10,
     }

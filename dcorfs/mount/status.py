@@ -7,7 +7,7 @@ import json
 import os
 import time
 
-STATUS_XATTR = "user.dcorfs.status"
+from ..core.filesystem import STATUS_XATTR
 
 
 def read_status(mountpoint: str | os.PathLike) -> dict:

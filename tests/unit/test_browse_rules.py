@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
-import time
+import functools
 
 import pytest
 
-from dcorfs.dcor.browse import Browser, Listings, ckan_time, is_ckan_name
-from dcorfs.dcor.nodes import File, Link
+from dcorfs.dcor.browse import Browser, ckan_time, is_ckan_name, listing_key
+from dcorfs.views.nodes import File, Link
 from dcorfs.dcor.shared import Shared
+from dcorfs.io.answers import AnswerStore
 from dcorfs.io.disk_cache import DiskCache
 
 RID = "0123abcd-0000-4000-8000-0000000000{:02d}"
@@ -29,17 +30,24 @@ def test_ckan_times_are_utc():
     assert ckan_time("") is None and ckan_time(None) is None and ckan_time("soon") is None
 
 
-def wait_for_calls(calls: list, count: int) -> None:
-    for _ in range(200):
-        if len(calls) >= count:
-            time.sleep(0.05)  # the answer is kept just after the call returns
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"{count} calls expected, {len(calls)} made")
+class Clock:
+    """A clock the test steps: kept answers age without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def store(ttl: float, **kwargs) -> tuple[AnswerStore, Clock, list]:
+    """A store on a stepped clock whose revalidations wait in a list until run."""
+    clock, later = Clock(), []
+    return AnswerStore(ttl, clock=clock, run=later.append, **kwargs), clock, later
 
 
 def test_listings_are_kept_revalidated_in_the_background_and_served_stale():
-    listings = Listings(ttl=0.2)
+    listings, clock, later = store(ttl=10)
     calls = []
 
     def fetch():
@@ -49,49 +57,53 @@ def test_listings_are_kept_revalidated_in_the_background_and_served_stale():
         return len(calls)
 
     assert listings.get(("k",), fetch) == 1
-    assert listings.get(("k",), fetch) == 1 and len(calls) == 1  # kept
-    time.sleep(0.25)
+    clock.now += 9
+    assert listings.get(("k",), fetch) == 1 and len(calls) == 1 and not later  # kept
+    clock.now += 1
     assert listings.get(("k",), fetch) == 1  # served at once, asked again behind it
-    wait_for_calls(calls, 2)
-    assert listings.get(("k",), fetch) == 2  # the new answer
-    time.sleep(0.25)
+    assert listings.get(("k",), fetch) == 1 and len(later) == 1  # one revalidation at a time
+    later.pop()()
+    assert len(calls) == 2 and listings.get(("k",), fetch) == 2  # the new answer
+    clock.now += 10
     assert listings.get(("k",), fetch) == 2
-    wait_for_calls(calls, 3)
+    later.pop()()
+    assert len(calls) == 3
     assert listings.get(("k",), fetch) == 2  # DCOR failed: the old answer, as it was
 
 
-def test_listings_on_disk_serve_a_new_instance(tmp_path):
+def test_listings_on_disk_serve_a_new_instance_with_their_age(tmp_path):
     disk = DiskCache(tmp_path / "cache", max_bytes=1 << 20)
-    Listings(ttl=60, disk=disk).get(("datasets",), lambda: {"a": None})
-    fresh = Listings(ttl=60, disk=disk)  # a remount, maybe offline
-    assert fresh.get(("datasets",), lambda: (_ for _ in ()).throw(
-        OSError(errno.EIO, "down"))) == {"a": None}
-    other_token = Listings(ttl=60, disk=disk, scope="0f" * 16)
+    public = functools.partial(listing_key, "public")
+    AnswerStore(60, disk=disk, disk_key=public).get(("datasets",), lambda: {"a": None})
+    fresh, clock, later = store(ttl=60, disk=disk, disk_key=public)  # a remount, maybe offline
+    down = lambda: (_ for _ in ()).throw(OSError(errno.EIO, "down"))  # noqa: E731
+    assert fresh.get(("datasets",), down) == {"a": None}
+    assert fresh.kept(("datasets",))[1] < 60 and not later  # young: not asked again
+    other_token = AnswerStore(60, disk=disk, disk_key=functools.partial(listing_key, "0f" * 16))
     with pytest.raises(OSError):  # a token's listings are its own
-        other_token.get(("datasets",), lambda: (_ for _ in ()).throw(OSError(errno.EIO, "down")))
+        other_token.get(("datasets",), down)
 
 
 def test_errors_without_a_kept_answer_and_refusals_are_not_hidden():
-    listings = Listings(ttl=0.0)
+    listings, clock, later = store(ttl=0.0)
     with pytest.raises(OSError) as info:
         listings.get(("a",), lambda: (_ for _ in ()).throw(OSError(errno.EIO, "down")))
     assert info.value.errno == errno.EIO
+    assert not listings.missing(("a",))  # errors are never remembered
     listings.get(("b",), lambda: 1)
-    calls = []
 
     def refuse():
-        calls.append(1)
         raise OSError(errno.EACCES, "no")
 
     assert listings.get(("b",), refuse) == 1  # served while asked again
-    wait_for_calls(calls, 1)
+    later.pop()()
     with pytest.raises(OSError) as info:  # a refusal is an answer, not an outage
         listings.get(("b",), refuse)
     assert info.value.errno == errno.EACCES
 
 
 def test_not_found_is_remembered():
-    listings = Listings(ttl=60, negative_ttl=0.2)
+    listings, clock, later = store(ttl=60, negative_ttl=30)
     calls = []
 
     def missing():
@@ -102,10 +114,21 @@ def test_not_found_is_remembered():
         with pytest.raises(FileNotFoundError):
             listings.get(("package", "x"), missing)
     assert len(calls) == 1
-    time.sleep(0.25)
+    clock.now += 29.9
+    assert listings.missing(("package", "x"))
+    clock.now += 0.1
     with pytest.raises(FileNotFoundError):
         listings.get(("package", "x"), missing)
     assert len(calls) == 2
+
+
+def test_ask_checks_each_time_and_falls_back_only_when_unreachable():
+    answers, clock, later = store(ttl=60)
+    assert answers.ask(("basins",), lambda: [1]) == [1]
+    assert answers.ask(("basins",), lambda: [2]) == [2]  # asked again, kept anew
+    assert answers.ask(("basins",), lambda: (_ for _ in ()).throw(OSError(errno.EIO, "x"))) == [2]
+    with pytest.raises(PermissionError):  # a refusal is never hidden
+        answers.ask(("basins",), lambda: (_ for _ in ()).throw(OSError(errno.EACCES, "no")))
 
 
 class FakeApi:
@@ -123,7 +146,7 @@ def browser_for(package: dict) -> tuple[Browser, FakeApi]:
     pool = concurrent.futures.ThreadPoolExecutor(2)
     shared = Shared(api=api, cache=None, fetcher=None, background=None, pool=pool,  # type: ignore[arg-type]
                     decoded=None, decoders=None)  # type: ignore[arg-type]
-    return Browser(shared, ttl=60, private=False), api
+    return Browser(shared, AnswerStore(60), private=False), api
 
 
 def resource(i: int, name: str, size: int = 10) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import os
 import pathlib
 
@@ -15,7 +16,8 @@ import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
 
-from dcorfs.mount.filesystem import Filesystem, FsConfig
+from dcorfs.core.build import FsConfig, build
+from dcorfs.core.filesystem import Filesystem
 
 
 def saved(array: np.ndarray) -> bytes:
@@ -26,9 +28,23 @@ def saved(array: np.ndarray) -> bytes:
 
 @pytest.fixture
 def core(in_thread_server):
-    fs = Filesystem(FsConfig(host=in_thread_server.url, cache_bytes=64 << 20))
+    fs = build(FsConfig(host=in_thread_server.url, cache_bytes=64 << 20))
     yield fs
     fs.close()
+
+
+def page(fs: Filesystem, fh: int, start: int, count: int) -> list[str]:
+    """``count`` names of the open folder ``fh`` from ``start``, as the kernel asks."""
+    return [name for name, _ in itertools.islice(fs.readdir_plus(fh, start, False), count)]
+
+
+def listed_plus(fs: Filesystem, path: str, start: int = 0) -> list[tuple[str, dict | None]]:
+    """A listing of ``path`` from ``start`` with attributes, as ``ls -l`` asks for it."""
+    fh = fs.opendir(path)
+    try:
+        return list(fs.readdir_plus(fh, start))
+    finally:
+        fs.releasedir(fh)
 
 
 def read_all(fs: Filesystem, path: str) -> bytes:
@@ -100,12 +116,12 @@ def test_errors_carry_errnos(core, in_thread_server):
 
 
 def test_the_token_opens_private_resources(in_thread_server, corpus_dir):
-    fs = Filesystem(FsConfig(host=in_thread_server.url, token=in_thread_server.TOKEN))
+    fs = build(FsConfig(host=in_thread_server.url, token=in_thread_server.TOKEN))
     try:
         rid = in_thread_server.ids["private/calibration_beads.rtdc"]
         with h5py.File(corpus_dir / "private/calibration_beads.rtdc", "r") as h5:
             assert read_all(fs, f"/{rid}/deform.npy") == saved(h5["events/deform"][:])
-        assert "token=<set>" in repr(fs.config) and in_thread_server.TOKEN not in repr(fs.config)
+        assert "token=<set>" in repr(fs.parts.config) and in_thread_server.TOKEN not in repr(fs.parts.config)
     finally:
         fs.close()
 
@@ -138,14 +154,14 @@ def test_status_says_what_the_mount_does(core, in_thread_server):
 
 
 def offline_core(in_thread_server, cache: str, token: str = "") -> Filesystem:
-    return Filesystem(FsConfig(host=in_thread_server.url, token=token, disk_cache_dir=cache,
+    return build(FsConfig(host=in_thread_server.url, token=token, disk_cache_dir=cache,
                                offline=True))
 
 
 def test_offline_serves_what_the_disk_cache_holds(in_thread_server, corpus_dir, tmp_path):
     cache = str(tmp_path / "cache")
     rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
-    online = Filesystem(FsConfig(host=in_thread_server.url, disk_cache_dir=cache))
+    online = build(FsConfig(host=in_thread_server.url, disk_cache_dir=cache))
     try:
         deform = read_all(online, f"/{rid}/deform.npy")
         meta = read_all(online, f"/{rid}/metadata.json")
@@ -176,7 +192,7 @@ def test_offline_serves_what_the_disk_cache_holds(in_thread_server, corpus_dir, 
 def test_offline_a_private_resource_needs_the_same_token(in_thread_server, tmp_path):
     cache = str(tmp_path / "cache")
     rid = in_thread_server.ids["private/calibration_beads.rtdc"]
-    online = Filesystem(FsConfig(host=in_thread_server.url, token=in_thread_server.TOKEN,
+    online = build(FsConfig(host=in_thread_server.url, token=in_thread_server.TOKEN,
                                  disk_cache_dir=cache))
     try:
         deform = read_all(online, f"/{rid}/deform.npy")
@@ -221,14 +237,14 @@ def test_a_remount_reads_features_from_kept_layouts(in_thread_server, corpus_dir
     cache = str(tmp_path / "cache")
     rid = in_thread_server.ids[relpath]
     expected = local_features(corpus_dir / relpath)
-    online = Filesystem(FsConfig(host=in_thread_server.url, disk_cache_dir=cache))
+    online = build(FsConfig(host=in_thread_server.url, disk_cache_dir=cache))
     try:
         for name, data in expected.items():
             assert read_all(online, f"/{rid}/{name}.npy") == data, name
         assert online.status()["hdf5"]["files_opened"] >= 1
     finally:
         online.close()
-    again = Filesystem(FsConfig(host=in_thread_server.url, disk_cache_dir=cache))
+    again = build(FsConfig(host=in_thread_server.url, disk_cache_dir=cache))
     try:
         for name, data in expected.items():
             assert again.getattr(f"/{rid}/{name}.npy")["st_size"] == len(data)
@@ -296,7 +312,7 @@ def test_decoded_chunks_kept_on_disk_serve_a_remount(in_thread_server, corpus_di
     expected = local_features(corpus_dir / relpath)
 
     def read_everything() -> dict:
-        fs = Filesystem(FsConfig(host=in_thread_server.url, disk_cache_dir=cache))
+        fs = build(FsConfig(host=in_thread_server.url, disk_cache_dir=cache))
         try:
             for name, data in expected.items():
                 assert read_all(fs, f"/{rid}/{name}.npy") == data, name
@@ -326,7 +342,7 @@ def test_contour_sizes_are_remembered_once_known(core, in_thread_server, corpus_
                                                  monkeypatch):
     """A second ``ls -l contour/`` (nodes long dropped) asks HDF5 nothing; reading a
     contour afterwards still gives its exact bytes."""
-    from dcorfs.dcor.nodes import LazyEntries
+    from dcorfs.views.nodes import LazyEntries
 
     monkeypatch.setattr(LazyEntries, "KEEP", 4)  # every node is dropped again at once
     relpath = "beads/calibration_beads.rtdc"
@@ -363,37 +379,54 @@ def test_a_listing_hands_out_sizes_it_knows(core, in_thread_server, corpus_dir):
         expected = {name: len(saved(h5["events/contour"][str(int(name[:-4]))][:]))
                     for name in names}
     assert len(names) > BULK_AFTER and len(set(expected.values())) > 5
-    requests = core.fetcher.requests
-    assert all(attrs is None for _, attrs in core.readdir_plus(folder, 0))
-    assert core.fetcher.requests == requests  # nothing fetched for a listing
+    requests = core.parts.fetcher.requests
+    assert all(attrs is None for _, attrs in listed_plus(core, folder))
+    assert core.parts.fetcher.requests == requests  # nothing fetched for a listing
     for name in names[:BULK_AFTER]:  # a listing's lookups: the bulk read starts
         assert core.getattr(f"{folder}/{name}")["st_size"] == expected[name]
-    listed = dict(core.readdir_plus(folder, 0))
+    listed = dict(listed_plus(core, folder))
     assert {name: attrs["st_size"] for name, attrs in listed.items()} == expected
-    assert core.shared.counts.snapshot()["bulk_indexes_read"] == 1
-    assert all(attrs is None for _, attrs in core.readdir_plus(folder, 0))  # kept by the kernel
-    assert [name for name, _ in core.readdir_plus(folder, 5)] == names[5:]
+    assert core.parts.shared.counts.snapshot()["bulk_indexes_read"] == 1
+    assert all(attrs is None for _, attrs in listed_plus(core, folder))  # kept by the kernel
+    assert [name for name, _ in listed_plus(core, folder, 5)] == names[5:]
 
 
 def test_a_listing_goes_on_from_what_its_first_page_saw(core, in_thread_server):
     """The kernel asks for a folder page by page: a folder that changes in between (a
-    resource opened, a browsing listing refreshed) must not repeat or skip names."""
-    first = core.readdir_page("/", 0, 1)
-    rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
-    core.getattr(f"/{rid}")  # opening a resource adds it to the root folder
-    rest = core.readdir_page("/", 1, 1000)
+    resource opened, a browsing listing refreshed) must not repeat or skip names; two
+    listings at once each page from their own handle."""
+    fh = core.opendir("/")
+    try:
+        first = page(core, fh, 0, 1)
+        rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
+        core.getattr(f"/{rid}")  # opening a resource adds it to the root folder
+        other = core.opendir("/")
+        try:
+            assert rid in page(core, other, 0, 1000)  # a new listing sees it
+            rest = page(core, fh, 1, 1000)
+        finally:
+            core.releasedir(other)
+    finally:
+        core.releasedir(fh)
     assert rid not in first + rest and len(set(first + rest)) == len(first + rest)
-    assert rid in core.readdir_page("/", 0, 1000)  # a new listing sees it
+    assert rid in core.readdir("/")
+    with pytest.raises(OSError) as info:  # a released handle lists nothing
+        page(core, fh, 0, 1)
+    assert info.value.errno == errno.EBADF
 
 
 def test_a_refreshed_browsing_listing_does_not_change_a_listing_under_way(core):
     """``datasets/`` is made anew each time it is asked for (around the listing DCOR
     gave last, which a refresh replaces): pages after the first come from the entries
     the first page saw."""
-    first, entries = core._page("/datasets", 0, 1)
-    assert core.lookup("/datasets").entries is not entries  # made anew
-    rest, later = core._page("/datasets", 1, 1000)
-    assert later is entries and first + rest == core.readdir_page("/datasets", 0, 1000)
+    fh = core.opendir("/datasets")
+    try:
+        first, entries = core._page(core._folder(fh), 0, 1)
+        assert core.lookup("/datasets").entries is not entries  # made anew
+        rest, later = core._page(core._folder(fh), 1, 1000)
+    finally:
+        core.releasedir(fh)
+    assert later is entries and first + rest == core.readdir("/datasets")
 
 
 def test_the_first_read_goes_through_the_site_cache(in_thread_server, corpus_dir):
@@ -401,8 +434,8 @@ def test_the_first_read_goes_through_the_site_cache(in_thread_server, corpus_dir
     by the warm-up (which may not have run yet: a cluster job mounts and reads at
     once).  The mirror here is the store itself, at the same paths."""
     store = in_thread_server.config.store_base
-    fs = Filesystem(FsConfig(host=in_thread_server.url, store_mirror=store))
-    try:  # no warm_up(): the origin is not known from it
+    fs = build(FsConfig(host=in_thread_server.url, store_mirror=store))
+    try:  # not mounted(): the warm-up did not learn the origin
         rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
         with h5py.File(corpus_dir / "beads/calibration_beads.rtdc", "r") as h5:
             assert read_all(fs, f"/{rid}/deform.npy") == saved(h5["events/deform"][:])
@@ -424,7 +457,7 @@ def test_a_read_is_whole_or_fails(core, in_thread_server):
         whole = core.read(fh, 0, size + 100)
         assert len(whole) == size  # up to the end, and no further
         assert core.read(fh, size - 10, 100) == whole[-10:]
-        node = core._handles[fh][1]
+        node = core._files[fh][1]
 
         class Short:
             size = node.size

@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from dcorfs.dcor.npy_format import npy_header
-from dcorfs.dcor.views import BytesView, LazyBytesView, NpyView
+from dcorfs.views.npy_format import npy_header
+from dcorfs.views.view import BytesView, LazyBytesView, NpyView
 
 ARRAYS = [np.arange(1000, dtype="<f8"), np.zeros((0,), "<f4"),
           np.arange(7 * 5 * 3, dtype="|u1").reshape(7, 5, 3),

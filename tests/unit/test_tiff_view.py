@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from dcorfs.dcor.tiff_view import TiffView
+from dcorfs.views.tiff import TiffView
 from harness import array_view
 
 

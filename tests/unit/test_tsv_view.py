@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from dcorfs.dcor.tsv_view import BLOCK_ROWS, TsvView, field_format
+from dcorfs.views.tsv import BLOCK_ROWS, TsvView, field_format
 from harness import array_view
 
 

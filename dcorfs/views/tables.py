@@ -1,11 +1,11 @@
-"""dcserv's tables as NumPy structured arrays."""
+"""Tables given as ``[column names | None, rows]`` as NumPy structured arrays."""
 from __future__ import annotations
 
 import numpy as np
 
 
 def table_array(content: list) -> np.ndarray:
-    """dcserv's ``[column names | None, rows]`` as dclab builds it, singleton axes dropped.
+    """``[column names | None, rows]`` (dclab's table form), singleton axes dropped.
 
     HDF5 stores rec-array tables as (M, 1) compound datasets; the trailing unit axes
     carry no information, so the file is a plain (M,) structured array.

@@ -5,7 +5,7 @@ file must not read its data: entries and views are computed when first asked for
 once, under a lock (the kernel asks from many threads).  A folder answers two
 questions: what it lists (``entries``) and what one name is (``get``); the browse
 folders answer the second without the first, so a lookup never costs a listing.
-Every node may carry the modification time DCOR gives it (``mtime``, epoch seconds).
+Every node may carry a modification time (``mtime``, epoch seconds).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Union
 
 import cachetools
 
-from .views import View
+from .view import View
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ class Dir:
 
 
 class CheckedDir(Dir):
-    """A folder some of whose entries exist only when a check says so: a feature DCOR
-    declares whose source must first be found (a listed file must always open).
+    """A folder some of whose entries exist only when a check says so: an entry
+    whose source must first be found (a listed file must always open).
 
     ``produce`` gives every candidate with its check (None: no check needed).  A
     lookup runs only its own name's check; a listing runs every check.  A check's
@@ -91,8 +91,8 @@ class CheckedDir(Dir):
 
 
 class BrowseDir(Dir):
-    """A folder whose listing and lookups are separate questions to DCOR (each kept
-    by the browser for a while): ``list_entries()`` for ``ls``, ``lookup(name)`` for a
+    """A folder whose listing and lookups are separate questions to a remote service
+    (each answer kept by the caller for a while): ``list_entries()`` for ``ls``, ``lookup(name)`` for a
     path walked through it."""
 
     def __init__(self, list_entries: Callable[[], dict[str, "Node"]],

@@ -22,7 +22,7 @@ import struct
 
 import numpy as np
 
-from .views import NpyView
+from .view import NpyView
 
 CLASSIC_LIMIT = 2 ** 32  # offsets of classic TIFF are 32-bit
 

@@ -115,7 +115,7 @@ class RemoteBytesView:
 
 
 class LazyRemoteView:
-    """A file whose size is known from DCOR and whose bytes come from a remote object
+    """A file whose size is known in advance and whose bytes come from a remote object
     made on the first read (``stat`` of a listed resource costs no request)."""
 
     def __init__(self, size: int, open_object: Callable[[], RemoteObject]) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..io import deadline
 from ..io.single_flight import SingleFlight
-from .views import NpyView, split_at_header
+from .view import NpyView, split_at_header
 
 #: field width and format per kind of value: wide enough for any value of the type
 _FLOAT = {8: (24, "%24.17g"), 4: (15, "%15.9g"), 2: (15, "%15.9g")}
