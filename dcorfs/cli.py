@@ -20,20 +20,10 @@ from . import __version__, paths
 from .io.http import check_plain_http, check_proxy_url
 from .io.store_mirror import check_mirror_url
 from .mount.fusermount import fuse_problem, unmount
+from .mount.options import add_mount_options, background_argv, fs_config, helper_option
 from .processes import dcorfs_argv, wait_for
 
 log = logging.getLogger("dcorfs")
-
-SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """'512M', '1G', '1073741824' -> bytes."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 512M or 2G)")
-    return int(float(match.group(1)) * SIZE_UNITS[match.group(2)])
-
 
 def default_token_file() -> pathlib.Path:
     return paths.config_dir() / "token"
@@ -129,19 +119,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if not args.foreground:
         return _mount_in_background(args, mountpoint)
     setup_logging(args.verbose, args.log_file)
-    from .core.build import FsConfig
     from .mount.fuse_adapter import run_mount
 
-    config = FsConfig(host=host, token=token, cache_bytes=args.cache_size,
-                      allow_http=args.allow_insecure_http, timeout=args.timeout,
-                      op_timeout=args.op_timeout, max_resources=max(1, args.max_open_resources),
-                      listing_ttl=args.listing_ttl,
-                      disk_cache_dir=None if args.no_disk_cache else str(
-                          pathlib.Path(args.cache_dir).expanduser() if args.cache_dir
-                          else paths.cache_dir()),
-                      disk_cache_bytes=args.disk_cache_size, offline=args.offline,
-                      store_mirror=args.store_mirror or None,
-                      store_origin=args.store_origin or None, proxy=args.proxy or None)
+    config = fs_config(args, host, token)
     return run_mount(mountpoint, config, fuse_options=args.fuse_options)
 
 
@@ -155,25 +135,8 @@ def _mount_in_background(args: argparse.Namespace, mountpoint: pathlib.Path) -> 
     starts (an import error, say) is there too, and is shown here.
     """
     log_file = pathlib.Path(args.log_file or _default_log_path(mountpoint)).resolve()
-    argv = dcorfs_argv("mount", mountpoint, "--foreground", "--host", args.host,
-                       "--cache-size", args.cache_size, "--log-file", log_file,
-                       "--timeout", args.timeout, "--op-timeout", args.op_timeout,
-                       "--max-open-resources", args.max_open_resources,
-                       "--listing-ttl", args.listing_ttl,
-                       "--disk-cache-size", args.disk_cache_size, *["-v"] * args.verbose)
-    if args.offline:
-        argv.append("--offline")
-    if args.no_disk_cache:
-        argv.append("--no-disk-cache")
-    elif args.cache_dir:
-        argv += ["--cache-dir", str(pathlib.Path(args.cache_dir).expanduser().resolve())]
-    if args.token_file:
-        argv += ["--token-file", str(pathlib.Path(args.token_file).expanduser().resolve())]
-    if args.allow_insecure_http:
-        argv.append("--allow-insecure-http")
-    for name in ("store_mirror", "store_origin", "proxy"):  # given, or from the environment
-        if getattr(args, name):
-            argv += [f"--{name.replace('_', '-')}", getattr(args, name)]
+    argv = dcorfs_argv("mount", mountpoint, "--foreground", "--log-file", log_file,
+                       *background_argv(args), *["-v"] * args.verbose)
     for opt in args.fuse_options:
         argv += ["-o", opt]
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -319,66 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  dcorfs  /home/me/dcor  fuse.dcorfs  noauto,user,host=dcor.mpl.mpg.de,"
                "token_file=/home/me/.config/dcorfs/token  0 0")
     mount.add_argument("mountpoint")
-    mount.add_argument("--host", default="dcor.mpl.mpg.de",
-                       help="DCOR host name (https implied) or URL with scheme and port, "
-                            "e.g. http://127.0.0.1:8000 (default: %(default)s)")
-    mount.add_argument("--token-file", help="file holding the DCOR API token (mode 600); "
-                                            "default: DCOR_API_TOKEN, else ~/.config/dcorfs/token "
-                                            "if it exists")
-    mount.add_argument("--cache-size", type=parse_size, default=parse_size("1G"),
-                       help="memory for the block cache, e.g. 512M, 2G (default: 1G)")
-    mount.add_argument("--cache-dir", metavar="DIR",
-                       help="where fetched bytes are kept across mounts and restarts "
-                            "(default: $XDG_CACHE_HOME/dcorfs, mode 0700)")
-    mount.add_argument("--disk-cache-size", type=parse_size, default=parse_size("10G"),
-                       metavar="SIZE",
-                       help="the most the disk cache holds, e.g. 50G (default: 10G, the "
-                            "scalar features of thousands of measurements or the images of a "
-                            "few; at least 5%% of the filesystem is always left free)")
-    mount.add_argument("--no-disk-cache", action="store_true",
-                       help="keep fetched bytes in memory only")
-    mount.add_argument("--offline", action="store_true",
-                       help="never touch the network: serve what the disk cache holds "
-                            "(listings, resources, bytes read or prefetched before); the rest "
-                            "fails at once with EIO. Without it, a mount that cannot reach "
-                            "DCOR goes offline by itself and back online when DCOR answers")
-    mount.add_argument("--timeout", type=float, default=30.0,
-                       help="seconds to wait for one HTTP answer (default: %(default)s)")
-    mount.add_argument("--op-timeout", type=float, default=60.0,
-                       help="longest any file operation may take before it fails with EIO, "
-                            "retries included (default: %(default)s)")
-    mount.add_argument("--max-open-resources", type=int, default=32,
-                       help="resources kept open (HDF5 metadata in memory); older ones without "
-                            "open files are closed and reopened on demand (default: %(default)s)")
-    mount.add_argument("--listing-ttl", type=float, default=300.0, metavar="SECONDS",
-                       help="how long listings of datasets, circles and collections are kept "
-                            "before DCOR is asked again (default: %(default)s)")
-    mount.add_argument("--foreground", "-f", action="store_true",
-                       help="stay in the foreground and log to stderr")
+    add_mount_options(mount)
     mount.add_argument("-o", dest="fuse_options", action="append", default=[],
                        metavar="OPT", help="extra FUSE option, e.g. -o allow_other (repeatable)")
-    mount.add_argument("--log-file", help="log here instead of stderr "
-                                          "(background default: ~/.local/state/dcorfs/)")
-    mount.add_argument("--store-mirror", metavar="URL",
-                       default=os.environ.get("DCORFS_STORE_MIRROR", ""),
-                       help="a site cache in front of DCOR's object store (an nginx set up as "
-                            "in examples/nginx-dcor-cache.conf, e.g. http://cache.lab:8080): "
-                            "public reads go through it, private ones never do; if it fails, "
-                            "reads go to the object store (default: $DCORFS_STORE_MIRROR)")
-    mount.add_argument("--store-origin", metavar="URL",
-                       default=os.environ.get("DCORFS_STORE_ORIGIN", ""),
-                       help="the object store the mirror fronts (default: "
-                            "$DCORFS_STORE_ORIGIN, else learned from DCOR: the host of its "
-                            "resources' s3_url)")
-    mount.add_argument("--proxy", metavar="URL",
-                       help="reach DCOR and its object store through this HTTP proxy (e.g. "
-                            "http://proxy.lab:3128); by default the environment's, as curl "
-                            "and requests read it: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, and "
-                            "NO_PROXY for hosts reached directly (which --proxy honours "
-                            "too). An https request goes through a CONNECT tunnel: the "
-                            "proxy never sees the token")
-    mount.add_argument("--allow-insecure-http", action="store_true",
-                       help="allow plain http to a host that is not loopback")
     mount.add_argument("-v", "--verbose", action="count", default=0,
                        help="more log output (-v info, -vv debug)")
     mount.set_defaults(func=cmd_mount)
@@ -510,14 +416,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 # the mount-helper form: ``dcorfs SOURCE MOUNTPOINT -o OPTIONS`` (mount.fuse3, fstab)
 COMMANDS = {"mount", "unmount", "serve", "demo", "demo-data", "doctor", "prefetch", "cache"}
-HELPER_VALUES = {"host": "--host", "cache_size": "--cache-size", "token_file": "--token-file",
-                 "timeout": "--timeout", "op_timeout": "--op-timeout",
-                 "max_open_resources": "--max-open-resources", "log_file": "--log-file",
-                 "listing_ttl": "--listing-ttl", "cache_dir": "--cache-dir",
-                 "disk_cache_size": "--disk-cache-size", "store_mirror": "--store-mirror",
-                 "store_origin": "--store-origin", "proxy": "--proxy"}
-HELPER_FLAGS = {"allow_insecure_http": "--allow-insecure-http", "foreground": "--foreground",
-                "no_disk_cache": "--no-disk-cache", "offline": "--offline"}
 # mount(8)'s own options; dcorfs is always read-only, so rw and ro change nothing
 HELPER_IGNORED = {"rw", "ro", "defaults", "auto", "noauto", "user", "nouser", "users",
                   "owner", "group", "_netdev", "nofail", "comment"}
@@ -548,17 +446,11 @@ def mount_helper_argv(argv: list[str]) -> list[str] | None:
             raise SystemExit(f"dcorfs: unexpected argument {arg!r}; the mount-helper form is "
                              f"dcorfs SOURCE MOUNTPOINT -o OPTIONS")
         for item in filter(None, (o.strip() for o in options.split(","))):
-            key, sep, value = item.partition("=")
-            if key in HELPER_VALUES and sep:
-                out += [HELPER_VALUES[key], value]
-            elif key in HELPER_FLAGS and not sep:
-                out.append(HELPER_FLAGS[key])
-            elif key in HELPER_VALUES or key in HELPER_FLAGS:
-                raise SystemExit(f"dcorfs: option {key} needs "
-                                 f"{'a value' if key in HELPER_VALUES else 'no value'}")
-            elif key.startswith("x-") or key in HELPER_IGNORED:
-                continue
-            else:
+            key = item.partition("=")[0]
+            own = helper_option(item)
+            if own is not None:
+                out += own
+            elif not (key.startswith("x-") or key in HELPER_IGNORED):
                 fuse.append(item)
     if fuse:
         out += ["-o", ",".join(fuse)]

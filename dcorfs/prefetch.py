@@ -16,8 +16,7 @@ import sys
 import threading
 
 from .mount.status import read_status
-
-PIECE = 4 * 1024 ** 2
+from .tuning import TUNING
 
 
 def mount_root(path: pathlib.Path) -> pathlib.Path | None:
@@ -106,7 +105,7 @@ def run(paths: list[str], features: list[str] | None, jobs: int) -> int:
         def read(file: pathlib.Path) -> None:
             with open(file, "rb", buffering=0) as handle:
                 while True:
-                    piece = handle.read(PIECE)
+                    piece = handle.read(TUNING.prefetch_piece)
                     if not piece:
                         return
                     with lock:

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ..ids import is_resource_id
-from ..views.nodes import Dir, File, LazyEntries, Link, Node
 from ..tuning import TUNING, Tuning
+from ..views.nodes import Dir, File, LazyEntries, Link, Node
 from .resources import OpenResources
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from ..io.answers import AnswerStore
 from ..ids import is_resource_id
+from ..io.answers import AnswerStore
 
 log = logging.getLogger(__name__)
 

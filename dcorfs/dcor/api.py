@@ -19,16 +19,19 @@ import requests
 
 from ..ids import is_resource_id  # noqa: F401 - the dcor layer's name for it
 from ..io import deadline
+from ..io.http import (
+    backoff_delay,
+    check_plain_http,
+    new_session,
+    redact,
+    retry_after,
+    shared_adapter,
+)
 from ..io.reachability import Reachability, Unreachable, cannot_connect
-from ..io.http import (backoff_delay, check_plain_http, new_session, redact, retry_after,
-                       shared_adapter)
+from ..tuning import TUNING
 
 log = logging.getLogger(__name__)
 
-#: how long a request waits for DCOR's maintenance to end where no operation deadline
-#: bounds it (background work); and how often it asks without a Retry-After
-MAINTENANCE_WAIT = 600.0
-MAINTENANCE_POLL = 2.0
 
 class DcorApi:
     def __init__(self, host_url: str, token: str = "", timeout: float = 30.0,
@@ -62,7 +65,7 @@ class DcorApi:
 
         Transport failures and 5xx are retried ``retries`` times; a 503 is DCOR in
         maintenance (DCOR-Aid reads it so too) and is waited out, as long as the
-        operation's deadline allows (``MAINTENANCE_WAIT`` without one), at the pace
+        operation's deadline allows (``TUNING.maintenance_wait`` without one), at the pace
         ``Retry-After`` asks for."""
         url = f"{self.base}/api/3/action/{action}"
         wait_next = 0.0
@@ -116,9 +119,9 @@ class DcorApi:
                         "wait for it, as long as each operation's deadline allows")
         left = deadline.remaining(math.inf)
         if left == math.inf:  # no operation waits: bounded by the time waited so far
-            left = MAINTENANCE_WAIT - (time.monotonic() - since)
-        delay = asked if asked > 0 else MAINTENANCE_POLL
-        if left <= min(delay, MAINTENANCE_POLL) / 2:
+            left = TUNING.maintenance_wait - (time.monotonic() - since)
+        delay = asked if asked > 0 else TUNING.maintenance_poll
+        if left <= min(delay, TUNING.maintenance_poll) / 2:
             raise OSError(errno.EIO, f"DCOR is in maintenance (503 to {action})")
         time.sleep(min(delay, max(0.05, left - 0.5)))
 

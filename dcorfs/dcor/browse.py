@@ -35,10 +35,10 @@ from typing import Any
 from ..io import deadline
 from ..io.answers import AnswerStore, Key
 from ..io.remote_object import RemoteObject
-from .api import is_resource_id
 from ..views.nodes import BrowseDir, Dir, File, LazyEntries, Link, Node
-from .shared import Shared
 from ..views.view import BytesView, LazyRemoteView
+from .api import is_resource_id
+from .shared import Shared
 
 log = logging.getLogger(__name__)
 

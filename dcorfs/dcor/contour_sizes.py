@@ -2,7 +2,7 @@
 
 A contour file's size needs its dataset's shape.  One lookup (``np.load`` of one
 contour, a loop over some) asks h5py for that one dataset.  ``ls -l``, ``du``, ``find
--size`` or a file manager ask for every entry and open none: after ``BULK_AFTER`` such
+-size`` or a file manager ask for every entry and open none: after ``TUNING.contour_bulk_after`` such
 lookups in a row, the shapes of all contours are read at once, in bulk
 (``hdf5.group_shapes``: a few hundred large requests, none into the block cache), and
 the lookups that come meanwhile wait for it instead of each making its own requests.
@@ -24,20 +24,14 @@ import numpy as np
 
 from ..hdf5.group_shapes import GroupShapes
 from ..io import deadline
-from .basin import Basin
+from ..tuning import TUNING
 from ..views.npy_format import npy_size
+from .basin import Basin
 
 log = logging.getLogger(__name__)
 
 #: a contour's size in the array: not known yet, or no such contour
 UNKNOWN, MISSING = -1, -2
-#: lookups of contours of unknown size, without one of them opened, after which the
-#: shapes of all are read in bulk (a loop that reads each contour opens each)
-BULK_AFTER = 16
-#: seconds after a failed bulk read before a listing tries again
-RETRY_AFTER = 60.0
-#: a group's object header is read from its start; its symbol table message is early
-GROUP_HEADER_BYTES = 4096
 #: the disk cache's note holding the sizes of a basin's contours
 NOTE = "sizes:contour"
 
@@ -55,7 +49,7 @@ class ContourSizes:
         self._changed = threading.Condition()  # sizes learned, or the bulk read ended
         self._unopened = 0  # lookups of unknown sizes since a contour was last opened
         self._bulk: concurrent.futures.Future | None = None
-        self._failed_at = -RETRY_AFTER  # when the last bulk read failed
+        self._failed_at = -TUNING.contour_bulk_retry_after  # when the last bulk read failed
         self._missing_said = False
         self._from_disk()
 
@@ -68,8 +62,8 @@ class ContourSizes:
             return size
         with self._changed:
             self._unopened += 1
-            if (self._bulk is None and self._unopened >= BULK_AFTER
-                    and time.monotonic() >= self._failed_at + RETRY_AFTER):
+            if (self._bulk is None and self._unopened >= TUNING.contour_bulk_after
+                    and time.monotonic() >= self._failed_at + TUNING.contour_bulk_retry_after):
                 self._bulk = self.pool.submit(self._read_in_bulk)
                 self._bulk.add_done_callback(self._ended)
         return self.peek(number)
@@ -110,7 +104,7 @@ class ContourSizes:
 
     def _read_in_bulk(self) -> None:
         """Read every contour's shape at once.  On failure, lookups ask h5py, and a
-        listing tries the bulk read again after ``RETRY_AFTER``."""
+        listing tries the bulk read again after ``TUNING.contour_bulk_retry_after``."""
         started = time.monotonic()
         count = len(self.sizes)
         log.info("DCR413 %s: reading the sizes of %d contours in bulk", self.rid, count)
@@ -144,7 +138,7 @@ class ContourSizes:
         ``MISSING`` once it is done."""
         obj = self.basin.obj
         address = self._address()
-        header = obj.read(address, min(address + GROUP_HEADER_BYTES, obj.size))
+        header = obj.read(address, min(address + TUNING.contour_group_header_bytes, obj.size))
         sized: dict[tuple[str, tuple[int, ...]], int] = {}
         listed = np.zeros(len(self.sizes), dtype=bool)
         found = 0

@@ -22,8 +22,8 @@ from ..hdf5.layout import Layout
 from ..hdf5.readahead import DEFAULT, ReadaheadConfig
 from ..hdf5.small_dataset import read_data, read_header
 from ..io.remote_object import RemoteObject
-from .basin import Basin
 from ..views.view import NpyView, RemoteBytesView
+from .basin import Basin
 
 log = logging.getLogger(__name__)
 

@@ -27,34 +27,29 @@ from ..hdf5.readahead import COLUMN, DEFAULT, ReadaheadConfig
 from ..ids import is_resource_id
 from ..io import deadline
 from ..io.remote_object import RemoteObject
-from ..io.sequential import SequentialReadahead, StreamConfig
-from .basin import Basin, remote_basins
-from .contour_sizes import MISSING, ContourSizes
-from .feature_views import (dataset_view, header_view, layout_view, mapped_view, passthrough,
-                            small_view)
-from ..views.nodes import CheckedDir, Dir, File, LazyEntries, Node, NumberedNames
-from .presigned import local_expiry
-from .shared import Shared
+from ..tuning import TUNING
+from ..views.nodes import CheckedDir, Dir, File, Node
 from ..views.tables import table_array
 from ..views.tiff import TiffView
 from ..views.tsv import TsvView
-from .upstream import Via
 from ..views.view import BytesView, LazyBytesView, NpyView, View
+from .basin import Basin, remote_basins
+from .contour_folder import ContourFolder
+from .contour_sizes import ContourSizes
+from .feature_views import dataset_view, layout_view, mapped_view, passthrough
+from .presigned import local_expiry
+from .shared import Shared
+from .upstream import Via
 
 log = logging.getLogger(__name__)
 
-BOOL_FEATURES = {"mask"}
+BOOL_FEATURES = {"mask"}  # stored as uint8 0/255, presented as bool (dclab's H5MaskEvent)
 #: dclab's non-scalar features (``definitions/feat_const.py: FEATURES_NON_SCALAR``);
 #: every other feature dclab defines is one number per event.  Those of them that
 #: are an image per event are shown as TIFF stacks too (the view checks the shape).
 IMAGE_FEATURES = {"image", "image_bg", "mask", "qpi_pha", "qpi_amp", "qpi_oah", "qpi_oah_bg"}
 GROUP_FEATURES = {"contour", "trace"}
 NOT_SCALAR = GROUP_FEATURES | IMAGE_FEATURES
-#: basins inside basin files followed at most this deep (a cycle is refused anyway)
-MAX_BASIN_DEPTH = 8
-#: contour headers looked up one after another: how far to fetch ahead of them
-CONTOUR_WALK = StreamConfig(first_window=1 << 20, max_window=8 << 20, piece=1 << 20,
-                            slack=4 << 20)  # stored as uint8 0/255, presented as bool (dclab's H5MaskEvent)
 
 
 class Resource:
@@ -386,9 +381,9 @@ class Resource:
 
     def _open_upstream(self, spec: dict, url: str) -> Resource | None:
         chain = self.chain + (self.rid,)
-        if len(chain) > MAX_BASIN_DEPTH:
+        if len(chain) > TUNING.max_basin_depth:
             log.info("DCR422 %s: basin %r is deeper than %d basins; not followed",
-                     self.rid, spec.get("name"), MAX_BASIN_DEPTH)
+                     self.rid, spec.get("name"), TUNING.max_basin_depth)
             return None
         if spec.get("format") == "dcor":
             rid = dcor_resource_id(url)
@@ -630,98 +625,17 @@ class Resource:
                 for name in sorted(group.keys())}
 
     def _contour_entries(self) -> dict[str, Node]:
-        """One name per event, from the event count, as dclab does: counting the links
-        of ``events/contour`` (HDF5 visits every node of the group's index, which
-        dclab's writer scatters through the file) would read a large measurement's
-        whole index over the network.  With the count from DCOR's metadata, listing
-        reads nothing: the group is found in HDF5 on the first lookup of a name.
-        Each lookup finds its one name in the index, unless ``ContourSizes`` knows
-        its size (a listing's lookups read all in bulk): HDF5 is then opened only
-        when the file is read."""
-        if not self._innate("contour"):  # perhaps in another resource (dcnum data)
+        """``contour/``: its own folder (``ContourFolder``), or another resource's
+        where the contours are there (dcnum data)."""
+        if not self._innate("contour"):
             where = self.source("contour")
             if isinstance(where, Via):
                 return where.folder("contour")
-        count = self._declared_event_count()
-        lock = threading.Lock()
-        found: list[tuple[Basin, h5py.Group, ContourSizes, SequentialReadahead]] = []
-
-        def located() -> tuple[Basin, h5py.Group, ContourSizes, SequentialReadahead]:
-            """The group, its sizes and its walk, found once (a failure is not kept)."""
-            with lock:
-                if not found:
-                    basin, group = self._group("contour")
-                    events = count if count is not None else self._event_count(basin, group)
-                    found.append((basin, group,
-                                  ContourSizes(self.rid, basin, group, events, self.pool),
-                                  SequentialReadahead(basin.obj, CONTOUR_WALK)))
-                return found[0]
-
-        names = NumberedNames(count if count is not None else len(located()[2].sizes))
-
-        def opened(basin: Basin, group: h5py.Group, key: str) -> h5py.Dataset:
-            try:
-                dataset = group.get(key)  # one lookup in the index
-            except Exception as exc:  # h5py reports our OSErrors as generic ones
-                raise basin.error_from(exc) from None
-            if dataset is None:
-                raise OSError(errno.ENOENT, f"{self.rid}: contour {key} is missing")
-            return dataset
-
-        def contour(key: str) -> View | None:
-            """The view of contour ``key``, or None when the group lacks it: one lookup
-            in the group's index (h5py), then the dataset's own bytes, parsed."""
-            basin, group, _, walk = located()
-            try:
-                info = group.id.links.get_info(key.encode()) if key in group else None
-            except Exception as exc:  # h5py reports our OSErrors as generic ones
-                raise basin.error_from(exc) from None
-            if info is None:
-                return None
-            if info.type != h5py.h5l.TYPE_HARD:
-                return small_view(basin, opened(basin, group, key))
-            # dclab writes the contours of consecutive events after one another (between
-            # image chunks): a walk through them streams ahead of its headers
-            walk.before_read(info.u, info.u + 1)
-            return header_view(basin, info.u, lambda: opened(basin, group, key))
-
-        def view(made: View | None, number: int, size: int) -> View:
-            sizes = located()[2]
-            sizes.opened()  # only opening makes a view once the size is known
-            if made is None:
-                made = contour(str(number))
-                if made is None:
-                    raise OSError(errno.ENOENT, f"{self.rid}: contour {number} is missing")
-            if made.size != size:  # the bulk read's parse and h5py disagree
-                raise OSError(errno.EIO, f"{self.rid}: contour {number} is {made.size} "
-                                         f"bytes, listed as {size}")
-            return made
-
-        def sized(number: int, size: int) -> Node | None:
-            if size < 0:
-                return None
-            return File(lambda: view(None, number, size), size=size)
-
-        def peek(name: str) -> Node | None:
-            number = names.number(name)
-            if number is None or not found:  # a listing does not open the group
-                return None
-            return sized(number, found[0][2].peek(number))
-
-        def make(name: str) -> Node | None:
-            number = names.number(name)
-            sizes = located()[2]
-            size = sizes[number]
-            if size == MISSING or size >= 0:
-                return sized(number, size)
-            made = contour(str(number))
-            if made is None:  # a truncated write: fewer contours than events
-                sizes.known(number, MISSING)
-                return None
-            sizes.known(number, made.size)
-            return File(lambda: view(made, number, made.size), size=made.size)
-
-        return LazyEntries(names, make, peek)
+        return ContourFolder(
+            self.rid, lambda: self._group("contour"), self._declared_event_count(),
+            self._event_count,
+            lambda basin, group, events: ContourSizes(self.rid, basin, group, events,
+                                                      self.pool)).entries()
 
     def _declared_event_count(self) -> int | None:
         """The measurement's event count as DCOR's metadata gives it (always, on

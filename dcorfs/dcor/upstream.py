@@ -19,12 +19,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..tuning import TUNING
 from ..views.nodes import Dir, File, LazyEntries, Node, NumberedNames
 from ..views.view import NpyView, View
-
-#: upstream rows read in one call when they lie at most this many rows apart (a gap
-#: costs reading rows nobody asked for; each call costs a decode at least)
-GATHER_GAP = 8
 
 
 @dataclasses.dataclass
@@ -86,7 +83,7 @@ def mapped(inner: View, basinmap: Callable[[], np.ndarray]) -> NpyView:
         unique, inverse = np.unique(wanted, return_inverse=True)
         parts = []
         start = 0
-        for cut in list(np.nonzero(np.diff(unique) > GATHER_GAP)[0] + 1) + [len(unique)]:
+        for cut in list(np.nonzero(np.diff(unique) > TUNING.upstream_gather_gap)[0] + 1) + [len(unique)]:
             first, last = int(unique[start]), int(unique[cut - 1])
             block = inner.rows(first, last + 1)
             parts.append(block[unique[start:cut] - first])

@@ -2,7 +2,7 @@
 
 A new connection costs a round trip for TCP, on DCOR one or two more for TLS.  The
 first lookup sends two API queries at once, the first read of a file three or more
-store requests at once, so two API connections and ``STORE_CONNECTIONS`` store
+store requests at once, so two API connections and ``TUNING.store_connections`` store
 connections are opened at mount.  The object store's host is learned from any public
 resource (DCOR keeps all its objects on one store): its ``s3_url``, or on an older
 DCOR the URL of an RT-DC resource's basin.  Servers close keep-alive connections that
@@ -22,8 +22,9 @@ from collections.abc import Callable
 
 from ..io.background import BackgroundFetches, prestart
 from ..io.http import redact
-from ..io.range_fetch import STORE_CONNECTIONS, RangeFetcher
+from ..io.range_fetch import RangeFetcher
 from ..io.store_mirror import StoreMirror
+from ..tuning import TUNING
 from .api import DcorApi, is_resource_id
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class WarmUp:
         return None
 
     def reopen_if_idle(self) -> None:
-        """Open ``STORE_CONNECTIONS`` store connections in the background if none was
+        """Open ``TUNING.store_connections`` store connections in the background if none was
         used for ``reopen_after`` seconds: their handshakes then overlap the API query
         instead of delaying the first reads (one request of one byte each)."""
         url = self.store_url
@@ -143,18 +144,18 @@ class WarmUp:
             return
         self.fetcher.last_used = time.monotonic()
         log.info("DCF106 reopening %d store connections after %.0f s without a request",
-                 STORE_CONNECTIONS, idle)
+                 TUNING.store_connections, idle)
         for future in self._open_store_connections(url):
             future.add_done_callback(lambda f: f.exception() and log.debug(
                 "reopening a store connection: %s", f.exception()))
 
     def _open_store_connections(self, url: str) -> list[concurrent.futures.Future]:
-        """``STORE_CONNECTIONS`` requests of one byte at once, each opening a connection
+        """``TUNING.store_connections`` requests of one byte at once, each opening a connection
         of its own, on threads of their own: the background pool stays free for the
         reads that may start meanwhile."""
-        opener = concurrent.futures.ThreadPoolExecutor(STORE_CONNECTIONS,
+        opener = concurrent.futures.ThreadPoolExecutor(TUNING.store_connections,
                                                        thread_name_prefix="connect")
         futures = [opener.submit(self.fetcher.fetch, url, 0, 1)
-                   for _ in range(STORE_CONNECTIONS)]
+                   for _ in range(TUNING.store_connections)]
         opener.shutdown(wait=False)
         return futures

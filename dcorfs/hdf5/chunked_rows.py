@@ -24,17 +24,13 @@ from ..io.derived_store import DerivedStore
 from ..io.disk_cache import derived_key
 from ..io.remote_object import RemoteObject
 from ..io.single_flight import SingleFlight
+from ..tuning import TUNING
 from . import native_filters, readahead
 from .decoding import ChunkDecodeError, DecodedCache, DecoderCache
 from .layout import ChunkIndex, Layout
 
 log = logging.getLogger(__name__)
 
-#: a decoded chunk is kept in the disk cache too when it is at most this many times
-#: its stored size: then reading it back costs little more disk than its raw bytes
-#: and saves decoding it (floating-point features barely compress; images do, and a
-#: decoded copy would take several times their room)
-KEEP_DECODED_RATIO = 1.5
 
 
 class ChunkedRows:
@@ -103,7 +99,7 @@ class ChunkedRows:
         offset, size, mask = entry
         nbytes = int(np.prod(chunk_shape, dtype=np.int64)) * self.dtype.itemsize
         keep = (self.derived is not None and self.derived.enabled
-                and nbytes <= KEEP_DECODED_RATIO * size)
+                and nbytes <= TUNING.keep_decoded_ratio * size)
         decoded_key = self._decoded_key() if keep else ""
         if keep:
             kept = self.derived.get(decoded_key, chunk, nbytes)  # type: ignore[union-attr]

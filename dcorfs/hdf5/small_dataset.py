@@ -29,15 +29,21 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..tuning import TUNING
 from .layout import Layout
 from .native_filters import decoder_for
-from .symbol_table import (DATASPACE, DATATYPE, TREE_HEADER, dataspace, datatype, header_size,
-                           messages)
+from .symbol_table import (
+    DATASPACE,
+    DATATYPE,
+    TREE_HEADER,
+    dataspace,
+    datatype,
+    header_size,
+    messages,
+)
 
 #: object header message types read here, and those that make a header unreadable here
 LAYOUT, FILTERS, CONTINUATION = 0x0008, 0x000B, 0x0010
-#: a header's bytes read first; a longer one is read again whole
-HEADER_READ = 1024
 #: B-tree v1 node type of a chunked dataset's index
 CHUNK_NODES = 1
 
@@ -65,9 +71,9 @@ class SmallDataset:
 def read_header(read: Read, address: int) -> SmallDataset | None:
     """The dataset whose version 1 object header is at ``address``, or None when it
     is not one this module reads."""
-    buf = read(address, address + HEADER_READ)
+    buf = read(address, address + TUNING.header_read)
     size = header_size(buf, 0)
-    if size is not None and HEADER_READ < size <= 1 << 20:
+    if size is not None and TUNING.header_read < size <= 1 << 20:
         buf = read(address, address + size)
     return parse_header(buf)
 

@@ -19,10 +19,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..tuning import TUNING
+
 log = logging.getLogger(__name__)
 
-#: threads, and so background requests in flight at most (the HTTP pool holds 32)
-BACKGROUND_WORKERS = 24
 
 
 def prestart(executor: concurrent.futures.ThreadPoolExecutor, count: int,
@@ -51,7 +51,7 @@ def prestart(executor: concurrent.futures.ThreadPoolExecutor, count: int,
 class BackgroundFetches:
     """``submit`` a network-only task; ``counts`` for the mount's status."""
 
-    def __init__(self, workers: int = BACKGROUND_WORKERS) -> None:
+    def __init__(self, workers: int = TUNING.background_workers) -> None:
         self.workers = workers
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers,
                                                            thread_name_prefix="net")

@@ -15,14 +15,13 @@ from collections.abc import Callable, Iterable
 
 import cachetools
 
+from ..tuning import TUNING
 from . import deadline
 from .disk_cache import DiskCache
 
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[int, int], bytes]
-DISK_BATCH = 16  # blocks read from disk before their waiters are released
-USES_BATCH = 256  # block uses (for the disk's LRU order) written in one transaction
 # fetch_into(start, stop, sink): hand the bytes of [start, stop) to sink in order
 FetchInto = Callable[[int, int, Callable[[bytes], None]], None]
 
@@ -150,7 +149,7 @@ class BlockCache:
 
     def _from_disk(self, key: str, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """Claimed runs with the blocks found on disk taken out (inserted here and
-        released to their waiters, ``DISK_BATCH`` blocks at a time, so that a reader
+        released to their waiters, ``TUNING.disk_batch`` blocks at a time, so that a reader
         waiting for a run's first block does not wait for its last): what is left to
         fetch."""
         if self.disk is None:
@@ -158,8 +157,8 @@ class BlockCache:
         left: list[tuple[int, int]] = []
         for b0, b1 in runs:
             found: dict[int, bytes] = {}
-            for first in range(b0, b1, DISK_BATCH):
-                batch = self.disk.get_run(key, first, min(first + DISK_BATCH, b1))
+            for first in range(b0, b1, TUNING.disk_batch):
+                batch = self.disk.get_run(key, first, min(first + TUNING.disk_batch, b1))
                 if batch:
                     self._insert(key, batch)
                     for index in batch:
@@ -168,7 +167,7 @@ class BlockCache:
             left += runs_of(index for index in range(b0, b1) if index not in found)
             if found and self._writer is not None:
                 with contextlib.suppress(RuntimeError):  # closed: ``close`` writes them
-                    self._writer.submit(self.disk.write_uses, USES_BATCH)
+                    self._writer.submit(self.disk.write_uses, TUNING.uses_batch)
         return left
 
     def claim(self, key: str, start: int, stop: int) -> list[tuple[int, int]]:

@@ -22,7 +22,7 @@ cache folder (mode 0700):
   block that fails (bit rot, a torn write, a disk that filled up) is dropped and reported
   as missing, so it is fetched again and never served.
 - **Size.**  Least recently used blocks go first once the cache holds more than its
-  limit, and whenever the filesystem has less than ``MIN_FREE_SHARE`` free.
+  limit, and whenever the filesystem has less than ``TUNING.min_free_share`` free.
 - **Sharing.**  Several processes may use one folder: SQLite serialises the index, and a
   block written twice at once is the same bytes renamed twice.
 - **Originals checked.**  When every block of an object is stored, its owner may check
@@ -38,25 +38,22 @@ import json
 import logging
 import os
 import pathlib
+import secrets
 import sqlite3
 import threading
 import time
-import secrets
 import zlib
 from collections.abc import Callable
 from typing import Any
 
 from ..ids import RESOURCE_ID
+from ..tuning import TUNING
 
 log = logging.getLogger(__name__)
 
 #: how keys are made: "2" when every key names the DCOR host it came from
 #: (``Shared.site_key``); a cache of another format is dropped on open
 KEY_FORMAT = "2"
-#: the filesystem keeps at least this share free, whatever the size limit
-MIN_FREE_SHARE = 0.05
-#: last-use times are written at most this often per block (seconds): LRU needs no more
-TOUCH_EVERY = 60.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -104,7 +101,7 @@ def _read_file(path: str, size: int) -> bytes:
 
 class DiskCache:
     def __init__(self, folder: pathlib.Path, max_bytes: int,
-                 min_free_share: float = MIN_FREE_SHARE, record_limit: bool = True) -> None:
+                 min_free_share: float = TUNING.min_free_share, record_limit: bool = True) -> None:
         self.folder = pathlib.Path(folder)
         self.max_bytes = max_bytes
         self.min_free_share = min_free_share
@@ -416,7 +413,7 @@ class DiskCache:
         reads themselves."""
         now = time.time()
         with self._lock:
-            if now - self._touched.get((key, block), 0.0) < TOUCH_EVERY:
+            if now - self._touched.get((key, block), 0.0) < TUNING.touch_every:
                 return
             self._touched[(key, block)] = now
             self._uses.append((now, key, block))
@@ -425,10 +422,10 @@ class DiskCache:
 
     def write_uses(self, batch: int = 1) -> None:
         """Write the block uses noted, once at least ``batch`` of them are waiting or
-        the oldest has waited ``TOUCH_EVERY``."""
+        the oldest has waited ``TUNING.touch_every``."""
         with self._lock:
             if not self._uses or (len(self._uses) < batch
-                                  and time.time() - self._uses[0][0] < TOUCH_EVERY):
+                                  and time.time() - self._uses[0][0] < TUNING.touch_every):
                 return
             uses, self._uses = self._uses, []
         if not uses:

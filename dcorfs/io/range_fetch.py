@@ -19,15 +19,15 @@ from collections.abc import Callable
 import requests
 import urllib3.exceptions
 
+from ..tuning import TUNING
 from . import deadline
-from .reachability import Reachability, cannot_connect
 from .http import backoff_delay, new_session, redact, retry_after, shared_adapter
-from .store_mirror import CONNECT_TIMEOUT, StoreMirror
+from .reachability import Reachability, cannot_connect
+from .store_mirror import StoreMirror
 
 log = logging.getLogger(__name__)
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-STREAM_PIECE = 128 * 1024  # bytes handed to a sink at a time
 
 Sink = Callable[[bytes], None]
 Check = Callable[[int, "str | None"], None]
@@ -56,11 +56,6 @@ class RangeResult:
         self.etag = etag  # the object's version as the store names it, if it does
 
 
-# connections to the object store opened at mount (and again after a long idle time):
-# a cold read sends a request per feature header, chunk index and chunk at once (20
-# features: 20 at a time), and each new connection would cost DCOR's TCP and TLS
-# handshakes (2 round trips) first.  As many as the background pool has threads.
-STORE_CONNECTIONS = 24
 
 
 class RangeFetcher:
@@ -155,7 +150,7 @@ class RangeFetcher:
         assert self.mirror is not None
         try:
             result = self._fetch_once(url, start, stop, counted, check,
-                                      connect_timeout=CONNECT_TIMEOUT, reach=False)
+                                      connect_timeout=TUNING.mirror_connect_timeout, reach=False)
         except Retryable as exc:
             self.mirror.failed(str(exc))
             return None
@@ -220,7 +215,7 @@ class RangeFetcher:
             try:
                 # read1: what has arrived, without waiting for a whole piece (a break
                 # then loses nothing that was already received)
-                piece = resp.raw.read1(min(STREAM_PIECE, length - got), decode_content=True)
+                piece = resp.raw.read1(min(TUNING.stream_piece, length - got), decode_content=True)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 raise Retryable(f"body read failed after {got} of {length} bytes: "
                                  f"{type(exc).__name__}") from None

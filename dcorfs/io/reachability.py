@@ -1,12 +1,12 @@
 """Which hosts answer: offline use without waiting for timeouts.
 
 A request that cannot even connect (refused, no route, no name, a connect timeout)
-says the host is down, not that one answer was bad.  After ``DOWN_AFTER`` such
-failures in a row, a host is *down* for ``RETRY_EVERY`` seconds: every request to it
+says the host is down, not that one answer was bad.  After ``TUNING.down_after`` such
+failures in a row, a host is *down* for ``TUNING.retry_every`` seconds: every request to it
 fails at once with EIO, so what is not cached fails in well under a second instead
 of after retries and timeouts, while cached data keeps being served.  When that time
 is up, the next request goes out as a probe: an answer of any kind brings the host
-back, a failure keeps it down for another ``RETRY_EVERY``.  Failures after a
+back, a failure keeps it down for another ``TUNING.retry_every``.  Failures after a
 connection was made (a reset, a short body, a 5xx) are the retry loops' business and
 say nothing here.
 
@@ -23,12 +23,10 @@ import urllib.parse
 import requests
 import urllib3.exceptions
 
+from ..tuning import TUNING
+
 log = logging.getLogger(__name__)
 
-#: connect failures in a row that make a host down (one more than a blip)
-DOWN_AFTER = 2
-#: seconds a down host is not asked; then one request probes it
-RETRY_EVERY = 15.0
 
 
 class Unreachable(OSError):
@@ -49,8 +47,8 @@ def cannot_connect(exc: BaseException) -> bool:
 
 
 class Reachability:
-    def __init__(self, forced: bool = False, down_after: int = DOWN_AFTER,
-                 retry_every: float = RETRY_EVERY) -> None:
+    def __init__(self, forced: bool = False, down_after: int = TUNING.down_after,
+                 retry_every: float = TUNING.retry_every) -> None:
         self.forced = forced
         self.down_after = down_after
         self.retry_every = retry_every

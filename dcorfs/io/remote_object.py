@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..tuning import TUNING
 from .background import BackgroundFetches
 from .block_cache import BlockCache
 from .http import redact
@@ -21,16 +22,6 @@ from .range_fetch import CountingSink, RangeFetcher, RangeResult, Sink
 
 log = logging.getLogger(__name__)
 
-# The first read of a file.  The head holds the superblock and the root group; in
-# files written event by event (dclab's RTDCWriter) also the /events group tables
-# and the first object headers, often all of them within the first MiB.  Copied and
-# condensed files keep some group tables at the very end.  A MiB costs ~20 ms at
-# 50 MB/s, a round trip 20-100 ms: a head that saves one dependent round trip pays.
-# The head streams in one request; opening waits only for its first PROBE_FIRST bytes
-# and the tail.  The rest arrives behind them, and readers that need it wait for it.
-PROBE_HEAD = 1024 * 1024
-PROBE_FIRST = 256 * 1024
-PROBE_TAIL = 64 * 1024
 
 
 class RemoteObject:
@@ -112,8 +103,8 @@ class RemoteObject:
     def probe(self) -> None:
         """Learn the size with a first read (HEAD does not work on presigned URLs).
 
-        The head (``PROBE_HEAD``) streams in one request while the tail is read
-        beside it; opening waits for the tail and the head's first ``PROBE_FIRST``
+        The head (``TUNING.probe_head``) streams in one request while the tail is read
+        beside it; opening waits for the tail and the head's first ``TUNING.probe_first``
         bytes only.  One round trip, and the rest of the head arrives behind them
         instead of competing with them for the link.
         """
@@ -126,7 +117,7 @@ class RemoteObject:
                 self._probe_known()
                 return
             head = self.background.submit(self._fill_quietly,
-                                          self.cache.claim(self.key, 0, PROBE_HEAD))
+                                          self.cache.claim(self.key, 0, TUNING.probe_head))
             try:
                 tail: RangeResult | None = self._probe_tail(head) if self.probe_tail else None
             except OSError as exc:  # the head's read reports errors; the tail is a bonus
@@ -136,10 +127,10 @@ class RemoteObject:
                 head.result()  # the size comes from the head's answer then
                 if self.size < 0:
                     self._fetch(0, 1)  # raises the error the head's read met
-            first = self.cache.read(self.key, 0, PROBE_FIRST, self.size, self._fetch)
+            first = self.cache.read(self.key, 0, TUNING.probe_first, self.size, self._fetch)
             self.probed = [first]
             bs = self.cache.block_size
-            if tail is not None and tail.start > PROBE_HEAD:
+            if tail is not None and tail.start > TUNING.probe_head:
                 whole = -(-tail.start // bs)  # whole blocks only
                 self.cache.store(self.key, whole, tail.data[whole * bs - tail.start:])
             if tail is not None and tail.start > len(first):
@@ -151,11 +142,11 @@ class RemoteObject:
         mirror it is asked once the head's answer gave the size, by an explicit range:
         nginx's slice module would fetch the whole object for a suffix range."""
         if not self.fetcher.mirrors(self.url):
-            return self._fetch_result(-PROBE_TAIL, 0)
+            return self._fetch_result(-TUNING.probe_tail, 0)
         head.result()
-        if self.size <= PROBE_HEAD:
+        if self.size <= TUNING.probe_head:
             return None  # the head holds it all, or failed (and says so below)
-        return self._fetch_result(self.size - PROBE_TAIL, self.size)
+        return self._fetch_result(self.size - TUNING.probe_tail, self.size)
 
     def _sized(self) -> None:
         """Know the size before a read: from the disk cache if it has the object (no
@@ -181,13 +172,13 @@ class RemoteObject:
         the cache, from disk where they are there; the head's blocks that are not on
         disk are fetched in the background as usual (those on disk are read when asked
         for: a remount should not read a MiB from disk that it may not need)."""
-        head = self.cache.claim_missing(self.key, 0, min(PROBE_HEAD, self.size))
+        head = self.cache.claim_missing(self.key, 0, min(TUNING.probe_head, self.size))
         if head:
             self.background.submit(self._fill_quietly, head)
-        first = self.cache.read(self.key, 0, PROBE_FIRST, self.size, self._fetch)
+        first = self.cache.read(self.key, 0, TUNING.probe_first, self.size, self._fetch)
         self.probed = [first]
         bs = self.cache.block_size  # whole blocks: the first probe stored only those
-        tail_start = max(0, -(-(self.size - PROBE_TAIL) // bs) * bs)
+        tail_start = max(0, -(-(self.size - TUNING.probe_tail) // bs) * bs)
         if tail_start > len(first) and tail_start < self.size:
             self.probed.append(self.cache.read(self.key, tail_start, self.size, self.size,
                                                self._fetch))

@@ -27,12 +27,10 @@ import threading
 import time
 import urllib.parse
 
+from ..tuning import TUNING
+
 log = logging.getLogger(__name__)
 
-#: seconds a failed mirror is left alone before a read tries it again
-RETRY_AFTER = 30.0
-#: seconds to wait for a connection to the mirror (it is near; the origin is the fallback)
-CONNECT_TIMEOUT = 3.0
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -63,7 +61,7 @@ class StoreMirror:
     """Where a public range read goes, and what the mirror has done so far."""
 
     def __init__(self, base: str, origin: str | None = None,
-                 retry_after: float = RETRY_AFTER) -> None:
+                 retry_after: float = TUNING.mirror_retry_after) -> None:
         self.base = check_mirror_url(base)
         self.retry_after = retry_after
         self._lock = threading.Lock()

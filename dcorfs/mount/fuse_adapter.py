@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 import cachetools
 import mfusepy
 
-from ..io.deadline import deadline
-from ..io.reachability import Unreachable
 from ..core.build import FsConfig, build
 from ..core.filesystem import Filesystem
+from ..io.deadline import deadline
+from ..io.reachability import Unreachable
 from .memory import keep_large_buffers_mapped
 
 log = logging.getLogger(__name__)

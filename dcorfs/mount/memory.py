@@ -13,16 +13,15 @@ from __future__ import annotations
 import ctypes
 import logging
 
+from ..tuning import TUNING
+
 log = logging.getLogger(__name__)
 
 #: glibc's ``M_MMAP_THRESHOLD`` parameter of ``mallopt``
 M_MMAP_THRESHOLD = -3
-#: allocations from this size on get a mapping of their own (setting it also stops
-#: glibc from raising it)
-LARGE_BUFFER = 1 << 20
 
 
-def keep_large_buffers_mapped(threshold: int = LARGE_BUFFER) -> bool:
+def keep_large_buffers_mapped(threshold: int = TUNING.large_buffer) -> bool:
     """Fix glibc's mmap threshold at ``threshold`` bytes; whether that was possible."""
     try:
         mallopt = ctypes.CDLL(None).mallopt

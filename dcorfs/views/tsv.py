@@ -9,7 +9,7 @@ the file's size is exact before anything is read: ``stat``, ``tail`` and random 
 work, and a read of any byte range maps to the rows it covers.  Those rows are read
 from every column at once (``NpyView.rows``, in the pool: one round trip, not one per
 column) and formatted by one ``%`` over a format string repeated per row, a loop in C,
-``BLOCK_ROWS`` rows at a time.
+``TUNING.tsv_block_rows`` rows at a time.
 """
 from __future__ import annotations
 
@@ -23,19 +23,13 @@ import numpy as np
 
 from ..io import deadline
 from ..io.single_flight import SingleFlight
+from ..tuning import TUNING
 from .view import NpyView, split_at_header
 
 #: field width and format per kind of value: wide enough for any value of the type
 _FLOAT = {8: (24, "%24.17g"), 4: (15, "%15.9g"), 2: (15, "%15.9g")}
 _SIGNED = {1: 4, 2: 6, 4: 11, 8: 20}
 _UNSIGNED = {1: 3, 2: 5, 4: 10, 8: 20}
-#: rows formatted at once (about 0.7 MB for 40 columns): the kernel reads 128 KiB at a
-#: time, and each block asks every column once
-BLOCK_ROWS = 1024
-#: formatted blocks kept per file
-KEEP_BLOCKS = 4
-#: threads reading the columns of one table at once
-MAX_COLUMN_THREADS = 64
 
 
 def field_format(dtype: np.dtype) -> str | None:
@@ -65,7 +59,7 @@ class TsvView:
         # a thread per column: every column's chunk is asked for in the same round
         # trip (the mount's shared pool has fewer threads than a resource has features)
         self.pool = pool or concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(1, min(len(self.views), MAX_COLUMN_THREADS)),
+            max_workers=max(1, min(len(self.views), TUNING.tsv_column_threads)),
             thread_name_prefix="tsv")
         # features of one measurement have one length; a shorter one cuts the table
         self.nrows = min((view.shape[0] for view in self.views), default=0)
@@ -81,7 +75,7 @@ class TsvView:
     def read(self, offset: int, size: int) -> bytes:
         head, dstart, dend = split_at_header(self.header, offset, min(offset + size, self.size))
         out = [head]
-        block_bytes = BLOCK_ROWS * self.row_bytes
+        block_bytes = TUNING.tsv_block_rows * self.row_bytes
         blocks = range(dstart // block_bytes, (dend - 1) // block_bytes + 1) if dend > dstart else ()
         for block in blocks:
             text = self._block(block)
@@ -91,8 +85,8 @@ class TsvView:
         return b"".join(out)
 
     def _block(self, block: int) -> bytes:
-        """Block ``block`` of ``BLOCK_ROWS`` rows as text, formatted once: the kernel's
-        reads are smaller than a block and come in parallel; the last ``KEEP_BLOCKS``
+        """Block ``block`` of ``TUNING.tsv_block_rows`` rows as text, formatted once: the kernel's
+        reads are smaller than a block and come in parallel; the last ``TUNING.tsv_keep_blocks``
         are kept."""
         def lookup() -> bytes | None:
             with self._lock:
@@ -102,11 +96,11 @@ class TsvView:
                 return text
 
         def produce() -> bytes:
-            r0 = block * BLOCK_ROWS
-            text = self.text(r0, min(r0 + BLOCK_ROWS, self.nrows))
+            r0 = block * TUNING.tsv_block_rows
+            text = self.text(r0, min(r0 + TUNING.tsv_block_rows, self.nrows))
             with self._lock:
                 self._blocks[block] = text
-                while len(self._blocks) > KEEP_BLOCKS:
+                while len(self._blocks) > TUNING.tsv_keep_blocks:
                     self._blocks.popitem(last=False)
             return text
 

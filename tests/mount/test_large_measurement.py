@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from harness import Server, npy_bytes
-from dcorfs.dcor.contour_sizes import BULK_AFTER
+from dcorfs.tuning import TUNING
 
 EVENTS = 30_000  # the index of events/contour spans hundreds of scattered nodes
-GAPS_EVENTS, GAPS = 3 * BULK_AFTER, (BULK_AFTER + 5, 2 * BULK_AFTER + 1)
+BULK = TUNING.contour_bulk_after
+GAPS_EVENTS, GAPS = 3 * BULK, (BULK + 5, 2 * BULK + 1)
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +144,8 @@ def test_ls_l_of_contours_reads_their_sizes_in_bulk_and_keeps_them(large_dir, la
     cold = large_server.stats().get("store_requests", 0)
     hdf5 = mnt.status()["hdf5"]
     assert hdf5["bulk_indexes_read"] == 1, hdf5
-    # the first BULK_AFTER lookups ask h5py, then one bulk read of a few large requests
-    assert cold <= 4 * BULK_AFTER + EVENTS / 100, cold
+    # the first TUNING.contour_bulk_after lookups ask h5py, then one bulk read of a few large requests
+    assert cold <= 4 * TUNING.contour_bulk_after + EVENTS / 100, cold
     assert "DCR415" in mnt.log_text()
     picks = [0, 4567, EVENTS - 1]  # a size read in bulk is the file's size
     for i, value in dclab_contours(large_dir / "large" / "M001_large.rtdc", picks).items():

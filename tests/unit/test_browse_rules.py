@@ -9,10 +9,10 @@ import functools
 import pytest
 
 from dcorfs.dcor.browse import Browser, ckan_time, is_ckan_name, listing_key
-from dcorfs.views.nodes import File, Link
 from dcorfs.dcor.shared import Shared
 from dcorfs.io.answers import AnswerStore
 from dcorfs.io.disk_cache import DiskCache
+from dcorfs.views.nodes import File, Link
 
 RID = "0123abcd-0000-4000-8000-0000000000{:02d}"
 

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from dcorfs import __version__
-from dcorfs.cli import build_parser, mount_helper_argv, normalise_host, parse_size
+from dcorfs.cli import build_parser, mount_helper_argv, normalise_host
+from dcorfs.mount.options import parse_size
 
 
 def test_sizes_and_hosts():
@@ -98,3 +99,32 @@ def test_proxy_choice_follows_curl_and_requests(monkeypatch):
     assert proxy_shown("http://user:secret@p:3128") == "http://p:3128"
     with pytest.raises(ValueError):
         check_proxy_url("proxy.lab:3128")
+
+
+def test_each_mount_option_reaches_the_parser_fstab_the_background_and_the_config():
+    """One table (``MOUNT_OPTIONS``) makes all four: an option given in fstab form
+    parses to the value the long form gives, the background mount is given it again,
+    and its config field gets it."""
+    from dcorfs.mount.options import MOUNT_OPTIONS, background_argv, fs_config
+
+    values = {"host": "http://127.0.0.1:8000", "token_file": "/etc/dcorfs/token",
+              "cache_size": "2G", "cache_dir": "/var/cache/dcorfs", "disk_cache_size": "3G",
+              "timeout": "7.5", "op_timeout": "70", "max_open_resources": "5",
+              "listing_ttl": "12", "log_file": "/var/log/dcorfs.log",
+              "store_mirror": "http://cache.lab:8080", "store_origin": "http://s3.lab",
+              "proxy": "http://proxy.lab:3128"}
+    for option in MOUNT_OPTIONS:
+        item = option.dest if option.switch else f"{option.dest}={values[option.dest]}"
+        helper = mount_helper_argv(["dcorfs", "/mnt/dcor", "-o", item])
+        long_form = ["mount", "/mnt/dcor", option.flag] + ([] if option.switch else
+                                                            [values[option.dest]])
+        parser = build_parser()
+        given = parser.parse_args(helper)
+        assert given == parser.parse_args(long_form), option.flag
+        assert getattr(given, option.dest) not in (None, "", False)
+        if option.background:  # the background mount is given it, and parses it back
+            again = parser.parse_args(["mount", "/mnt/dcor", *background_argv(given)])
+            assert getattr(again, option.dest) == getattr(given, option.dest), option.flag
+        if option.config:
+            config = fs_config(given, "http://127.0.0.1:8000", "")
+            assert getattr(config, option.config) == getattr(given, option.dest), option.flag

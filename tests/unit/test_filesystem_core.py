@@ -18,6 +18,7 @@ import pytest
 
 from dcorfs.core.build import FsConfig, build
 from dcorfs.core.filesystem import Filesystem
+from dcorfs.tuning import TUNING
 
 
 def saved(array: np.ndarray) -> bytes:
@@ -370,7 +371,6 @@ def test_a_listing_hands_out_sizes_it_knows(core, in_thread_server, corpus_dir):
     """``readdir_plus`` gives attributes only where they cost no request: none for
     contours before their sizes are known, every one once a listing's lookups made the
     mount read them in bulk, and none again while the kernel still has them."""
-    from dcorfs.dcor.contour_sizes import BULK_AFTER
 
     rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
     folder = f"/{rid}/contour"
@@ -378,11 +378,11 @@ def test_a_listing_hands_out_sizes_it_knows(core, in_thread_server, corpus_dir):
     with h5py.File(corpus_dir / "beads" / "calibration_beads.rtdc", "r") as h5:
         expected = {name: len(saved(h5["events/contour"][str(int(name[:-4]))][:]))
                     for name in names}
-    assert len(names) > BULK_AFTER and len(set(expected.values())) > 5
+    assert len(names) > TUNING.contour_bulk_after and len(set(expected.values())) > 5
     requests = core.parts.fetcher.requests
     assert all(attrs is None for _, attrs in listed_plus(core, folder))
     assert core.parts.fetcher.requests == requests  # nothing fetched for a listing
-    for name in names[:BULK_AFTER]:  # a listing's lookups: the bulk read starts
+    for name in names[:TUNING.contour_bulk_after]:  # a listing's lookups: the bulk read starts
         assert core.getattr(f"{folder}/{name}")["st_size"] == expected[name]
     listed = dict(listed_plus(core, folder))
     assert {name: attrs["st_size"] for name, attrs in listed.items()} == expected

@@ -4,9 +4,9 @@ from __future__ import annotations
 import errno
 
 import pytest
+from fakes import ScriptedFetcher
 
 from dcorfs.io.range_fetch import Retryable, check_content_range, status_error
-from fakes import ScriptedFetcher
 
 
 def test_an_exact_answer_is_accepted():

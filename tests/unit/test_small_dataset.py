@@ -9,9 +9,9 @@ import h5py
 import hdf5plugin
 import numpy as np
 import pytest
+from test_group_shapes import LocalFetch
 
 from dcorfs.hdf5 import small_dataset as sd
-from test_group_shapes import LocalFetch
 
 DCLAB = {"chunks": True, **hdf5plugin.Zstd(clevel=5), "fletcher32": True}
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 import requests
+from fakes import ScriptedFetcher
 
 from dcorfs.io.store_mirror import StoreMirror, check_mirror_url, origin_of
-from fakes import ScriptedFetcher
 
 STORE = "https://objectstore.example.org"
 PUBLIC = f"{STORE}/circle-1/resource/abc/def/0123"

@@ -6,9 +6,9 @@ import io
 import numpy as np
 import pytest
 import tifffile
+from harness import array_view
 
 from dcorfs.views.tiff import TiffView
-from harness import array_view
 
 
 def read_in_pieces(view: TiffView, piece: int = 4093) -> bytes:

@@ -6,9 +6,10 @@ import io
 
 import numpy as np
 import pytest
-
-from dcorfs.views.tsv import BLOCK_ROWS, TsvView, field_format
 from harness import array_view
+
+from dcorfs.views.tsv import TsvView, field_format
+from dcorfs.tuning import TUNING
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +72,8 @@ def test_random_reads_cut_the_same_text_and_read_only_their_rows(pool):
     start = len(view.header) + 3500 * view.row_bytes + 3
     assert view.read(start, 2 * view.row_bytes) == whole[start:start + 2 * view.row_bytes]
     # both columns, once each, the rows of the block that holds rows 3500-3502 only
-    block = 3500 // BLOCK_ROWS * BLOCK_ROWS
-    assert asked == [(block, block + BLOCK_ROWS)] * 2
+    block = 3500 // TUNING.tsv_block_rows * TUNING.tsv_block_rows
+    assert asked == [(block, block + TUNING.tsv_block_rows)] * 2
     for offset in rng.integers(0, view.size, 40):
         assert view.read(int(offset), 777) == whole[offset:offset + 777]
     assert view.read(view.size, 10) == b""
