@@ -7,13 +7,15 @@ corpus of real files) to the oracle tests, on a server of its own.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import pathlib
+import re
 
 import pytest
 
 import corpus
-from harness import MOUNTS, Mount, Server
+from harness import MOUNTS, Mount, Server, Servers
 
 EXTENDED_DATA = pathlib.Path(os.environ["DCORFS_TEST_DATA"]) if os.environ.get(
     "DCORFS_TEST_DATA") else None
@@ -25,25 +27,83 @@ def pytest_configure(config) -> None:
     import tempfile
 
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="dcorfs-test-xdg-cache-")
-    config.addinivalue_line("markers", "expect_warnings(*codes): log codes at WARNING or "
-                                       "above that the test provokes on purpose")
+    config.addinivalue_line(
+        "markers", "expect_warnings(*codes, maybe=()): log codes at WARNING or above that "
+                   "the test provokes on purpose; each of ``codes`` must come, those in "
+                   "``maybe`` may (a fault drawn at random, a race allowed)")
+    config.addinivalue_line("markers", "fuse: needs FUSE and mounts (``make test-unit`` "
+                                       "leaves these out)")
+
+
+FUSE_FIXTURES = {"mount", "extended_mount", "fresh_mount"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test that mounts is marked ``fuse``: the ones below ``tests/mount`` and any
+    other that takes a mount fixture."""
+    for item in items:
+        if "tests/mount/" in str(item.path).replace(os.sep, "/") or \
+                FUSE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.fuse)
+
+
+class _Warnings(logging.Handler):
+    """WARNING or worse logged in this process by the core (the FUSE-free tests)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("dcorfs.server"):  # the in-thread server's, not the core's
+            return
+        text = record.getMessage()
+        match = re.match(r"(DC[A-Z]\d{3})\b", text)
+        self.seen.append((match.group(1) if match else "no code",
+                          f"{record.levelname} {record.name}: {text}"))
 
 
 @pytest.fixture(autouse=True)
 def no_unexpected_warnings(request):
-    """Fail a test when a mount logged a WARNING (or worse) it did not declare."""
+    """Fail a test when a mount, or the core in this process, logged a WARNING (or
+    worse) it did not declare, or when a code it declares never came (pyfuse3's
+    ``assert_logs``)."""
+    required: set[str] = set()
     allowed: set[str] = set()
     for marker in request.node.iter_markers("expect_warnings"):
-        allowed.update(marker.args)
+        required.update(marker.args)
+        allowed.update(marker.args, marker.kwargs.get("maybe", ()))
     before = {id(m): m.log_size() for m in MOUNTS}
-    yield
-    unexpected = []
+    here = _Warnings()
+    logging.getLogger("dcorfs").addHandler(here)
+    try:
+        yield
+    finally:
+        logging.getLogger("dcorfs").removeHandler(here)
+    seen = list(here.seen)
     for mnt in MOUNTS:
-        for code, line in mnt.problems_since(before.get(id(mnt), 0)):
-            if code not in allowed:
-                unexpected.append(line)
+        seen += mnt.problems_since(before.get(id(mnt), 0))
+    if os.environ.get("DCORFS_RECORD_WARNINGS"):  # what each test logs, to declare it
+        with open(os.environ["DCORFS_RECORD_WARNINGS"], "a", encoding="utf-8") as out:
+            out.writelines(f"{request.node.nodeid}\t{code}\n" for code, _ in seen)
+        return
+    if getattr(request.node, "rep_call_failed", False):
+        return  # the test's own failure says more
+    unexpected = [line for code, line in seen if code not in allowed]
     if unexpected:
         pytest.fail("unexpected log warnings:\n" + "\n".join(unexpected[:20]), pytrace=False)
+    missing = sorted(required - {code for code, _ in seen})
+    if missing:
+        pytest.fail(f"expected log warnings never came: {', '.join(missing)} (if they may "
+                    f"not come, list them as maybe=)", pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call_failed = report.failed
 
 
 @pytest.fixture(scope="session")
@@ -60,11 +120,39 @@ def cache_dir(tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def server(corpus_dir, tmp_path_factory, cache_dir):
-    srv = Server(corpus_dir, tmp_path_factory.mktemp("server"), cache_dir,
-                 ["--private", corpus.PRIVATE_GLOB, "--no-condensed", corpus.NO_CONDENSED_GLOB])
-    yield srv
-    srv.stop()
+def session_servers(tmp_path_factory, cache_dir):
+    """Servers that live for the session (``Servers.start``)."""
+    servers = Servers(tmp_path_factory.mktemp, cache_dir)
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="module")
+def module_servers(tmp_path_factory, cache_dir):
+    """Servers that live for a test module."""
+    servers = Servers(tmp_path_factory.mktemp, cache_dir)
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture
+def servers(tmp_path, cache_dir):
+    """Servers that live for one test (it may stop and restart them)."""
+    numbers = itertools.count()
+
+    def workdir(name: str) -> pathlib.Path:
+        folder = tmp_path / f"{name}{next(numbers)}"
+        folder.mkdir()
+        return folder
+    made = Servers(workdir, cache_dir)
+    yield made
+    made.stop()
+
+
+@pytest.fixture(scope="session")
+def server(corpus_dir, session_servers) -> Server:
+    return session_servers.start(corpus_dir, "--private", corpus.PRIVATE_GLOB,
+                                 "--no-condensed", corpus.NO_CONDENSED_GLOB)
 
 
 def _session_mount(server: Server, tmp_path_factory, name: str):
@@ -81,13 +169,11 @@ def mount(server, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def extended_server(tmp_path_factory, cache_dir):
+def extended_server(session_servers) -> Server:
     if EXTENDED_DATA is None:
         pytest.skip("DCORFS_TEST_DATA is not set")
-    srv = Server(EXTENDED_DATA, tmp_path_factory.mktemp("extended-server"), cache_dir,
-                 ["--private", EXTENDED_PRIVATE_GLOB])
-    yield srv
-    srv.stop()
+    return session_servers.start(EXTENDED_DATA, "--private", EXTENDED_PRIVATE_GLOB,
+                                 name="extended-server")
 
 
 @pytest.fixture(scope="session")
@@ -106,12 +192,10 @@ def demo_dir(tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def demo_server(demo_dir, tmp_path_factory, cache_dir):
+def demo_server(demo_dir, session_servers) -> Server:
     """Demo data, the beads dataset private, presigned URLs living only 3 s."""
-    srv = Server(demo_dir, tmp_path_factory.mktemp("demo-server"), cache_dir,
-                 ["--private", "beads/*", "--presign-ttl", "3"])
-    yield srv
-    srv.stop()
+    return session_servers.start(demo_dir, "--private", "beads/*", "--presign-ttl", "3",
+                                 name="demo-server")
 
 
 @pytest.fixture
@@ -219,8 +303,6 @@ def browse_dir(corpus_dir, tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def browse_server(browse_dir, tmp_path_factory, cache_dir):
-    srv = Server(browse_dir, tmp_path_factory.mktemp("browse-server"), cache_dir,
-                 ["--private", "blood-private/*"])
-    yield srv
-    srv.stop()
+def browse_server(browse_dir, session_servers) -> Server:
+    return session_servers.start(browse_dir, "--private", "blood-private/*",
+                                 name="browse-server")

@@ -7,6 +7,8 @@ log is watched: a WARNING (or worse) with a code the test did not declare with
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import io
 import os
 import pathlib
@@ -105,6 +107,30 @@ class Server:
 
     def stop(self) -> None:
         stop(self.proc)
+
+
+class Servers:
+    """The one way tests start ``dcorfs serve``: each server in a work folder of its
+    own, every one stopped when the fixture that made this ends (``conftest.py``:
+    ``session_servers``, ``module_servers``, ``servers``)."""
+
+    def __init__(self, workdir: Callable[[str], pathlib.Path],
+                 cache_dir: pathlib.Path) -> None:
+        """``workdir(name)``: a new empty folder; ``cache_dir``: the condensed files."""
+        self._workdir = workdir
+        self.cache_dir = cache_dir
+        self._started: list[Server] = []
+
+    def start(self, data_dir: pathlib.Path, *args: str, name: str = "server",
+              port: int | None = None) -> Server:
+        srv = Server(data_dir, self._workdir(name), self.cache_dir, list(args), port=port)
+        self._started.append(srv)
+        return srv
+
+    def stop(self) -> None:
+        for srv in reversed(self._started):
+            srv.stop()
+        self._started.clear()
 
 
 class Mount:

@@ -101,7 +101,8 @@ class Parts:
                           "block_size": cache.block_size, "block_hits": cache.hits,
                           "blocks_fetched": cache.misses,
                           "decoded_chunks_from_disk": self.derived.hits},
-                "disk_cache": self.disk.status() if self.disk is not None else None,
+                "disk_cache": {**self.disk.status(), "writes_pending": cache.writes_pending}
+                if self.disk is not None else None,
                 "network": {**self.reach.status(), "api_requests": self.api.requests,
                             "range_requests": self.fetcher.requests,
                             "range_bytes": self.fetcher.bytes,

@@ -53,8 +53,32 @@ class BlockCache:
         self._lru: cachetools.LRUCache = cachetools.LRUCache(maxsize=max_bytes, getsizeof=len)
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, int], threading.Event] = {}
+        self._pending = 0
+        self._pending_lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+
+    def _submit(self, task: Callable[..., object], *args: object) -> None:
+        """Run ``task`` on the disk writer; ``writes_pending`` counts it until done."""
+        with self._pending_lock:
+            self._pending += 1
+        try:
+            future = self._writer.submit(task, *args)  # type: ignore[union-attr]
+        except RuntimeError:
+            with self._pending_lock:
+                self._pending -= 1
+            raise
+        future.add_done_callback(self._written)
+
+    def _written(self, _: concurrent.futures.Future) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
+    @property
+    def writes_pending(self) -> int:
+        """Disk writes submitted and not done yet (tests wait for 0, not for a time)."""
+        with self._pending_lock:
+            return self._pending
 
     @property
     def current_bytes(self) -> int:
@@ -101,7 +125,7 @@ class BlockCache:
         self._insert(key, blocks)
         if self._writer is not None and blocks:
             try:
-                self._writer.submit(self._write_quietly, key, blocks)
+                self._submit(self._write_quietly, key, blocks)
             except RuntimeError:  # closed: a fill that ends while unmounting is not kept
                 log.debug("blocks %d+ of %s not written: the cache is closed", first_block, key)
         return blocks
@@ -118,7 +142,7 @@ class BlockCache:
         if self._writer is None:
             return
         with contextlib.suppress(RuntimeError):  # closed: unmounting, not kept
-            self._writer.submit(self._write_quietly, key, blocks)
+            self._submit(self._write_quietly, key, blocks)
 
     def known_object(self, key: str) -> tuple[int, str | None] | None:
         """(size, ETag) of an object as stored on disk by an earlier fetch, or None."""
@@ -126,7 +150,7 @@ class BlockCache:
 
     def remember_object(self, key: str, size: int, etag: str | None) -> None:
         if self._writer is not None:
-            self._writer.submit(self.disk.set_object, key, size, etag)  # type: ignore[union-attr]
+            self._submit(self.disk.set_object, key, size, etag)  # type: ignore[union-attr]
 
     def close(self) -> None:
         """Finish the disk writes under way (an unmount loses nothing it fetched)."""
@@ -167,7 +191,7 @@ class BlockCache:
             left += runs_of(index for index in range(b0, b1) if index not in found)
             if found and self._writer is not None:
                 with contextlib.suppress(RuntimeError):  # closed: ``close`` writes them
-                    self._writer.submit(self.disk.write_uses, TUNING.uses_batch)
+                    self._submit(self.disk.write_uses, TUNING.uses_batch)
         return left
 
     def claim(self, key: str, start: int, stop: int) -> list[tuple[int, int]]:

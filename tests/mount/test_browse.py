@@ -225,17 +225,12 @@ def test_a_listing_is_served_as_it_was_when_dcor_fails(browse_server, fresh_moun
 
 
 @pytest.fixture(scope="module")
-def large_server(corpus_dir, tmp_path_factory, cache_dir):
+def large_server(corpus_dir, tmp_path_factory, module_servers):
     """10,000 datasets (synthetic, sharing one file) in circles of 200, and one real."""
-    from harness import Server
-
     data = tmp_path_factory.mktemp("large-data")
     (data / "real").mkdir()
     shutil.copy(corpus_dir / "scalars" / "example.rtdc", data / "real" / "example.rtdc")
-    srv = Server(data, tmp_path_factory.mktemp("large-server"), cache_dir,
-                 ["--synthetic", "10000"])
-    yield srv
-    srv.stop()
+    return module_servers.start(data, "--synthetic", "10000", name="large-server")
 
 
 @pytest.mark.timeout(600)

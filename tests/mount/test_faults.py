@@ -58,11 +58,9 @@ def fault_dir(demo_dir, corpus_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fault_server(fault_dir, tmp_path_factory, cache_dir):
-    srv = Server(fault_dir, tmp_path_factory.mktemp("fault-server"), cache_dir,
-                 ["--private", "private/*", "--store-port", str(free_port())])
-    yield srv
-    srv.stop()
+def fault_server(fault_dir, module_servers):
+    return module_servers.start(fault_dir, "--private", "private/*",
+                                "--store-port", str(free_port()), name="fault-server")
 
 
 @pytest.fixture(scope="module")
@@ -253,12 +251,10 @@ def test_stalled_server_fails_within_the_deadline(fault_server, references, fres
 
 @pytest.mark.expect_warnings("DCF301", "DCM501", "DCM506", "DCA201", "DCF101", "DCN901")
 @pytest.mark.timeout(300)
-def test_server_restarted_mid_read(fault_dir, references, tmp_path, cache_dir, fresh_mount):
+def test_server_restarted_mid_read(fault_dir, references, servers, fresh_mount):
     store_port = free_port()
     args = ["--private", "private/*", "--store-port", str(store_port)]
-    (tmp_path / "s1").mkdir()
-    (tmp_path / "s2").mkdir()
-    srv = Server(fault_dir, tmp_path / "s1", cache_dir, args)
+    srv = servers.start(fault_dir, *args)
     rid = srv.ids["cells/M001_data.rtdc"]
     mnt = fresh_mount(srv.url, extra=MOUNT_OPTS[:4] + ["--timeout", "2", "--op-timeout", "8"])
     ref = references["data.rtdc"]
@@ -282,25 +278,20 @@ def test_server_restarted_mid_read(fault_dir, references, tmp_path, cache_dir, f
 
     thread = threading.Thread(target=reader)
     thread.start()
-    srv2 = None
     try:
         time.sleep(1.0)
         srv.stop()
         time.sleep(2.0)
-        srv2 = Server(fault_dir, tmp_path / "s2", cache_dir, args, port=srv.port)
+        servers.start(fault_dir, *args, port=srv.port)
         before = outcomes.get("exact", 0)
         time.sleep(2.0)
     finally:
         stop.set()
         thread.join(timeout=60)
-    try:
-        print(f"\nrestart: outcomes {outcomes}")
-        assert outcomes.get("wrong", 0) == 0
-        assert outcomes.get("exact", 0) > before, "no read succeeded after the restart"
-        assert set(outcomes) <= {"exact", "errno EIO"}
-    finally:
-        if srv2 is not None:
-            srv2.stop()
+    print(f"\nrestart: outcomes {outcomes}")
+    assert outcomes.get("wrong", 0) == 0
+    assert outcomes.get("exact", 0) > before, "no read succeeded after the restart"
+    assert set(outcomes) <= {"exact", "errno EIO"}
 
 
 def test_expired_presigned_urls_are_refreshed(fault_server, fresh_mount):
@@ -461,8 +452,8 @@ def test_bad_names_and_reads(fault_server, references, fresh_mount):
 
 @pytest.mark.expect_warnings("DCF301", "DCM501", "DCM506", "DCA201", "DCF101", "DCN901")
 @pytest.mark.timeout(300)
-def test_a_read_cut_off_by_the_server_never_shrinks_the_file(fault_dir, references, tmp_path,
-                                                             cache_dir, fresh_mount):
+def test_a_read_cut_off_by_the_server_never_shrinks_the_file(fault_dir, references, servers,
+                                                             fresh_mount):
     """The server dies while eight threads read 1 MiB each through the page cache (no
     direct_io).  The mount answers each of the kernel's reads whole or with EIO, never
     with fewer bytes (``Filesystem.read``): the kernel would take those for the end of
@@ -473,9 +464,7 @@ def test_a_read_cut_off_by_the_server_never_shrinks_the_file(fault_dir, referenc
     read right."""
     store_port = free_port()
     args = ["--private", "private/*", "--store-port", str(store_port)]
-    for name in ("s1", "s2"):
-        (tmp_path / name).mkdir()
-    srv = Server(fault_dir, tmp_path / "s1", cache_dir, args + ["--bandwidth-mbs", "20"])
+    srv = servers.start(fault_dir, *args, "--bandwidth-mbs", "20")
     rid = srv.ids["cells/M001_data.rtdc"]
     mnt = fresh_mount(srv.url, extra=["--cache-size", "8M", "--timeout", "2",
                                       "--op-timeout", "8"])
@@ -499,28 +488,24 @@ def test_a_read_cut_off_by_the_server_never_shrinks_the_file(fault_dir, referenc
             return "exact"
         return "prefix" if len(data) % 4096 == 0 else "short"
 
-    srv2 = None
-    try:
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(read, offset) for offset in offsets]
-            time.sleep(0.5)
-            srv.stop()  # mid-read: 20 MB/s, so most of the reads are still on their way
-            outcomes = [f.result(timeout=120) for f in futures]
-        assert set(outcomes) <= {"exact", "errno EIO", "prefix"}, outcomes
-        assert "exact" not in outcomes or len(set(outcomes)) > 1, "the server died too late"
-        assert path.stat().st_size == size  # never shrunk by a short answer
-        srv2 = Server(fault_dir, tmp_path / "s2", cache_dir, args, port=srv.port)
-        # through the page cache again, the server back (the mount tries its host
-        # again once its offline time is over)
-        deadline = time.monotonic() + 60
-        for offset in offsets:
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(read, offset) for offset in offsets]
+        time.sleep(0.5)
+        srv.stop()  # mid-read: 20 MB/s, so most of the reads are still on their way
+        outcomes = [f.result(timeout=120) for f in futures]
+    assert set(outcomes) <= {"exact", "errno EIO", "prefix"}, outcomes
+    assert "exact" not in outcomes or len(set(outcomes)) > 1, "the server died too late"
+    assert path.stat().st_size == size  # never shrunk by a short answer
+    servers.start(fault_dir, *args, port=srv.port)
+    # through the page cache again, the server back (the mount tries its host
+    # again once its offline time is over)
+    deadline = time.monotonic() + 60
+    for offset in offsets:
+        got = read(offset)
+        while got != "exact" and time.monotonic() < deadline:
+            time.sleep(1.0)
             got = read(offset)
-            while got != "exact" and time.monotonic() < deadline:
-                time.sleep(1.0)
-                got = read(offset)
-            assert got == "exact", (offset, got)
-        assert path.stat().st_size == size
-        assert "DCF107" not in mnt.log_text()  # no view answered short
-    finally:
-        if srv2 is not None:
-            srv2.stop()
+        assert got == "exact", (offset, got)
+    assert path.stat().st_size == size
+    assert "DCF107" not in mnt.log_text()  # no view answered short
+

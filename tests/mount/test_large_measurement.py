@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from harness import Server, npy_bytes
+from harness import npy_bytes
 from dcorfs.tuning import TUNING
 
 EVENTS = 30_000  # the index of events/contour spans hundreds of scattered nodes
@@ -45,10 +45,8 @@ def large_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def large_server(large_dir, tmp_path_factory, cache_dir):
-    srv = Server(large_dir, tmp_path_factory.mktemp("large-server"), cache_dir, [])
-    yield srv
-    srv.stop()
+def large_server(large_dir, module_servers):
+    return module_servers.start(large_dir, name="large-server")
 
 
 def settled(mnt) -> None:

@@ -419,26 +419,20 @@ def test_resources_beyond_the_limit_are_closed_and_reopened(server, fresh_mount)
 
 
 @pytest.mark.expect_warnings("DCF301")  # a close racing a request is retried: allowed
-def test_connections_closed_while_idle_are_reopened(demo_dir, tmp_path, cache_dir,
-                                                    fresh_mount):
+def test_connections_closed_while_idle_are_reopened(demo_dir, servers, fresh_mount):
     """A server that closes idle connections after 1 s, as real ones do (after longer):
     reads after an idle time are exact, and the store connections are reopened while the
     API is asked."""
-    from harness import Server
-
-    srv = Server(demo_dir, tmp_path, cache_dir, ["--private", "beads/*", "--idle-close-s", "1",
-                                                  "--handshake-rtts", "2"])
-    try:
-        mnt = fresh_mount(srv.url)
-        rid = srv.ids["blood-cells/M001_data.rtdc"]
-        with h5py.File(demo_dir / "blood-cells" / "M001_data.rtdc", "r") as h5:
-            deform, area = h5["events/deform"][:], h5["events/area_um"][:]
-        time.sleep(6)  # longer than REOPEN_AFTER and the server's idle close
-        srv.reset_stats()
-        assert np.array_equal(np.load(mnt.path / rid / "deform.npy"), deform)
-        assert srv.stats()["store_connections"] >= 2  # the warm ones had been closed
-        assert "DCF106" in mnt.log_text()
-        time.sleep(1.5)
-        assert np.array_equal(np.load(mnt.path / rid / "area_um.npy"), area)
-    finally:
-        srv.stop()
+    srv = servers.start(demo_dir, "--private", "beads/*", "--idle-close-s", "1",
+                        "--handshake-rtts", "2")
+    mnt = fresh_mount(srv.url)
+    rid = srv.ids["blood-cells/M001_data.rtdc"]
+    with h5py.File(demo_dir / "blood-cells" / "M001_data.rtdc", "r") as h5:
+        deform, area = h5["events/deform"][:], h5["events/area_um"][:]
+    time.sleep(6)  # longer than TUNING.reopen_after and the server's idle close
+    srv.reset_stats()
+    assert np.array_equal(np.load(mnt.path / rid / "deform.npy"), deform)
+    assert srv.stats()["store_connections"] >= 2  # the warm ones had been closed
+    assert "DCF106" in mnt.log_text()
+    time.sleep(1.5)
+    assert np.array_equal(np.load(mnt.path / rid / "area_um.npy"), area)

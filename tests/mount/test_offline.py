@@ -12,7 +12,7 @@ import h5py
 import hdf5plugin  # noqa: F401
 import pytest
 
-from harness import Server, npy_bytes
+from harness import npy_bytes
 
 RELPATH = "blood-cells/M001_data.rtdc"
 PRIVATE = "beads/M002_beads.rtdc"
@@ -27,13 +27,9 @@ def timed_failure(path: pathlib.Path) -> tuple[int, float]:
 
 
 @pytest.fixture
-def own_server(demo_dir, tmp_path, cache_dir):
+def own_server(demo_dir, servers):
     """A server this test may stop: the demo data, the beads dataset private."""
-    work = tmp_path / "server"
-    work.mkdir()
-    srv = Server(demo_dir, work, cache_dir, ["--private", "beads/*"])
-    yield srv
-    srv.stop()
+    return servers.start(demo_dir, "--private", "beads/*")
 
 
 @pytest.mark.expect_warnings("DCN901", "DCF301", "DCA201", "DCF104", "DCF101", "DCB701")

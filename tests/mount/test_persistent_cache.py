@@ -24,6 +24,14 @@ def reference(demo_dir):
                 "data.rtdc": (demo_dir / RELPATH).read_bytes()}
 
 
+def written(*mounts) -> None:
+    """Wait until the mounts' disk writers have written everything they were given."""
+    deadline = time.monotonic() + 60
+    while any(m.status()["disk_cache"]["writes_pending"] for m in mounts):
+        assert time.monotonic() < deadline, "disk writes still pending after 60 s"
+        time.sleep(0.02)
+
+
 def read_all(folder, reference) -> None:
     for name, expected in reference.items():
         assert (folder / name).read_bytes() == expected, name
@@ -104,7 +112,7 @@ def test_the_cache_keeps_its_size(demo_server, reference, fresh_mount, tmp_path)
     rid = demo_server.ids[RELPATH]
     assert len(reference["data.rtdc"]) > 3 * size
     read_all(mnt.path / rid, reference)
-    time.sleep(1.0)  # the background writer finishes
+    written(mnt)
     stored = sum(p.stat().st_size for p in (tmp_path / "cache" / "blocks").rglob("*.blk"))
     assert stored <= size + 64 * 1024, stored
 
@@ -117,7 +125,7 @@ def test_two_mounts_and_a_prefetch_share_one_cache(demo_server, demo_dir, refere
     one = fresh_mount(demo_server.url, token_file=token, extra=cache)
     two = fresh_mount(demo_server.url, token_file=token, extra=cache)
     read_all(one.path / rid, reference)
-    time.sleep(1.0)
+    written(one)
     demo_server.reset_stats()
     read_all(two.path / rid, reference)
     assert demo_server.stats().get("store_bytes", 0) < len(reference["data.rtdc"]) // 10
@@ -129,7 +137,7 @@ def test_two_mounts_and_a_prefetch_share_one_cache(demo_server, demo_dir, refere
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert (two.path / beads / "data.rtdc").read_bytes() == original
     assert prefetch.wait(timeout=300) == 0, prefetch.stderr.read()
-    time.sleep(1.0)  # the daemons' disk writers finish
+    written(one, two)
     third = fresh_mount(demo_server.url, token_file=token, extra=cache)
     demo_server.reset_stats()
     assert (third.path / beads / "data.rtdc").read_bytes() == original
@@ -224,21 +232,18 @@ def test_a_remount_asks_nothing_for_cached_public_data(demo_server, fresh_mount,
 
 
 @pytest.fixture(scope="module")
-def twin_servers(tmp_path_factory, cache_dir):
+def twin_servers(tmp_path_factory, module_servers):
     """Two ``dcorfs serve`` whose resources share ids (the same paths) but not bytes,
     as a local server and DCOR, or two local servers of different data, may."""
     import corpus
-    from harness import Server
 
     servers = []
     for seed in (1, 2):
         data = tmp_path_factory.mktemp(f"twin-data-{seed}")
         corpus.write_beads(data / "beads" / "calibration_beads.rtdc", seed=seed)
-        servers.append(Server(data, tmp_path_factory.mktemp(f"twin-{seed}"), cache_dir, []))
+        servers.append(module_servers.start(data, name=f"twin-{seed}"))
     assert servers[0].ids == servers[1].ids
-    yield servers
-    for srv in servers:
-        srv.stop()
+    return servers
 
 
 @pytest.mark.parametrize("order", [(0, 1), (1, 0)])

@@ -200,42 +200,34 @@ def test_every_listed_file_reads_whole(where, kind, relpath):
                     assert table.shape[0] == len(ds)
 
 
-def test_kept_answers_the_store_contradicts_are_asked_again(corpus_dir, tmp_path, cache_dir,
+def test_kept_answers_the_store_contradicts_are_asked_again(corpus_dir, tmp_path, servers,
                                                             fresh_mount):
     """A public resource's answers kept on disk declare a condensed file that the store
     no longer has (DCOR condenses again, or the first condensing failed after the
     answers were kept): the mount asks DCOR again at once, lists no file that would not
     open, and reads the rest from the original."""
-    from harness import Server, free_port
+    from harness import free_port
 
     relpath = "beads/calibration_beads.rtdc"
     disk = tmp_path / "disk-cache"
     store_port = free_port()
-    for name in ("s1", "s2"):
-        (tmp_path / name).mkdir()
-    first = Server(corpus_dir, tmp_path / "s1", cache_dir, ["--store-port", str(store_port)])
-    try:
-        rid = first.ids[relpath]
-        mnt = fresh_mount(first.url, extra=["--cache-dir", str(disk)])
-        os.stat(mnt.path / rid)  # DCOR's answers are kept; no byte of the condensed file
-        assert mnt.unmount() == 0
-    finally:
-        first.stop()
-    second = Server(corpus_dir, tmp_path / "s2", cache_dir,
-                    ["--store-port", str(store_port), "--no-condensed", relpath],
-                    port=first.port)
-    try:
-        again = fresh_mount(second.url, extra=["--cache-dir", str(disk)])
-        folder = again.path / rid
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with dclab.new_dataset(corpus_dir / relpath) as local:
-                assert (folder / "area_um.npy").read_bytes() == npy_bytes(
-                    np.asarray(local["area_um"]))
-        names = set(os.listdir(folder))
-        assert "condensed.rtdc" not in names and "volume.npy" not in names
-        log = again.log_text()
-        assert "DCR406" in log  # opened from the kept answers ...
-        assert "DCR420" in log and "DCR407" in log  # ... asked again; DCOR's answer changed
-    finally:
-        second.stop()
+    first = servers.start(corpus_dir, "--store-port", str(store_port))
+    rid = first.ids[relpath]
+    mnt = fresh_mount(first.url, extra=["--cache-dir", str(disk)])
+    os.stat(mnt.path / rid)  # DCOR's answers are kept; no byte of the condensed file
+    assert mnt.unmount() == 0
+    first.stop()
+    second = servers.start(corpus_dir, "--store-port", str(store_port), "--no-condensed",
+                           relpath, port=first.port)
+    again = fresh_mount(second.url, extra=["--cache-dir", str(disk)])
+    folder = again.path / rid
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with dclab.new_dataset(corpus_dir / relpath) as local:
+            assert (folder / "area_um.npy").read_bytes() == npy_bytes(
+                np.asarray(local["area_um"]))
+    names = set(os.listdir(folder))
+    assert "condensed.rtdc" not in names and "volume.npy" not in names
+    log = again.log_text()
+    assert "DCR406" in log  # opened from the kept answers ...
+    assert "DCR420" in log and "DCR407" in log  # ... asked again; DCOR's answer changed

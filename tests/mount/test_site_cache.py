@@ -40,12 +40,10 @@ def site_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site_server(site_dir, tmp_path_factory, cache_dir):
+def site_server(site_dir, module_servers):
     # a link of 40 MB/s, so that a read is still running when nginx is stopped
-    srv = Server(site_dir, tmp_path_factory.mktemp("site-server"), cache_dir,
-                 ["--private", "private/*", "--bandwidth-mbs", "40"])
-    yield srv
-    srv.stop()
+    return module_servers.start(site_dir, "--private", "private/*", "--bandwidth-mbs", "40",
+                                name="site-server")
 
 
 def start_site_cache(server: Server) -> SiteCache:

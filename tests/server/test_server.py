@@ -12,7 +12,6 @@ import pytest
 import requests
 
 import corpus
-from harness import Server
 
 
 def action(server, name, token=None, **params):
@@ -121,13 +120,11 @@ def test_object_store_ranges(server, corpus_dir):
 
 
 @pytest.fixture
-def lone_server(corpus_dir, tmp_path, cache_dir):
+def lone_server(corpus_dir, tmp_path, servers):
     """A server of its own: no mount and no other test sends it anything."""
     (tmp_path / "data").mkdir()
     shutil.copy(corpus_dir / "scalars" / "example.rtdc", tmp_path / "data" / "example.rtdc")
-    srv = Server(tmp_path / "data", tmp_path, cache_dir, ["--latency-ms", "50"])
-    yield srv
-    srv.stop()
+    return servers.start(tmp_path / "data", "--latency-ms", "50")
 
 
 def test_stats_count_round_trips(lone_server):

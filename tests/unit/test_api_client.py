@@ -64,6 +64,7 @@ def test_against_the_server(in_thread_server):
     assert info.value.errno == errno.ENOENT
 
 
+@pytest.mark.expect_warnings("DCA202")
 def test_5xx_is_retried_after_what_retry_after_says(in_thread_server):
     """Every answer a 502 with Retry-After: 0.3 s; 3 retries wait 0.9 s, not the
     0.25 + 0.5 + 1 s (x 0.5..1.5) of the client's own backoff, and the server saw
@@ -93,6 +94,7 @@ def test_5xx_is_retried_after_what_retry_after_says(in_thread_server):
     assert time.monotonic() - started >= 0.875
 
 
+@pytest.mark.expect_warnings("DCA203")
 def test_maintenance_is_waited_out_within_the_deadline(in_thread_server):
     """503 is DCOR in maintenance: waited out at Retry-After's pace while the
     operation's deadline allows, then EIO; said once, and again when it ends."""

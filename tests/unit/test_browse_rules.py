@@ -46,6 +46,7 @@ def store(ttl: float, **kwargs) -> tuple[AnswerStore, Clock, list]:
     return AnswerStore(ttl, clock=clock, run=later.append, **kwargs), clock, later
 
 
+@pytest.mark.expect_warnings("DCB701")
 def test_listings_are_kept_revalidated_in_the_background_and_served_stale():
     listings, clock, later = store(ttl=10)
     calls = []

@@ -31,6 +31,7 @@ def test_blocks_and_sizes_come_back_from_a_new_instance(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+@pytest.mark.expect_warnings("DCD801")
 def test_a_damaged_block_is_dropped_never_served(tmp_path, damage, caplog):
     disk = DiskCache(tmp_path, max_bytes=1 << 30)
     disk.put("k", 0, block(0))
@@ -120,6 +121,7 @@ def test_the_block_cache_reads_through_the_disk(tmp_path):
     assert calls == [(4 * BS, 5 * BS)]
 
 
+@pytest.mark.expect_warnings("DCD809")
 def test_a_complete_object_is_checked_against_its_sha256(tmp_path, caplog):
     import hashlib
 
@@ -172,6 +174,7 @@ class FakeStore:
         return False
 
 
+@pytest.mark.expect_warnings("DCR409")
 def test_an_object_whose_etag_changed_is_dropped(tmp_path, caplog):
     import errno
 

@@ -15,16 +15,11 @@ import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
+from harness import npy_bytes
 
 from dcorfs.core.build import FsConfig, build
 from dcorfs.core.filesystem import Filesystem
 from dcorfs.tuning import TUNING
-
-
-def saved(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 @pytest.fixture
@@ -79,8 +74,8 @@ def test_features_read_as_np_save_of_the_local_file(core, in_thread_server, corp
                 expected = expected.astype(bool)
             path = f"/{rid}/{name}.npy"
             assert f"{name}.npy" in names
-            assert core.getattr(path)["st_size"] == len(saved(expected))
-            assert read_all(core, path) == saved(expected), path
+            assert core.getattr(path)["st_size"] == len(npy_bytes(expected))
+            assert read_all(core, path) == npy_bytes(expected), path
     assert read_all(core, f"/{rid}/data.rtdc") == (corpus_dir / relpath).read_bytes()
 
 
@@ -97,6 +92,7 @@ def test_names_that_cannot_be_ids_cost_no_request(core, in_thread_server):
     assert info.value.errno == errno.ENAMETOOLONG
 
 
+@pytest.mark.expect_warnings("DCF101")
 def test_errors_carry_errnos(core, in_thread_server):
     rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
     cases = [(lambda: core.getattr(f"/{rid}/nope.npy"), errno.ENOENT),
@@ -121,7 +117,7 @@ def test_the_token_opens_private_resources(in_thread_server, corpus_dir):
     try:
         rid = in_thread_server.ids["private/calibration_beads.rtdc"]
         with h5py.File(corpus_dir / "private/calibration_beads.rtdc", "r") as h5:
-            assert read_all(fs, f"/{rid}/deform.npy") == saved(h5["events/deform"][:])
+            assert read_all(fs, f"/{rid}/deform.npy") == npy_bytes(h5["events/deform"][:])
         assert "token=<set>" in repr(fs.parts.config) and in_thread_server.TOKEN not in repr(fs.parts.config)
     finally:
         fs.close()
@@ -132,9 +128,9 @@ def test_contours_traces_logs_and_tables(core, in_thread_server, corpus_dir):
     contours = core.readdir(f"/{rid}/contour")
     assert contours[:3] == ["00.npy", "01.npy", "02.npy"] and len(contours) == 47
     with h5py.File(corpus_dir / "beads/calibration_beads.rtdc", "r") as h5:
-        assert read_all(core, f"/{rid}/contour/10.npy") == saved(h5["events/contour/10"][:])
+        assert read_all(core, f"/{rid}/contour/10.npy") == npy_bytes(h5["events/contour/10"][:])
         for name in h5["events/trace"]:
-            assert read_all(core, f"/{rid}/trace/{name}.npy") == saved(
+            assert read_all(core, f"/{rid}/trace/{name}.npy") == npy_bytes(
                 h5["events/trace"][name][:])
         for name in h5["logs"]:
             lines = [line.decode() for line in h5["logs"][name][:]]
@@ -159,6 +155,7 @@ def offline_core(in_thread_server, cache: str, token: str = "") -> Filesystem:
                                offline=True))
 
 
+@pytest.mark.expect_warnings("DCF101")
 def test_offline_serves_what_the_disk_cache_holds(in_thread_server, corpus_dir, tmp_path):
     cache = str(tmp_path / "cache")
     rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
@@ -190,6 +187,7 @@ def test_offline_serves_what_the_disk_cache_holds(in_thread_server, corpus_dir, 
     assert after.get("store_requests", 0) == before.get("store_requests", 0)
 
 
+@pytest.mark.expect_warnings("DCF101")
 def test_offline_a_private_resource_needs_the_same_token(in_thread_server, tmp_path):
     cache = str(tmp_path / "cache")
     rid = in_thread_server.ids["private/calibration_beads.rtdc"]
@@ -224,7 +222,7 @@ def local_features(path: pathlib.Path) -> dict[str, bytes]:
     with h5py.File(path, "r") as h5:
         for name, item in h5["events"].items():
             if isinstance(item, h5py.Dataset):
-                out[name] = saved(item[:].astype(bool) if name == "mask" else item[:])
+                out[name] = npy_bytes(item[:].astype(bool) if name == "mask" else item[:])
     return out
 
 
@@ -362,7 +360,7 @@ def test_contour_sizes_are_remembered_once_known(core, in_thread_server, corpus_
     assert again == first and asked == []
     with h5py.File(corpus_dir / relpath, "r") as h5:
         for i in (0, len(names) // 2, len(names) - 1):
-            expected = saved(h5["events/contour"][str(i)][:])
+            expected = npy_bytes(h5["events/contour"][str(i)][:])
             assert read_all(core, f"/{rid}/contour/{names[i]}") == expected
             assert len(expected) == first[i]
 
@@ -376,7 +374,7 @@ def test_a_listing_hands_out_sizes_it_knows(core, in_thread_server, corpus_dir):
     folder = f"/{rid}/contour"
     names = core.readdir(folder)
     with h5py.File(corpus_dir / "beads" / "calibration_beads.rtdc", "r") as h5:
-        expected = {name: len(saved(h5["events/contour"][str(int(name[:-4]))][:]))
+        expected = {name: len(npy_bytes(h5["events/contour"][str(int(name[:-4]))][:]))
                     for name in names}
     assert len(names) > TUNING.contour_bulk_after and len(set(expected.values())) > 5
     requests = core.parts.fetcher.requests
@@ -438,13 +436,14 @@ def test_the_first_read_goes_through_the_site_cache(in_thread_server, corpus_dir
     try:  # not mounted(): the warm-up did not learn the origin
         rid = in_thread_server.ids["beads/calibration_beads.rtdc"]
         with h5py.File(corpus_dir / "beads/calibration_beads.rtdc", "r") as h5:
-            assert read_all(fs, f"/{rid}/deform.npy") == saved(h5["events/deform"][:])
+            assert read_all(fs, f"/{rid}/deform.npy") == npy_bytes(h5["events/deform"][:])
         mirrored = fs.status()["store_mirror"]
         assert mirrored["requests"] > 0 and mirrored["failures"] == 0
     finally:
         fs.close()
 
 
+@pytest.mark.expect_warnings("DCF107")
 def test_a_read_is_whole_or_fails(core, in_thread_server):
     """A view that hands back fewer bytes than asked for (before the end of the file)
     fails the read with EIO: the kernel would take a short read for the end of the

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import errno
-import io
 import random
 
 import numpy as np
 import pytest
+from harness import npy_bytes
 
 from dcorfs.views.npy_format import npy_header
 from dcorfs.views.view import BytesView, LazyBytesView, NpyView
@@ -15,12 +15,6 @@ ARRAYS = [np.arange(1000, dtype="<f8"), np.zeros((0,), "<f4"),
           np.arange(7 * 5 * 3, dtype="|u1").reshape(7, 5, 3),
           np.array([True, False, True]), np.arange(12, dtype="<i2").reshape(4, 3),
           np.zeros(5, dtype=[("a", "<f8"), ("b", "<f8")])]
-
-
-def saved(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 class Rows:
@@ -37,7 +31,7 @@ class Rows:
 
 @pytest.mark.parametrize("array", ARRAYS, ids=lambda a: f"{a.dtype}{a.shape}")
 def test_every_range_reads_exactly_the_saved_bytes(array):
-    reference = saved(array)
+    reference = npy_bytes(array)
     rows = Rows(array)
     view = NpyView(array.dtype, array.shape, rows)
     assert view.size == len(reference)
@@ -76,7 +70,7 @@ def test_headers_equal_np_save_for_every_dtype_and_shape():
                   [("a", "<f8"), ("b", "<f8")]]:
         for shape in [(0,), (1,), (47,), (5000,), (10, 80, 250), (0, 177), (3, 1)]:
             header = npy_header(np.dtype(dtype), shape)
-            assert saved(np.zeros(shape, dtype=dtype))[:len(header)] == header, (dtype, shape)
+            assert npy_bytes(np.zeros(shape, dtype=dtype))[:len(header)] == header, (dtype, shape)
 
 
 def test_text_views():

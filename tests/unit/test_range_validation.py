@@ -51,6 +51,7 @@ def test_other_statuses_are_retried(status):
 DATA = bytes(range(256)) * 4
 
 
+@pytest.mark.expect_warnings("DCF301")
 def test_the_fetcher_retries_until_the_answer_is_exact():
     fetcher = ScriptedFetcher([
         (200, None, DATA),  # the whole object: the store ignored the range
@@ -63,6 +64,7 @@ def test_the_fetcher_retries_until_the_answer_is_exact():
     assert fetcher.fake.ranges == ["bytes=10-19"] * 4
 
 
+@pytest.mark.expect_warnings("DCF301")
 def test_the_fetcher_gives_up_with_eio_after_its_retries():
     fetcher = ScriptedFetcher([(503, None, b"")] * 3, retries=2)
     with pytest.raises(OSError) as info:
@@ -70,6 +72,7 @@ def test_the_fetcher_gives_up_with_eio_after_its_retries():
     assert info.value.errno == errno.EIO and fetcher.fake.answers == []
 
 
+@pytest.mark.expect_warnings("DCF301")
 def test_a_broken_stream_resumes_where_it_broke():
     fetcher = ScriptedFetcher([(206, "bytes 0-99/1024", DATA[:40]),
                                (206, "bytes 40-99/1024", DATA[40:100])])

@@ -49,6 +49,7 @@ def test_nothing_goes_to_the_mirror_before_the_store_is_known():
     assert mirror.status()["origin"] == "https://objectstore.example.org:443"
 
 
+@pytest.mark.expect_warnings("DCP201", "DCP202")
 def test_a_failed_mirror_is_left_alone_then_tried_again(caplog):
     mirror = StoreMirror("http://cache:8080", origin=STORE, retry_after=0.2)
     mirror.failed("connection refused")
@@ -67,6 +68,7 @@ def fetcher_with_mirror(answers: list) -> ScriptedFetcher:
     return ScriptedFetcher(answers, mirror=StoreMirror("http://cache:8080", origin=STORE))
 
 
+@pytest.mark.expect_warnings("DCP201")
 def test_a_read_is_served_by_the_mirror_checked_like_the_origin():
     fetcher = fetcher_with_mirror([(206, "bytes 11-20/1024", DATA[11:21]),  # wrong bytes
                                    (206, "bytes 10-19/1024", DATA[10:20])])
@@ -76,6 +78,7 @@ def test_a_read_is_served_by_the_mirror_checked_like_the_origin():
     assert fetcher.mirror.status()["failures"] == 1
 
 
+@pytest.mark.expect_warnings("DCP201")
 def test_a_mirror_that_cannot_be_reached_sends_reads_to_the_origin():
     refused = requests.ConnectionError("refused")
     fetcher = fetcher_with_mirror([refused, (206, "bytes 0-9/1024", DATA[:10]),
@@ -85,6 +88,7 @@ def test_a_mirror_that_cannot_be_reached_sends_reads_to_the_origin():
     assert fetcher.fake.urls[1:] == [PUBLIC, PUBLIC]
 
 
+@pytest.mark.expect_warnings("DCP201")
 def test_a_stream_broken_at_the_mirror_resumes_at_the_origin():
     fetcher = fetcher_with_mirror([(206, "bytes 0-99/1024", DATA[:40]),
                                    (206, "bytes 40-99/1024", DATA[40:100])])
