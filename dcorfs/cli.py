@@ -181,8 +181,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     return server.run(pathlib.Path(args.data_dir), host=args.bind, port=args.port,
                       store_port=args.store_port,
-                      cache_dir=pathlib.Path(args.cache_dir) if args.cache_dir else paths.cache_dir() / "serve",
-                      private=args.private, token_file=pathlib.Path(args.token_file) if args.token_file else None,
+                      cache_dir=(pathlib.Path(args.cache_dir) if args.cache_dir
+                                 else paths.cache_dir() / "serve"),
+                      private=args.private,
+                      token_file=pathlib.Path(args.token_file) if args.token_file else None,
                       latency_ms=args.latency_ms, bandwidth_mbs=args.bandwidth_mbs,
                       presign_ttl=args.presign_ttl, list_only=args.list, faults=args.faults,
                       synthetic=args.synthetic, handshake_round_trips=args.handshake_rtts,
@@ -272,9 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mount DCOR at MOUNTPOINT. Datasets, circles and collections are folders "
                     "(MOUNTPOINT/datasets/<name>/, MOUNTPOINT/circles/<name>/, "
                     "MOUNTPOINT/collections/<name>/), and every resource id is a folder of "
-                    "features: MOUNTPOINT/<resource-id>/deform.npy and so on. The API token comes from "
-                    "DCOR_API_TOKEN or --token-file (never from the command line). Without "
-                    "--foreground the mount runs in the background and this command returns "
+                    "features: MOUNTPOINT/<resource-id>/deform.npy and so on. The API token "
+                    "comes from DCOR_API_TOKEN or --token-file (never from the command "
+                    "line). Without --foreground the mount runs in the background and this command returns "
                     "once it is live.",
         epilog="mount -t and /etc/fstab work too (through mount.fuse3, which runs dcorfs\n"
                "from the system PATH); options are written with underscores:\n"

@@ -145,14 +145,9 @@ class Browser:
         url = None if private else res.get("s3_url")
         # DCOR's key for the resource artifact (as dcserv names it in the basins): the
         # blocks are shared with MOUNT/<rid>/data.rtdc and the features read from it
-        obj = RemoteObject(key=self.shared.site_key(
-                               f"dcor-{'presigned-' if private else ''}resource-{res['id']}"),
-                           url=url if isinstance(url, str) and url else
-                           self.api.resolve_download(route),
-                           expires_at=None, cache=self.shared.cache,
-                           fetcher=self.shared.fetcher, background=self.shared.background)
-        if obj.url != url:
-            obj.refresh = lambda: obj.set_url(self.api.resolve_download(route), None)
+        name = f"dcor-{'presigned-' if private else ''}resource-{res['id']}"
+        obj = (self.shared.remote_object(name, url) if isinstance(url, str) and url else
+               self.shared.resolved_object(name, lambda: self.api.resolve_download(route)))
         obj.probe()
         return obj
 

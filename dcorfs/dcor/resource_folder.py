@@ -26,7 +26,6 @@ from ..hdf5.layout import Layout
 from ..hdf5.readahead import COLUMN, DEFAULT, ReadaheadConfig
 from ..ids import is_resource_id
 from ..io import deadline
-from ..io.remote_object import RemoteObject
 from ..tuning import TUNING
 from ..views.nodes import CheckedDir, Dir, File, Node
 from ..views.tables import table_array
@@ -38,6 +37,8 @@ from .contour_folder import ContourFolder
 from .contour_sizes import ContourSizes
 from .feature_views import dataset_view, layout_view, mapped_view, passthrough
 from .presigned import local_expiry
+from .preview import Preview
+from .resource_answers import ResourceAnswers
 from .shared import Shared
 from .upstream import Via
 
@@ -65,50 +66,21 @@ class Resource:
         self.basins: list[Basin] = []
         self._refresh_lock = threading.Lock()
         self._last_refresh = 0.0
-        self._metadata: concurrent.futures.Future | None = None
+        self.answers = ResourceAnswers(rid, shared)
         self._listing_prepared = False
         self._listing_started = False
-        self.public = False  # no basin is perishable: DCOR's answers may be kept on disk
-        self.from_disk = False  # opened from answers kept on disk, not asked of DCOR
         self._upstreams: dict[tuple[str, str], Resource | None] = {}
         self._upstream_lock = threading.Lock()
         self._unresolved: set[str] = set()  # features logged as unresolvable
-        self._preview: concurrent.futures.Future | None = None
+        self._preview_made: Preview | bool | None = None  # False: none
         self._sources: dict[str, tuple[Basin, Any] | Via] = {}  # what source() found
         self.root = CheckedDir(self._root_entries)
 
     # -- basins --------------------------------------------------------------------
     def load(self) -> None:
-        """Fetch the basin list: proves the id exists and is readable with our token.
-
-        The metadata (for ``metadata.json``) is asked for at the same time, so a
-        listing does not wait for one more round trip later.  A public resource whose
-        answers the disk cache holds is opened from them without asking DCOR:
-        published data never changes (they are asked again in the background once
-        older than ``answers_ttl``).  A private one always asks DCOR, which checks the
-        token; only when DCOR cannot be reached is it opened from the answers kept for
-        this same token.
-        """
-        stored = self.shared.answers.kept((self.rid, "basins"))
-        if stored is not None and _all_public(stored[0]):
-            specs = stored[0]
-            self.public = True
-            self._metadata = self.pool.submit(deadline.bind(self._answer), "metadata")
-            if stored[1] > self.shared.answers.ttl:
-                self.pool.submit(self._revalidate)
-            self.from_disk = True
-            log.info("DCR406 %s opened from the disk cache's answers", self.rid)
-        else:
-            try:
-                specs = self._ask_basins()
-            except OSError as exc:
-                private = self.shared.private_answers.kept((self.rid, "basins"))
-                if exc.errno != errno.EIO or private is None:
-                    raise
-                specs = private[0]
-                self._metadata = self.pool.submit(deadline.bind(self._answer), "metadata")
-                log.info("DCR408 %s: DCOR cannot be reached (%s); opened from the answers "
-                         "kept for this token", self.rid, exc.strerror)
+        """Ask DCOR for the basins (``ResourceAnswers``) and open them: proves the id
+        exists and is readable with the mount's token."""
+        specs = self.answers.basins()
         mirror = self.shared.fetcher.mirror
         for spec in specs:
             if not isinstance(spec, dict) or spec.get("format") not in ("http", "s3"):
@@ -125,109 +97,20 @@ class Resource:
             basin = self._basin(spec, key)
             self.basins.append(basin)
             if str(spec.get("name", "")).startswith("resource") and self.shared.disk is not None:
-                self.shared.disk.watch_complete(basin.obj.key, self._check_original)
+                self.shared.disk.watch_complete(basin.obj.key, self.answers.check_original)
         if not self.basins:
             raise OSError(errno.EIO, f"DCOR lists no readable basin for {self.rid}")
 
     def _basin(self, spec: dict, key: str, url: str | None = None) -> Basin:
-        obj = RemoteObject(key=self.shared.site_key(key), url=url or spec["urls"][0],
-                           expires_at=local_expiry(spec),
-                           cache=self.shared.cache, fetcher=self.shared.fetcher,
-                           background=self.shared.background,
-                           refresh=self.refresh_basins if spec.get("perishable") else None)
+        obj = self.shared.remote_object(
+            key, url or spec["urls"][0], expires_at=local_expiry(spec),
+            refresh=self.refresh_basins if spec.get("perishable") else None)
         return Basin(spec, obj, self.shared, self._contradicted)
 
     def _contradicted(self, basin: Basin) -> None:
-        """A basin DCOR declared features for turned out not to exist on the store.
-        If that declaration came from answers kept on disk, DCOR is asked again (and
-        its answer kept) before anything fails: the next open uses what DCOR says now."""
-        if not self.from_disk or basin.declared is None:
-            return
-        self.from_disk = False
-        log.info("DCR420 %s: the store has no %s, which the kept answers declare; asking "
-                 "DCOR again", self.rid, basin.name)
-        try:
-            self._revalidate()
-        except OSError as exc:  # the reader's own error says what failed
-            log.info("DCR420 %s: DCOR could not be asked again: %s", self.rid, exc.strerror)
-
-    def _ask_basins(self) -> list:
-        """``dcserv`` basins and (in parallel) metadata, kept on disk once answered."""
-        if self.shared.reopen is not None:
-            self.shared.reopen()
-        self._metadata = self.pool.submit(deadline.bind(self.api.dcserv), self.rid,
-                                          "metadata")
-        specs = self.api.dcserv(self.rid, "basins")
-        if not isinstance(specs, list):
-            raise OSError(errno.EIO, f"dcserv basins for {self.rid} is not a list")
-        self.public = _all_public(specs)
-        self._keep("basins", specs)
-        self._metadata.add_done_callback(
-            lambda f: None if f.exception() else self._keep("metadata", f.result()))
-        return specs
-
-    def _revalidate(self) -> None:
-        """Ask DCOR again about a public resource opened from stored answers: a changed
-        answer replaces the stored one (the next open uses it); a resource that is
-        gone or no longer public loses its stored answers."""
-        try:
-            specs = self.api.dcserv(self.rid, "basins")
-            meta = self.api.dcserv(self.rid, "metadata")
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.EACCES):
-                self._forget_public_answers(f"gone from DCOR or not public ({exc.strerror})")
-            return
-        if not _all_public(specs):
-            self._forget_public_answers("no longer public")
-            return
-        stored = self.shared.answers.kept((self.rid, "basins"))
-        if stored is None or stored[0] != specs:
-            log.info("DCR407 %s: DCOR's basins changed; the next open uses them", self.rid)
-        self._keep("basins", specs)
-        self._keep("metadata", meta)
-
-    def _forget_public_answers(self, why: str) -> None:
-        for query in ("basins", "metadata", "logs", "tables"):
-            self.shared.answers.forget((self.rid, query))
-        log.info("DCR407 %s is %s; its stored answers are dropped", self.rid, why)
-
-    def _check_original(self, key: str) -> None:
-        """Every block of the original is on disk: check it against DCOR's sha256 (in
-        the pool: the disk's writer thread calls this)."""
-        def check() -> None:
-            try:
-                sha = self.api.call("resource_show", id=self.rid).get("sha256")
-            except (OSError, AttributeError) as exc:
-                log.info("DCR410 %s: no sha256 to check the cached original against (%s)",
-                         self.rid, exc)
-                return
-            if isinstance(sha, str) and len(sha) == 64 and self.shared.disk is not None:
-                self.shared.disk.verify(key, sha)
-        try:
-            self.pool.submit(check)
-        except RuntimeError:  # unmounting: the pool is shut down; the next mount checks
-            log.debug("%s: unmounting, the sha256 check waits for the next mount", key)
-
-    # -- DCOR's answers, kept on disk ---------------------------------------------------
-    def _keep(self, query: str, value: Any) -> None:
-        """Store an answer: a public resource's for everyone, a private one's under the
-        token's hash, its presigned URLs cut to their unsigned form."""
-        if self.public:
-            self.shared.answers.keep((self.rid, query), value)
-        else:
-            self.shared.private_answers.keep(
-                (self.rid, query), _unsigned(value) if query == "basins" else value)
-
-    def _answer(self, query: str) -> Any:
-        """``dcserv`` for ``query``: from the disk cache for a public resource asked
-        before (published data never changes); else from DCOR, and from the disk when
-        DCOR cannot be reached."""
-        if self.public:
-            stored = self.shared.answers.kept((self.rid, query))
-            if stored is not None:
-                return stored[0]
-        store = self.shared.answers if self.public else self.shared.private_answers
-        return store.ask((self.rid, query), lambda: self.api.dcserv(self.rid, query))
+        """A basin DCOR declared features for turned out not to exist on the store."""
+        if basin.declared is not None:
+            self.answers.contradicted(basin.name)
 
     def refresh_basins(self) -> None:
         """Fetch fresh presigned URLs; concurrent callers share one refresh."""
@@ -253,8 +136,9 @@ class Resource:
             return
         futures = [self.pool.submit(deadline.bind(basin.prefetch_headers))
                    for basin in self.basins]
-        if self._preview_original() is not None:
-            self._preview_probe()  # listed too: asked beside the basins
+        preview = self._preview()
+        if preview is not None:
+            preview.probed()  # listed too: asked beside the basins
         failed = False
         for future in futures:
             try:
@@ -415,8 +299,7 @@ class Resource:
             return None
         upstream = Resource(f"{self.rid}/{spec.get('name', 'basin')}", self.shared, chain)
         upstream.basins = [upstream._basin({**spec, "perishable": False}, f"url:{bare}", url)]
-        upstream._metadata = concurrent.futures.Future()
-        upstream._metadata.set_result({})
+        upstream.answers.given({})
         return upstream
 
     def feature_view(self, feature: str) -> View:
@@ -454,9 +337,9 @@ class Resource:
                                              lambda b=basin: _exists(b))
             elif basin.name.startswith("resource"):
                 entries["data.rtdc"] = (File(lambda o=basin.obj: passthrough(o)), None)
-        preview = self._preview_entry()
+        preview = self._preview()
         if preview is not None:
-            entries["preview.jpg"] = preview
+            entries["preview.jpg"] = preview.entry()
         return entries
 
     def _feature_view(self, feature: str, config: ReadaheadConfig = DEFAULT) -> View:
@@ -504,72 +387,22 @@ class Resource:
         view = self._feature_view(feature)
         if not isinstance(view, NpyView):
             raise OSError(errno.EIO, f"{self.rid}: {feature} is not an array")
-        pixel = self._metadata_dict().get("imaging", {}).get("pixel size")
+        pixel = self.answers.metadata().get("imaging", {}).get("pixel size")
         pixel = float(pixel) if isinstance(pixel, (int, float)) and pixel > 0 else None
         return TiffView(view, mask=feature in BOOL_FEATURES, pixel_size_um=pixel)
 
     # -- preview -----------------------------------------------------------------------
-    def _preview_entry(self) -> tuple[Node, Any] | None:
-        """DCOR's preview JPEG (ckanext-dc_view), listed when the store has it.  A
-        public one is read unsigned at the original's URL with ``/preview/`` for
-        ``/resource/`` (its key, ``preview/<rid[:3]>/...``); a private one where DCOR's
-        route ``/dataset/<id>/resource/<rid>/preview.jpg`` redirects (presigned)."""
-        if self._preview_original() is None:
-            return None
-
-        def exists() -> bool:
-            return self._preview_probe().result(timeout=deadline.remaining(3600.0)) is not None
-        return File(lambda: passthrough(self._preview_probe().result())), exists
-
-    def _preview_original(self) -> Basin | None:
-        original = next((b for b in self.basins if b.name.startswith("resource")), None)
-        if original is None or "/resource/" not in original.obj.url or self.chain:
-            return None
-        return original
-
-    def _preview_probe(self) -> concurrent.futures.Future:
-        """The preview's object, probed (its size known), or None when DCOR has none;
-        started once, by the first listing beside its basins' (``prepare_listing``), so
-        that it costs no round trip of its own.  A failure is not kept."""
+    def _preview(self) -> Preview | None:
+        """DCOR's preview of this resource (``Preview``), made once; None where DCOR
+        makes none (no original on the store, or a resource behind another's basin)."""
         with self._refresh_lock:
-            started = self._preview
-            if started is None or (started.done() and started.exception() is not None):
-                started = self._preview = self.pool.submit(deadline.bind(self._probe_preview))
-            return started
-
-    def _probe_preview(self) -> RemoteObject | None:
-        original = self._preview_original()
-        if original is None:
-            return None
-        try:
-            obj = self._preview_object(original)
-            obj.probe()
-        except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.EACCES):
-                raise
-            log.info("DCR425 %s has no preview (%s)", self.rid, exc.strerror)
-            return None
-        return obj
-
-    def _preview_object(self, original: Basin) -> RemoteObject:
-        if not original.perishable:
-            url = original.obj.url.split("?", 1)[0].replace("/resource/", "/preview/", 1)
-            return RemoteObject(key=self.shared.site_key(f"dcor-preview-{self.rid}"),
-                                url=url, expires_at=None,
-                                cache=self.shared.cache, fetcher=self.shared.fetcher,
-                                background=self.shared.background, probe_tail=False)
-
-        def signed() -> str:
-            package = self.api.call("resource_show", id=self.rid).get("package_id")
-            return self.api.resolve_download(
-                f"{self.api.base}/dataset/{package}/resource/{self.rid}/preview.jpg")
-        obj = RemoteObject(key=self.shared.site_key(f"dcor-presigned-preview-{self.rid}"),
-                           url=signed(),
-                           expires_at=None, cache=self.shared.cache,
-                           fetcher=self.shared.fetcher, background=self.shared.background,
-                           probe_tail=False)
-        obj.refresh = lambda: obj.set_url(signed(), None)
-        return obj
+            if self._preview_made is None:
+                original = next((b for b in self.basins if b.name.startswith("resource")),
+                                None)
+                self._preview_made = (False if original is None or self.chain
+                                      or "/resource/" not in original.obj.url
+                                      else Preview(self.rid, original, self.shared))
+            return self._preview_made or None
 
     def _kept_source(self, feature: str) -> tuple[Basin, Layout] | None:
         """(basin, layout) of ``feature`` from the layouts kept in the disk cache, or
@@ -640,7 +473,7 @@ class Resource:
     def _declared_event_count(self) -> int | None:
         """The measurement's event count as DCOR's metadata gives it (always, on
         DCOR), or None."""
-        count = self._metadata_dict().get("experiment", {}).get("event count")
+        count = self.answers.metadata().get("experiment", {}).get("event count")
         return count if isinstance(count, int) and count >= 0 else None
 
     def _event_count(self, basin: Basin, contours: h5py.Group) -> int:
@@ -654,21 +487,12 @@ class Resource:
                 return int(events[feature].shape[0])
         return len(contours)
 
-    def _metadata_dict(self) -> dict:
-        try:
-            if self._metadata is None:
-                raise OSError(errno.EIO, "metadata was not requested")
-            meta = self._metadata.result(timeout=deadline.remaining(3600.0))
-        except (OSError, concurrent.futures.TimeoutError):  # errors are not kept: ask again
-            meta = self._answer("metadata")
-        return meta if isinstance(meta, dict) else {}
-
     def _metadata_json(self) -> bytes:
-        meta = self._metadata_dict()
+        meta = self.answers.metadata()
         return (json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
     def _log_entries(self) -> dict[str, Node]:
-        logs = self._answer("logs") or {}
+        logs = self.answers.answer("logs") or {}
         entries: dict[str, Node] = {}
         for name, lines in logs.items():
             text = "".join(f"{line}\n" for line in lines)
@@ -676,7 +500,7 @@ class Resource:
         return entries
 
     def _table_entries(self) -> dict[str, Node]:
-        tables = self._answer("tables") or {}
+        tables = self.answers.answer("tables") or {}
         entries: dict[str, Node] = {}
         for name, content in tables.items():
             array = table_array(content)
@@ -714,21 +538,6 @@ def _exists(basin: Basin) -> bool:
             raise
         return False
     return True
-
-
-def _all_public(specs: Any) -> bool:
-    """Whether a basin list is a public resource's: a list with no perishable basin."""
-    return isinstance(specs, list) and bool(specs) and not any(
-        isinstance(s, dict) and s.get("perishable") for s in specs)
-
-
-def _unsigned(specs: Any) -> Any:
-    """Basins with presigned URLs cut before their query: no signature goes to disk."""
-    if not isinstance(specs, list):
-        return specs
-    return [{**s, "urls": [u.split("?", 1)[0] for u in s.get("urls") or []
-                           if isinstance(u, str)]} if isinstance(s, dict) else s
-            for s in specs]
 
 
 def _safe_name(name: str) -> str:

@@ -14,6 +14,7 @@ from ..io.block_cache import BlockCache
 from ..io.derived_store import DerivedStore
 from ..io.disk_cache import DiskCache
 from ..io.range_fetch import RangeFetcher
+from ..io.remote_object import RemoteObject
 from .api import DcorApi
 
 
@@ -61,6 +62,24 @@ class Shared:
     def site_key(self, name: str) -> str:
         """``name`` (an artifact's key, an answer's) as this DCOR instance's."""
         return site_key(self.site, name)
+
+    def remote_object(self, name: str, url: str, *, expires_at: float | None = None,
+                      refresh: Callable[[], None] | None = None,
+                      probe_tail: bool = True) -> RemoteObject:
+        """The object at ``url``, read through the mount's caches under the key ``name``
+        (an artifact's stable name on this site, never its URL)."""
+        return RemoteObject(key=self.site_key(name), url=url, expires_at=expires_at,
+                            cache=self.cache, fetcher=self.fetcher,
+                            background=self.background, refresh=refresh,
+                            probe_tail=probe_tail)
+
+    def resolved_object(self, name: str, resolve: Callable[[], str],
+                        probe_tail: bool = True) -> RemoteObject:
+        """The object at the URL ``resolve()`` gives (where a DCOR route redirects: a
+        presigned URL), resolved again when that URL is refused."""
+        obj = self.remote_object(name, resolve(), probe_tail=probe_tail)
+        obj.refresh = lambda: obj.set_url(resolve(), None)
+        return obj
 
 
 def site_key(site: str, name: str) -> str:

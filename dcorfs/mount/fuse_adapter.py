@@ -67,7 +67,9 @@ FUSE_READDIR_PLUS, FUSE_FILL_DIR_PLUS = 1 << 0, 1 << 1
 
 class _FUSE(mfusepy.FUSE):
     """mfusepy's FUSE, handing a folder's entries to libfuse's buffer as they are
-    made, and answering the kernel's READDIRPLUS with attributes.
+    made, and answering the kernel's READDIRPLUS with attributes.  It overrides
+    ``readdir_fuse_3`` and uses ``set_st_attrs`` and ``c_stat``, mfusepy's internals,
+    which is why ``pyproject.toml`` pins mfusepy below its next major version.
 
     mfusepy asks the file system for a list of entries per call, and fills every
     entry without attributes.  Here entries are made only until the kernel's buffer

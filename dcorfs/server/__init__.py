@@ -8,8 +8,8 @@ import signal
 import threading
 
 from .app import DcorServer, ServerConfig, read_or_create_token
-from .faults import Faults
 from .catalog import Catalog
+from .faults import Faults
 from .link import Link
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,15 @@ import time
 import urllib.parse
 from typing import Any
 
-from .catalog import Catalog, Dataset, Group, Resource, bucket_name, iso_time, object_key
+from .catalog import (
+    Catalog,
+    Dataset,
+    Group,
+    Resource,
+    bucket_name,
+    iso_time,
+    object_key,
+)
 from .faults import FaultInjector, Faults
 from .link import Link
 

@@ -30,10 +30,10 @@ import math
 import os
 import pathlib
 import re
-import uuid
-import warnings
 import shutil
 import tempfile
+import uuid
+import warnings
 from typing import Any
 
 import numpy as np

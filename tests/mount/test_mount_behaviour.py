@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import stat
 import time
@@ -26,6 +27,20 @@ def _errno_of(func, *args) -> int:
 
 
 # -- errors ---------------------------------------------------------------------------
+def test_the_host_is_the_source_and_libfuse_says_nothing(server, mount):
+    """``mount``, ``df`` and ``findmnt`` show the DCOR host as the source (as sshfs shows
+    its remote), the type is ``fuse.dcorfs``, and the mount's log holds only dcorfs's
+    own lines: libfuse warned at every mount before ("Ignoring invalid max threads")."""
+    os.listdir(mount.path)  # it is mounted and answers
+    with open("/proc/self/mountinfo", encoding="utf-8") as info:
+        entries = [line.split(" - ", 1) for line in info if f" {mount.path} " in line]
+    assert len(entries) == 1, entries
+    fstype, source = entries[0][1].split()[:2]
+    assert (fstype, source) == ("fuse.dcorfs", server.url.split("://", 1)[1])
+    for line in mount.log_text().splitlines():
+        assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ \S+: ", line), line
+
+
 def test_names_that_cannot_be_ids_cost_no_request(server, mount):
     server.reset_stats()
     for name in (".Trash", "desktop.ini", "autorun.inf", "ABCDEF00-0000-0000-0000-000000000000",
