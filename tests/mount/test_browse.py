@@ -203,7 +203,7 @@ def test_a_new_dataset_appears_after_the_ttl(browse_server, browse_dir, fresh_mo
         requests.post(f"{browse_server.url}/_dcorfs/rescan", timeout=300).raise_for_status()
 
 
-@pytest.mark.expect_warnings("DCB701", "DCA202", "DCM501")
+@pytest.mark.expect_warnings("DCA202", "DCB701", "DCM501")
 def test_a_listing_is_served_as_it_was_when_dcor_fails(browse_server, fresh_mount):
     mnt = fresh_mount(browse_server.url, extra=["--listing-ttl", "1", "--timeout", "2"])
     listed = sorted(os.listdir(mnt.path / "datasets"))
