@@ -22,6 +22,27 @@ class Tuning:
     #: seconds "not found" is remembered (a resource id, a dataset name); errors never are
     negative_ttl: float = 30.0
 
+    # -- the kernel (FUSE mount options) --------------------------------------------------
+    #: seconds the kernel keeps attributes and names it was given: nothing on DCOR changes
+    #: under a published resource, and a second ``ls -l`` then costs no call at all
+    attr_timeout: int = 3600
+    entry_timeout: int = 3600
+    #: seconds the kernel remembers that a name does not exist (a new dataset appears
+    #: after at most this long)
+    negative_timeout: int = 10
+    #: libfuse's idle worker threads kept (it runs at most 10; libfuse 3.14 warns at every
+    #: mount about its own default, UINT_MAX, unless a value is given)
+    max_idle_threads: int = 64
+
+    # -- memory ----------------------------------------------------------------------------
+    #: decoded chunks kept, so 128 KiB kernel reads do not decode a 1 MiB chunk eight
+    #: times: a quarter of ``--cache-size``, at least 1 MiB, at most this
+    decoded_cache_max: int = 64 << 20
+
+    #: nodes a folder of many names keeps, most recently looked up: each may hold an
+    #: open HDF5 dataset, and ``ls -l`` of 220,000 contours must not keep them all
+    lazy_entries_kept: int = 256
+
     # -- listings ----------------------------------------------------------------------
     #: ``st_blksize`` of files and folders: glibc's opendir sizes its getdents buffer by
     #: it (32 KiB to 1 MiB), and the kernel asks FUSE for as many names as that holds

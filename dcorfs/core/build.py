@@ -159,7 +159,8 @@ def build(config: FsConfig) -> Filesystem:
             config.listing_ttl, disk=disk, memory=False,
             disk_key=None if token_id is None else
             lambda key: site_key(site, f"private:{token_id}:dcserv:{key[0]}:{key[1]}")),
-        decoded=DecodedCache(max_bytes=min(64 << 20, max(config.cache_bytes // 4, 1 << 20))))
+        decoded=DecodedCache(max_bytes=min(TUNING.decoded_cache_max,
+                                           max(config.cache_bytes // 4, 1 << 20))))
     scope = site_key(site, (token_id or "token") if config.token else "public")
     browser = Browser(shared, AnswerStore(config.listing_ttl, TUNING.negative_ttl, disk=disk,
                                           disk_key=lambda key: listing_key(scope, key)),

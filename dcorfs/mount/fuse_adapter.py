@@ -23,6 +23,7 @@ from ..core.build import FsConfig, build
 from ..core.filesystem import Filesystem
 from ..io.deadline import deadline
 from ..io.reachability import Unreachable
+from ..tuning import TUNING
 from .memory import keep_large_buffers_mapped
 
 log = logging.getLogger(__name__)
@@ -219,12 +220,9 @@ def run_mount(mountpoint: pathlib.Path, config: FsConfig, fuse_options: list[str
         # ``mount``, ``df`` and ``findmnt`` show the host as the source, as for sshfs
         "fsname": urllib.parse.urlsplit(config.host).netloc or config.host,
         "subtype": "dcorfs", "ro": True, "default_permissions": True,
-        # libfuse 3.14 defaults this to UINT_MAX and then warns at every mount that it
-        # ignores it ("Ignoring invalid max threads value"); libfuse runs at most 10
-        # threads, so any bound above that changes nothing
-        "max_idle_threads": 64,
-        "kernel_cache": True, "attr_timeout": 3600, "entry_timeout": 3600,
-        "negative_timeout": 10,
+        "max_idle_threads": TUNING.max_idle_threads, "kernel_cache": True,
+        "attr_timeout": TUNING.attr_timeout, "entry_timeout": TUNING.entry_timeout,
+        "negative_timeout": TUNING.negative_timeout,
     }
     for opt in fuse_options:
         for item in opt.split(","):

@@ -17,6 +17,7 @@ from typing import Union
 
 import cachetools
 
+from ..tuning import TUNING
 from .view import View
 
 log = logging.getLogger(__name__)
@@ -191,17 +192,14 @@ class LazyEntries(dict):
     a node dropped here is made again only when asked for after that.
     """
 
-    # nodes kept, most recently looked up: each may hold an open HDF5 dataset, and
-    # ``ls -l`` of 220,000 contours must not keep them all
-    KEEP = 256
-
     def __init__(self, names: Collection[str], make: Callable[[str], Node | None],
                  peek: Callable[[str], Node | None] | None = None) -> None:
         super().__init__()
         self._names = names
         self._make = make
         self._peek = peek
-        self._made: cachetools.LRUCache = cachetools.LRUCache(maxsize=self.KEEP)
+        self._made: cachetools.LRUCache = cachetools.LRUCache(
+            maxsize=TUNING.lazy_entries_kept)
         self._lock = threading.Lock()
 
     def __iter__(self):

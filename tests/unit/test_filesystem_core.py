@@ -5,6 +5,7 @@ a failure here points at the core, not at FUSE or at another process.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import itertools
@@ -341,9 +342,10 @@ def test_contour_sizes_are_remembered_once_known(core, in_thread_server, corpus_
                                                  monkeypatch):
     """A second ``ls -l contour/`` (nodes long dropped) asks HDF5 nothing; reading a
     contour afterwards still gives its exact bytes."""
-    from dcorfs.views.nodes import LazyEntries
+    from dcorfs.views import nodes
 
-    monkeypatch.setattr(LazyEntries, "KEEP", 4)  # every node is dropped again at once
+    monkeypatch.setattr(nodes, "TUNING",  # every node is dropped again at once
+                        dataclasses.replace(nodes.TUNING, lazy_entries_kept=4))
     relpath = "beads/calibration_beads.rtdc"
     rid = in_thread_server.ids[relpath]
     names = core.readdir(f"/{rid}/contour")
