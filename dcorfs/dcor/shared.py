@@ -1,4 +1,6 @@
-"""What every resource of a mount shares: the clients, the caches and the thread pools."""
+"""What every resource of a mount shares: the clients, the caches, the answer stores and
+the thread pools, made once by ``core.build`` and handed to the DCOR layer only (the
+core, the views and the layers below never see it: each takes its own parts)."""
 from __future__ import annotations
 
 import collections
