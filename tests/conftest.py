@@ -273,6 +273,18 @@ BROWSE_MANIFEST = {
                                     "datasets": ["blood-cells", "blood-private",
                                                  "beads-calibration"]},
                     "empty-collection": {"title": "Nothing yet", "datasets": []}},
+    # what DCOR's search finds (search/<query>/): titles, tags and descriptions
+    "datasets": {
+        "blood-cells": {"title": "Erythrocytes of a healthy donor",
+                        "tags": ["blood", "erythrocytes"],
+                        "description": "RT-DC of whole blood: erythrocytes and leukocytes"},
+        "blood-private": {"title": "A private blood measurement", "tags": ["blood"],
+                          "description": "Not published yet"},
+        "beads-calibration": {"title": "Calibration beads", "tags": ["beads", "calibration"],
+                              "description": "Polystyrene beads or cells, to calibrate"},
+        "unsorted": {"title": "Unsorted upload", "description": "An empty recording"},
+        "protocols": {"title": "Staining protocols", "tags": ["protocol"],
+                      "description": "How the blood was stained"}},
 }
 
 

@@ -83,12 +83,17 @@ class Server:
         self.store_url = announced_store(self.log)  # what its URLs point at
 
     def _resource_ids(self) -> dict[str, str]:
-        """relative path -> resource id, from package_search as a client would see it."""
+        """relative path -> resource id of every file of the data folder the server
+        serves (as ``package_search`` lists them to the token's holder)."""
+        from dcorfs.server.catalog import resource_id
+
         found = requests.get(f"{self.url}/api/3/action/package_search",
                              params={"rows": 1000, "include_private": "true"},
                              headers={"Authorization": self.token}, timeout=30).json()["result"]
-        return {f"{pkg['title']}/{res['name']}" if pkg["title"] != "." else res["name"]: res["id"]
-                for pkg in found["results"] for res in pkg["resources"]}
+        served = {res["id"] for pkg in found["results"] for res in pkg["resources"]}
+        files = (p.relative_to(self.data_dir).as_posix()
+                 for p in self.data_dir.rglob("*") if p.is_file())
+        return {relpath: rid for relpath in files if (rid := resource_id(relpath)) in served}
 
     def stats(self) -> dict[str, int]:
         return requests.get(f"{self.url}/_dcorfs/stats", timeout=10).json()
@@ -104,6 +109,22 @@ class Server:
         return requests.get(f"{self.url}/api/3/action/dcserv",
                             params={"id": rid, "query": query, "version": "2"},
                             headers=headers, timeout=30).json()
+
+    def searched(self, q: str, token: bool = False) -> list[str]:
+        """The names ``package_search`` returns for ``q``, in its order, every page."""
+        names: list[str] = []
+        start = 0
+        while True:
+            answer = requests.get(f"{self.url}/api/3/action/package_search",
+                                  params={"q": q, "rows": 1000, "start": start,
+                                          "include_private": "true"},
+                                  headers={"Authorization": self.token} if token else {},
+                                  timeout=60).json()
+            assert answer["success"], answer
+            names += [row["name"] for row in answer["result"]["results"]]
+            start += 1000
+            if start >= answer["result"]["count"]:
+                return names
 
     def stop(self) -> None:
         stop(self.proc)

@@ -183,12 +183,17 @@ def ckan_result(action: str, status: int, body: Any, content_type: str) -> Any:
 
     ``body`` is the decoded JSON, or None when the answer was not JSON (an HTML
     maintenance page, a proxy's error page)."""
-    message = ""
+    message = kind = ""
     if isinstance(body, dict):
         if body.get("success") is True and status == 200:
             return body.get("result")
         err = body.get("error")
         message = str(err.get("message", "")) if isinstance(err, dict) else ""
+        kind = str(err.get("__type", "")) if isinstance(err, dict) else ""
+    if status in (400, 409) and kind in ("Search Error", "Search Query Error"):
+        # a query Solr cannot parse (409), or a parameter CKAN refuses (400):
+        # ckan/views/api.py; the caller's question is wrong, not DCOR
+        raise OSError(errno.EINVAL, f"{action}: {message}")
     if status == 404:
         raise OSError(errno.ENOENT, f"{action}: not found")
     if status in (401, 403):

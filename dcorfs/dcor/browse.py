@@ -38,6 +38,7 @@ from ..io.remote_object import RemoteObject
 from ..views.nodes import BrowseDir, Dir, File, LazyEntries, Link, Node
 from ..views.view import BytesView, LazyRemoteView
 from .api import is_resource_id
+from .search_folder import SearchFolder
 from .shared import Shared
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Browser:
         self._lock = threading.Lock()
         self.roots: dict[str, Node] = {
             "datasets": BrowseDir(self._list_datasets, self._dataset_folder),
+            "search": SearchFolder(self.search_rows, self.listings, ckan_time).root,
             "circles": BrowseDir(lambda: self._list_groups("circles"),
                                  lambda name: self._group_folder("circles", name)),
             "collections": BrowseDir(lambda: self._list_groups("collections"),
@@ -93,10 +95,21 @@ class Browser:
     def _search(self, fq: str = "") -> dict[str, str | None]:
         """name -> metadata_modified (as DCOR writes it) of every dataset matching
         ``fq``: the first page, then all others at once."""
-        params: dict[str, Any] = {"q": "*:*", "rows": PAGE_ROWS, "sort": "name asc",
+        params: dict[str, Any] = {"q": "*:*", "sort": "name asc",
                                   "fl": "name,metadata_modified"}
         if fq:
             params["fq"] = fq
+        rows, requests = self.search_rows(params)
+        found = {row["name"]: row.get("metadata_modified") for row in rows}
+        log.info("DCB704 %s: %d datasets in %d requests", fq or "all datasets", len(found),
+                 requests)
+        return found
+
+    def search_rows(self, params: dict[str, Any]) -> tuple[list[dict], int]:
+        """Every dataset ``package_search`` finds for ``params``, in DCOR's order, and the
+        requests that took: the first page, then all others at once (1,000 rows each;
+        private datasets too where a token is set)."""
+        params = {**params, "rows": PAGE_ROWS}
         if self.private:
             params["include_private"] = "true"
         first = self.api.call("package_search", start=0, **params)
@@ -106,14 +119,10 @@ class Browser:
                                     start=start, **params)
                    for start in range(PAGE_ROWS, count, PAGE_ROWS)]
         pages += [f.result(timeout=deadline.remaining(3600.0)) for f in futures]
-        found: dict[str, str | None] = {}
-        for page in pages:
-            for row in page.get("results", []) if isinstance(page, dict) else []:
-                if isinstance(row, dict) and is_ckan_name(str(row.get("name", ""))):
-                    found[row["name"]] = row.get("metadata_modified")
-        log.info("DCB704 %s: %d datasets in %d requests", fq or "all datasets", len(found),
-                 len(pages))
-        return found
+        rows = [row for page in pages
+                for row in (page.get("results", []) if isinstance(page, dict) else [])
+                if isinstance(row, dict) and is_ckan_name(str(row.get("name", "")))]
+        return rows, len(pages)
 
     def _datasets(self) -> dict[str, str | None]:
         return self.listings.get(("datasets",), self._search)

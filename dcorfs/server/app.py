@@ -25,6 +25,7 @@ import time
 import urllib.parse
 from typing import Any
 
+from . import solr_query
 from .catalog import (
     Catalog,
     Dataset,
@@ -130,6 +131,8 @@ class ServerConfig:
     faults: FaultInjector = dataclasses.field(default_factory=FaultInjector)
     issued: dict[str, float] = dataclasses.field(default_factory=dict)
     searches: dict[tuple, list] = dataclasses.field(default_factory=dict)
+    # (catalog generation, every dataset as Solr indexes it), made once per generation
+    documents: tuple[int, dict] = (-1, {})
     handshake_round_trips: int = 1  # charged to every new connection
     idle_close_s: float = 0.0  # close keep-alive connections idle this long (0: never)
     # DCOR's enable_intra_dataset_basins (on by default there): the condensed basin also
@@ -407,56 +410,81 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self._package_dict(ds.id)
 
     def action_package_search(self, params: dict, user: dict | None) -> dict:
-        """CKAN 2.11's search over the catalog: ``q`` (words in name, title and
-        resource names), ``fq`` (``organization:``, ``groups:``, ``name:``, ``id:``
-        terms under Solr's rules: only required ones filter, ``_fq_matches``), ``rows`` (at most 1000), ``start``,
-        ``include_private``, ``sort`` (``name asc``, ``metadata_modified desc``, ...)
-        and ``fl`` (only these fields of each dataset)."""
+        """CKAN 2.11's search over the catalog: ``q`` as CKAN has Solr parse it
+        (``solr_query``: dismax without a colon, the standard parser with one), ``fq``
+        (``organization:``, ``groups:``, ``name:``, ``id:`` terms under Solr's rules:
+        only required ones filter, ``_fq_matches``), ``rows`` (at most 1000), ``start``,
+        ``include_private``, ``sort`` (``score desc, metadata_modified desc`` by
+        default; ``name asc``, ``metadata_modified desc``, ...) and ``fl`` (Solr's
+        stored fields of each dataset).  A query Solr cannot parse is CKAN's 409
+        "Search Error" (``ckan/views/api.py``)."""
         try:
             rows = max(0, min(int(params.get("rows", 10)), 1000))
             start = max(0, int(params.get("start", 0)))
         except (TypeError, ValueError):
             raise validation({"rows": ["Invalid integer"]}) from None
         include_private = str(params.get("include_private", "false")).lower() == "true"
-        query = str(params.get("q", "*:*"))
-        text = "" if query in ("*:*", "") else query.lower()
+        query = str(params.get("q", "") or "*:*")
         filters = _filter_terms(str(params.get("fq", "")))
         sort = str(params.get("sort", "score desc, metadata_modified desc"))
-        hits = self._search(include_private and user is not None, text, filters, sort)
+        hits = self._search(include_private and user is not None, query, filters, sort)
         fields = [f for f in re.split(r"[\s,]+", str(params.get("fl", ""))) if f]
         page = [self._package_dict(d.id, fields) for d in hits[start:start + rows]]
         return {"count": len(hits), "sort": sort, "results": page, "facets": {},
                 "search_facets": {}}
 
-    def _search(self, private: bool, text: str, filters: tuple, sort: str) -> list[Dataset]:
+    def _search(self, private: bool, query: str, filters: tuple, sort: str) -> list[Dataset]:
         """The datasets a search finds, in order; kept until the catalog changes (a
         paging client asks for the same search ten times in a row, as Solr caches)."""
         catalog = self.config.catalog
-        key = (catalog.generation, private, text, filters, sort)
+        key = (catalog.generation, private, query, filters, sort)
         with self.config.lock:
             found = self.config.searches.get(key)
         if found is not None:
             return found
-        hits = []
-        for ds in catalog.datasets.values():
-            if ds.private and not private:
-                continue
-            if text and text not in " ".join([ds.name, ds.title] + [r.name for r in
-                                                                     ds.resources]).lower():
-                continue
-            if not _fq_matches(ds, filters):
-                continue
-            hits.append(ds)
-        hits.sort(key=lambda d: d.name)
+        docs = self._documents()
+        allowed = [docs[ds.id] for ds in catalog.datasets.values()
+                   if (private or not ds.private) and _fq_matches(ds, filters)]
+        try:
+            ranked = solr_query.search(query, allowed, time.time())
+        except solr_query.QuerySyntaxError as exc:
+            raise ActionError(409, "Search Error", "Search error: (\"SOLR returned an "
+                              f"error running query: {{'q': {query!r}}} Error: "
+                              f"SolrError({str(exc)!r})\",)") from None
+        hits = [catalog.datasets[doc.fields["id"][0]] for _, doc in ranked]
         if "name desc" in sort:
-            hits.reverse()
-        elif "name asc" not in sort:
+            hits.sort(key=lambda d: d.name, reverse=True)
+        elif "name asc" in sort:
+            hits.sort(key=lambda d: d.name)
+        elif not sort.startswith("score"):
             hits.sort(key=lambda d: d.modified, reverse="asc" not in sort)
         with self.config.lock:
             if len(self.config.searches) > 64:
                 self.config.searches.clear()
             self.config.searches[key] = hits
         return hits
+
+    def _documents(self) -> dict[str, solr_query.Document]:
+        """Every dataset as Solr indexes it (``ckan/lib/search/index.py``), made once per
+        catalog generation."""
+        catalog = self.config.catalog
+        with self.config.lock:
+            generation, docs = self.config.documents
+        if generation == catalog.generation:
+            return docs
+        docs = {}
+        for ds in catalog.datasets.values():
+            docs[ds.id] = solr_query.document({
+                "id": ds.id, "name": ds.name, "title": ds.title, "notes": ds.description,
+                "tags": ds.tags, "groups": ds.collections, "organization": ds.circle,
+                "res_name": [r.name for r in ds.resources], "license_id": "CC0-1.0",
+                "capacity": "private" if ds.private else "public",
+                "metadata_modified": iso_time(ds.modified) + "Z",
+                "metadata_created": iso_time(ds.created) + "Z",
+                "num_resources": len(ds.resources)}, ds.modified)
+        with self.config.lock:
+            self.config.documents = (catalog.generation, docs)
+        return docs
 
     def action_organization_list(self, params: dict, user: dict | None) -> list:
         return self._group_list(self.config.catalog.circles, "organization", params)
@@ -606,10 +634,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         catalog = self.config.catalog
         ds: Dataset = catalog.datasets[ds_id]
         if fields:
+            # as Solr stores them: the circle and collections by name
             cheap = {"id": ds.id, "name": ds.name, "title": ds.title, "private": ds.private,
                      "metadata_modified": iso_time(ds.modified),
                      "metadata_created": iso_time(ds.created),
-                     "num_resources": len(ds.resources), "state": "active"}
+                     "num_resources": len(ds.resources), "state": "active",
+                     "organization": ds.circle, "groups": list(ds.collections),
+                     "tags": list(ds.tags), "notes": ds.description}
             if set(fields) <= set(cheap):
                 return {f: cheap[f] for f in fields}
             full = self._package_dict(ds_id)
@@ -617,13 +648,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         circle = catalog.circles[ds.circle]
         return {"id": ds.id, "name": ds.name, "title": ds.title, "type": "dataset",
                 "state": "active", "private": ds.private, "owner_org": circle.id,
-                "authors": "dcorfs", "doi": "", "references": "", "notes": "",
+                "authors": "dcorfs", "doi": "", "references": "", "notes": ds.description,
                 "license_id": "CC0-1.0", "num_resources": len(ds.resources),
                 "metadata_created": iso_time(ds.created),
                 "metadata_modified": iso_time(ds.modified),
                 "organization": self._group_dict(circle, "organization"),
                 "resources": [self._resource_dict(r) for r in ds.resources],
-                "tags": [], "num_tags": 0,
+                "tags": [{"name": tag, "display_name": tag, "state": "active"}
+                         for tag in ds.tags], "num_tags": len(ds.tags),
                 "groups": [self._group_dict(catalog.collections[n], "group")
                            for n in ds.collections]}
 
@@ -890,7 +922,7 @@ def _filter_terms(fq: str) -> tuple[tuple[str, str, str], ...]:
         occur = token[0] if token[0] in "+-" else pending
         field, sep, value = token.lstrip("+-").partition(":")
         if not sep or field not in FQ_FIELDS:
-            raise ActionError(409, "Search Query Error",
+            raise ActionError(409, "Search Error",
                               f"Search error: cannot parse fq {token!r}")
         terms.append([occur, field, value.strip('"')])
         pending = "?"

@@ -8,9 +8,13 @@ after its path.  Circles (organizations) and collections (groups) come from an
 optional manifest, ``catalog.json`` in the top folder::
 
     {"circles": {"blood-lab": {"title": "Blood lab", "datasets": ["blood-*"]}},
-     "collections": {"blood-study": {"title": "A study", "datasets": ["blood-cells", "beads"]}}}
+     "collections": {"blood-study": {"title": "A study", "datasets": ["blood-cells", "beads"]}},
+     "datasets": {"blood-cells": {"title": "Blood cells of a donor", "tags": ["blood"],
+                                  "description": "RT-DC of whole blood"}}}
 
-where ``datasets`` are glob patterns over the datasets' folders.  A dataset no circle
+where ``datasets`` of circles and collections are glob patterns over the datasets'
+folders, and ``datasets`` at the top gives a dataset (by its folder) a title, tags and a
+description, which DCOR's search finds.  A dataset no circle
 claims is in the circle ``dcorfs-local``.  ``synthetic=N`` adds N datasets in circles
 of 200 (``synthetic-000``, ...), each with one resource that shares the first RT-DC
 file's bytes: a catalog of DCOR's size that costs nothing on disk.  Condensed copies
@@ -45,6 +49,8 @@ log = logging.getLogger(__name__)
 ID_NAMESPACE = uuid.UUID("6f1f7a52-6d0f-4b7e-9a7e-dc0f5dcf0001")
 ORG_NAME = "dcorfs-local"  # the circle of datasets the manifest does not place
 MANIFEST = "catalog.json"
+#: what the synthetic datasets hold (a tag and a word of the title each), in turn
+SYNTHETIC_SAMPLES = ("blood", "beads", "hl60", "neutrophils", "erythrocytes")
 RTDC_SUFFIXES = (".rtdc",)
 # the supplementary files DCOR accepts as resources (dcor_schemas)
 SUPPLEMENTARY = (".ini", ".csv", ".tsv", ".pdf", ".txt", ".jpg", ".png", ".tif", ".py",
@@ -53,6 +59,11 @@ SYNTHETIC_CIRCLE_SIZE = 200
 
 
 @functools.lru_cache(maxsize=65536)
+def resource_id(relpath: str) -> str:
+    """The stable id of the resource at ``relpath`` (below the data folder)."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"resource:{relpath}"))
+
+
 def iso_time(epoch: float) -> str:
     """CKAN's timestamp format (UTC, no zone): 2026-01-01T00:00:00.000000."""
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime(
@@ -130,6 +141,8 @@ class Dataset:
     circle: str = ORG_NAME
     collections: list[str] = dataclasses.field(default_factory=list)
     resources: list[Resource] = dataclasses.field(default_factory=list)
+    tags: list[str] = dataclasses.field(default_factory=list)
+    description: str = ""  # CKAN's ``notes``
 
     created: float = 0.0  # the oldest resource's time
     modified: float = 0.0  # the newest resource's time
@@ -241,9 +254,13 @@ class Catalog:
             ds_id = str(uuid.uuid5(ID_NAMESPACE, f"dataset:{folder}"))
             dataset = datasets.get(ds_id)
             if dataset is None:
+                described = (manifest.get("datasets") or {}).get(folder) or {}
                 dataset = Dataset(id=ds_id, name=_slug(folder if folder != "." else "root"),
-                                  title=folder if folder != "." else self.root.name,
-                                  private=False, folder=folder)
+                                  title=str(described.get("title") or (
+                                      folder if folder != "." else self.root.name)),
+                                  private=False, folder=folder,
+                                  tags=[str(tag) for tag in described.get("tags") or []],
+                                  description=str(described.get("description") or ""))
                 dataset.circle = next((c.name for c in circles.values()
                                        if any(fnmatch.fnmatch(folder, p) for p in c.patterns)),
                                       ORG_NAME)
@@ -253,7 +270,7 @@ class Catalog:
                 datasets[ds_id] = dataset
             if any(fnmatch.fnmatch(relpath, pat) for pat in self.private_patterns):
                 dataset.private = True
-            rid = str(uuid.uuid5(ID_NAMESPACE, f"resource:{relpath}"))
+            rid = resource_id(relpath)
             res = Resource(id=rid, name=path.name, path=path, relpath=relpath,
                            dataset_id=ds_id, position=len(dataset.resources))
             known = self.resources.get(rid)
@@ -314,10 +331,14 @@ class Catalog:
             if circle not in circles:
                 circles[circle] = Group(group_id("organization", circle), circle, circle)
             name = f"synthetic-{i:05d}"
+            # five kinds of sample in turn, so that a search finds a fifth of them
+            sample = SYNTHETIC_SAMPLES[i % len(SYNTHETIC_SAMPLES)]
             ds = Dataset(id=str(uuid.uuid5(ID_NAMESPACE, f"dataset:{name}")), name=name,
-                         title=f"Synthetic dataset {i}", private=False, folder=name,
-                         circle=circle)
-            rid = str(uuid.uuid5(ID_NAMESPACE, f"resource:{name}/{source.name}"))
+                         title=f"Synthetic {sample} measurement {i}", private=False,
+                         folder=name, circle=circle, tags=[sample, "synthetic"],
+                         description=f"RT-DC measurement {i} of {sample}, made up to fill "
+                                     f"the catalog")
+            rid = resource_id(f"{name}/{source.name}")
             res = dataclasses.replace(source, id=rid, dataset_id=ds.id, position=0,
                                       relpath=f"{name}/{source.name}")
             ds.add(res)

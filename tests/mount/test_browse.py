@@ -248,3 +248,18 @@ def test_ten_thousand_datasets_list_in_few_requests(large_server, fresh_mount):
     # a synthetic dataset reads like any other
     deform = np.load(mnt.path / "datasets" / "synthetic-04321" / "example" / "deform.npy")
     assert deform.shape == (5000,)
+
+
+@pytest.mark.timeout(600)
+def test_a_search_finding_more_than_a_page_lists_every_result(large_server, fresh_mount):
+    """2,000 of the 10,000 synthetic datasets are blood: all are listed, in one request
+    per 1,000 (the pages after the first at once), and ``results.tsv`` ranks them all."""
+    mnt = fresh_mount(large_server.url)
+    expected = large_server.searched("tags:blood")
+    assert len(expected) > 1000
+    large_server.reset_stats()
+    folder = mnt.path / "search" / "tags:blood"
+    assert set(os.listdir(folder)) - {"results.tsv"} == set(expected)
+    assert large_server.stats()["action_package_search"] <= 1 + -(-len(expected) // 1000)
+    ranked = (folder / "results.tsv").read_text().splitlines()[1:]
+    assert [line.split("\t")[1] for line in ranked] == expected
