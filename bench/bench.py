@@ -552,6 +552,14 @@ def browse(bench: "Bench", deform_round_trips: int) -> list[dict]:
     k = cold(f"np.load(os.path.join(root, 'datasets', 'scalars', {stem!r}, 'deform.npy'))")
     rows.append({"scenario": "(k) (a) through datasets/<d>/<stem>/, cold", "dcorfs": k,
                  "target_round_trips": deform_round_trips + 1, "limit_seconds": 0.0})
+    # a fifth of the synthetic datasets are tagged blood: 2,000 links and results.tsv
+    found = SYNTHETIC // 5
+    z = cold(f"assert len(os.listdir(os.path.join(root, 'search', 'tags:blood'))) == "
+             f"{found + 1}")
+    rows.append({"scenario": f"(z) ls search/tags:blood/ ({found:,d} of {datasets:,d} "
+                             f"datasets), cold", "dcorfs": z,
+                 "target_requests": 1 + -(-found // 1000),
+                 "limit_seconds": 2 * lat + z["api_bytes"] / bw, "target_ratio": 2.0})
     return rows
 
 
@@ -891,10 +899,14 @@ def browse_markdown(rows: list[dict]) -> str:
         lines.append(f"| {r['scenario']} | {d['seconds']:.3f} | {d['requests']} | {target} "
                      f"| {d['round_trips']} | {d['api_bytes'] / 1e6:.2f} "
                      f"| {d['rss_growth_mb']:.1f} |")
-    h = rows[0]
-    lines += ["", f"- (h): {h['dcorfs']['seconds'] / h['limit_seconds']:.2f}x the time its "
-                  f"requests need on the link ({h['limit_seconds']:.3f} s: two round trips and "
-                  f"{h['dcorfs']['api_bytes'] / 1e6:.2f} MB of answers)."]
+    lines.append("")
+    for r in rows:
+        if r["limit_seconds"] > 0:
+            target = f"; target <= {r['target_ratio']:.0f}x" if "target_ratio" in r else ""
+            lines.append(f"- {r['scenario'][:3]}: {r['dcorfs']['seconds'] / r['limit_seconds']:.2f}"
+                         f"x the time its requests need on the link ({r['limit_seconds']:.3f} "
+                         f"s: two round trips and {r['dcorfs']['api_bytes'] / 1e6:.2f} MB of "
+                         f"answers){target}.")
     return "\n".join(lines) + "\n"
 
 

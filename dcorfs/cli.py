@@ -352,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--list", action="store_true", help="print resource ids and exit")
     serve.add_argument("--synthetic", type=int, default=0, metavar="N",
                        help="add N datasets in circles of 200, each sharing the first .rtdc "
-                            "file's bytes: a catalog of DCOR's size at no cost on disk")
+                            "file's bytes: a catalog of DCOR's size at no cost on disk (tagged "
+                            "blood, beads, hl60, neutrophils and erythrocytes in turn)")
     serve.add_argument("--faults", metavar="JSON",
                        help="inject faults, e.g. '{\"error_rate\": 0.1, \"reset_rate\": 0.05}' "
                             "(keys: latency_ms, jitter_ms, stall_rate, error_rate, retry_after, "
