@@ -55,6 +55,14 @@ class Tuning:
     #: kernel keeps what it was given (well inside its entry timeout, 3600 s)
     plus_kept: float = 600.0
 
+    # -- search/ ---------------------------------------------------------------------------
+    #: pages of results asked for at once before their count is known: two spare a round
+    #: trip for up to 2,000 results, within the 1 + ceil(results / 1,000) requests a
+    #: search may take (fewer than 1,000 results cost one empty answer)
+    search_first_pages: int = 2
+    #: queries ``ls search/`` lists (and whose folders are kept made), the latest last
+    search_recent: int = 100
+
     # -- views/tsv.py ------------------------------------------------------------------
     #: rows of features.tsv formatted at once (about 0.7 MB for 40 columns): the kernel
     #: reads 128 KiB at a time, and each block asks every column once

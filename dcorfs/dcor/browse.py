@@ -24,6 +24,7 @@ the feature folder is still at ``MOUNT/<resource-id>/``.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import errno
 import json
@@ -105,20 +106,26 @@ class Browser:
                  requests)
         return found
 
-    def search_rows(self, params: dict[str, Any]) -> tuple[list[dict], int]:
+    def search_rows(self, params: dict[str, Any],
+                    first_pages: int = 1) -> tuple[list[dict], int]:
         """Every dataset ``package_search`` finds for ``params``, in DCOR's order, and the
-        requests that took: the first page, then all others at once (1,000 rows each;
-        private datasets too where a token is set)."""
+        requests that took: ``first_pages`` pages at once (a second one spares a round
+        trip for up to 2,000 results, and costs one empty answer for fewer than 1,000),
+        then all others at once (1,000 rows each; private datasets too where a token is
+        set)."""
         params = {**params, "rows": PAGE_ROWS}
         if self.private:
             params["include_private"] = "true"
+        ask = deadline.bind(self.api.call)
+
+        def pages_from(starts: range) -> list[concurrent.futures.Future]:
+            return [self.pool.submit(ask, "package_search", start=start, **params)
+                    for start in starts]
+        ahead = pages_from(range(PAGE_ROWS, first_pages * PAGE_ROWS, PAGE_ROWS))
         first = self.api.call("package_search", start=0, **params)
-        pages = [first]
         count = int(first.get("count", 0)) if isinstance(first, dict) else 0
-        futures = [self.pool.submit(deadline.bind(self.api.call), "package_search",
-                                    start=start, **params)
-                   for start in range(PAGE_ROWS, count, PAGE_ROWS)]
-        pages += [f.result(timeout=deadline.remaining(3600.0)) for f in futures]
+        rest = pages_from(range(first_pages * PAGE_ROWS, count, PAGE_ROWS))
+        pages = [first] + [f.result(timeout=deadline.remaining(3600.0)) for f in ahead + rest]
         rows = [row for page in pages
                 for row in (page.get("results", []) if isinstance(page, dict) else [])
                 if isinstance(row, dict) and is_ckan_name(str(row.get("name", "")))]

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..io.answers import AnswerStore
-from ..views.nodes import BrowseDir, File, Link, Node
+from ..tuning import TUNING
+from ..views.nodes import BrowseDir, File, LazyEntries, Link, Node
 from ..views.view import BytesView
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 #: the fields of each result that ``results.tsv`` shows (Solr's stored fields)
 FIELDS = "name,title,organization,groups,metadata_modified,num_resources"
 COLUMNS = ("rank", "name", "title", "circle", "collections", "modified", "resources")
-RECENT = 100  # queries ``ls search/`` lists, most recent last
 
 README = """\
 MOUNT/search/<query>/ asks DCOR's search, as DCOR's web page and DCOR-Aid do.
@@ -68,15 +68,16 @@ and names starting with "." are not asked: for those, use DCOR's web page or the
 
 
 class SearchFolder:
-    def __init__(self, search_rows: Callable[[dict], tuple[list[dict], int]],
+    def __init__(self, search_rows: Callable[[dict, int], tuple[list[dict], int]],
                  listings: AnswerStore, time_of: Callable[[Any], float | None]) -> None:
-        """``search_rows(params)``: every row ``package_search`` gives for ``params``,
-        and the requests it took; ``listings``: where answers are kept;
+        """``search_rows(params, first_pages)``: every row ``package_search`` gives for
+        ``params``, and the requests it took; ``listings``: where answers are kept;
         ``time_of``: a CKAN timestamp as epoch seconds."""
         self._search_rows = search_rows
         self._listings = listings
         self._time_of = time_of
         self._asked: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._made: dict[str, tuple[list[dict], dict[str, Node]]] = {}  # query -> entries
         self._lock = threading.Lock()
         self._readme = File(lambda: BytesView(README.encode()))
         self.root = BrowseDir(self._list, self._lookup)
@@ -98,7 +99,7 @@ class SearchFolder:
         with self._lock:
             self._asked[name] = None
             self._asked.move_to_end(name)
-            while len(self._asked) > RECENT:
+            while len(self._asked) > TUNING.search_recent:
                 self._asked.popitem(last=False)
         return self._folder(name)
 
@@ -117,22 +118,39 @@ class SearchFolder:
             raise
 
     def _ask(self, query: str) -> list[dict]:
-        rows, requests = self._search_rows({"q": query, "fl": FIELDS})
+        rows, requests = self._search_rows({"q": query, "fl": FIELDS}, TUNING.search_first_pages)
         log.info("DCB707 search %r: %d datasets in %d requests", query, len(rows), requests)
         keep = ("name", "title", "organization", "groups", "metadata_modified",
                 "num_resources")
         return [{k: row.get(k) for k in keep} for row in rows]
 
     def _entries(self, query: str) -> dict[str, Node]:
+        """The results as links, made only when looked up (``ls`` needs the names
+        alone), and ``results.tsv``, formatted when first opened or stat'ed; made once
+        per answer (a folder is asked for its entries on each lookup)."""
         rows = self._results(query)
+        with self._lock:
+            made = self._made.get(query)
+            if made is not None and made[0] is rows:
+                return made[1]
         if not rows:
-            return {}
-        entries: dict[str, Node] = {
-            row["name"]: Link(f"../../datasets/{row['name']}",
-                              self._time_of(row.get("metadata_modified")))
-            for row in rows}
-        text = results_tsv(rows).encode("utf-8")
-        entries["results.tsv"] = File(lambda: BytesView(text))
+            entries: dict[str, Node] = {}
+        else:
+            by_name = {row["name"]: row for row in rows}
+            tsv = File(lambda: BytesView(results_tsv(rows).encode("utf-8")))
+
+            def make(name: str) -> Node | None:
+                if name == "results.tsv":
+                    return tsv
+                row = by_name.get(name)
+                return None if row is None else Link(
+                    f"../../datasets/{name}", self._time_of(row.get("metadata_modified")))
+            # a link costs no request: a listing hands out its attributes too
+            entries = LazyEntries(dict.fromkeys([*by_name, "results.tsv"]), make, make)
+        with self._lock:
+            self._made[query] = (rows, entries)
+            while len(self._made) > TUNING.search_recent:
+                self._made.pop(next(iter(self._made)))
         return entries
 
 
