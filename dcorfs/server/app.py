@@ -133,6 +133,7 @@ class ServerConfig:
     searches: dict[tuple, list] = dataclasses.field(default_factory=dict)
     # (catalog generation, every dataset as Solr indexes it), made once per generation
     documents: tuple[int, dict] = (-1, {})
+    stored: tuple[int, dict] = (-1, {})  # (generation, each dataset's stored fields)
     handshake_round_trips: int = 1  # charged to every new connection
     idle_close_s: float = 0.0  # close keep-alive connections idle this long (0: never)
     # DCOR's enable_intra_dataset_basins (on by default there): the condensed basin also
@@ -464,6 +465,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.config.searches[key] = hits
         return hits
 
+    def _stored(self) -> dict[str, dict]:
+        """Every dataset's stored fields, as Solr keeps them and ``fl`` returns them: the
+        circle and collections by name; made once per catalog generation (a page of
+        1,000 rows is then a dict lookup per row)."""
+        catalog = self.config.catalog
+        with self.config.lock:
+            generation, stored = self.config.stored
+        if generation == catalog.generation:
+            return stored
+        stored = {ds.id: {"id": ds.id, "name": ds.name, "title": ds.title,
+                          "private": ds.private, "metadata_modified": iso_time(ds.modified),
+                          "metadata_created": iso_time(ds.created),
+                          "num_resources": len(ds.resources), "state": "active",
+                          "organization": ds.circle, "groups": list(ds.collections),
+                          "tags": list(ds.tags), "notes": ds.description}
+                  for ds in catalog.datasets.values()}
+        with self.config.lock:
+            self.config.stored = (catalog.generation, stored)
+        return stored
+
     def _documents(self) -> dict[str, solr_query.Document]:
         """Every dataset as Solr indexes it (``ckan/lib/search/index.py``), made once per
         catalog generation."""
@@ -634,15 +655,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         catalog = self.config.catalog
         ds: Dataset = catalog.datasets[ds_id]
         if fields:
-            # as Solr stores them: the circle and collections by name
-            cheap = {"id": ds.id, "name": ds.name, "title": ds.title, "private": ds.private,
-                     "metadata_modified": iso_time(ds.modified),
-                     "metadata_created": iso_time(ds.created),
-                     "num_resources": len(ds.resources), "state": "active",
-                     "organization": ds.circle, "groups": list(ds.collections),
-                     "tags": list(ds.tags), "notes": ds.description}
-            if set(fields) <= set(cheap):
-                return {f: cheap[f] for f in fields}
+            stored = self._stored()[ds_id]
+            if all(f in stored for f in fields):
+                return {f: stored[f] for f in fields}
             full = self._package_dict(ds_id)
             return {f: full[f] for f in fields if f in full}
         circle = catalog.circles[ds.circle]
