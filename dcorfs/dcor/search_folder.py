@@ -118,7 +118,8 @@ class SearchFolder:
             raise
 
     def _ask(self, query: str) -> list[dict]:
-        rows, requests = self._search_rows({"q": query, "fl": FIELDS}, TUNING.search_first_pages)
+        rows, requests = self._search_rows({"q": query, "fl": FIELDS},
+                                           TUNING.search_first_pages)
         log.info("DCB707 search %r: %d datasets in %d requests", query, len(rows), requests)
         keep = ("name", "title", "organization", "groups", "metadata_modified",
                 "num_resources")
