@@ -146,6 +146,13 @@ DEMO_CATALOG = {
     "circles": {"demo-lab": {"title": "dcorfs demo lab", "datasets": ["blood-cells", "beads"]}},
     "collections": {"demo-study": {"title": "A demo study of blood cells and beads",
                                    "datasets": ["blood-cells", "beads"]}},
+    # what DCOR's search finds (search/<query>/)
+    "datasets": {"blood-cells": {"title": "Blood cells of a healthy donor",
+                                 "tags": ["blood", "erythrocytes"],
+                                 "description": "RT-DC of whole blood, with images, masks, "
+                                                "contours and fluorescence traces"},
+                 "beads": {"title": "Calibration beads", "tags": ["beads", "calibration"],
+                           "description": "Polystyrene beads, to calibrate the setup"}},
 }
 
 
