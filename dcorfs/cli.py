@@ -229,7 +229,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"dcorfs: no disk cache in {folder}")
         return 0 if args.action == "status" else 1
     # the limit belongs to the mounts: this one neither enforces nor records one
-    disk = DiskCache(folder, max_bytes=1 << 62, record_limit=False)
+    disk = DiskCache(folder, max_bytes=1 << 62, record_limit=False, maintain=False)
     if args.action == "clear":
         freed = disk.clear(args.resources or None)
         print(f"dcorfs: freed {freed / 1e6:,.1f} MB in {folder}")
@@ -240,8 +240,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
     limit = info["max_bytes"]
     print("limit:      " + (f"{limit / 1e9:,.1f} GB (--disk-cache-size of the last mount)"
                              if limit else "not set yet (no mount has used this folder)"))
-    print(f"free space: {info['filesystem_free_bytes'] / 1e9:,.1f} of "
-          f"{info['filesystem_bytes'] / 1e9:,.1f} GB (at least 5% is always left free)")
+    free, total = info["filesystem_free_bytes"], info["filesystem_bytes"]
+    print(f"free space: {free / 1e9:,.1f} of {total / 1e9:,.1f} GB "
+          f"({free / max(total, 1):.1%}; mounts keep at least 5% free)")
+    if free < 0.05 * total:
+        print(f"            below the 5% floor: the cache holds {info['bytes'] / 1e9:,.2f} GB "
+              f"of the {(total - free) / 1e9:,.1f} GB in use; "
+              + ("the next write of a mount evicts what it needs"
+                 if info["bytes"] >= 0.05 * total - free else
+                 "other files fill the rest, so evicting it all would not meet the floor: "
+                 "free space on that filesystem, or move --cache-dir"))
     print(f"resources:  {info['resources']} ({len(info['artifacts'])} artifacts)")
     looked = info["hits"] + info["misses"]
     print("hit rate:   " + (f"{info['hits'] / looked:.1%} of {looked:,d} block lookups"

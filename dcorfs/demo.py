@@ -83,7 +83,7 @@ def run(workdir: pathlib.Path, events: int, latency_ms: float, bandwidth_mbs: fl
                 for name in listing))
         results = mountpoint / "search" / "tags:blood"
         found = sorted(n for n in os.listdir(results) if n != "results.tsv")
-        _say(f"   $ ls 'search/tags:blood/'      (DCOR's search, as a folder)\n     "
+        _say("   $ ls 'search/tags:blood/'      (DCOR's search, as a folder)\n     "
              + "  ".join(f"{name}@" for name in found))
         stats = requests.get(f"{url}/_dcorfs/stats", timeout=10).json()
         _say(f"   (those listings cost {stats.get('api_requests', 0)} API requests)")

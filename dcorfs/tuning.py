@@ -165,6 +165,12 @@ class Tuning:
     min_free_share: float = 0.05
     #: seconds between writes of a block's last use (LRU needs no more)
     touch_every: float = 60.0
+    #: seconds the disk cache writes nothing after a write failed for a full disk twice
+    #: (eviction could not make room: other files fill the filesystem)
+    disk_full_pause: float = 60.0
+    #: bytes kept free beyond the floor for the index's own growth (its WAL grows by a
+    #: transaction's pages between two checks)
+    disk_index_room: int = 256 << 10
 
     # -- mount/memory.py ---------------------------------------------------------------
     #: bytes from which an allocation gets a mapping of its own (setting it also stops

@@ -33,6 +33,7 @@ cache folder (mode 0700):
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -99,9 +100,72 @@ def _read_file(path: str, size: int) -> bytes:
         os.close(fd)
 
 
+def disk_full(exc: BaseException, folder: pathlib.Path | None = None) -> bool:
+    """Whether an error of a file or of SQLite (its database, journal or WAL) means the
+    disk or the user's quota is full.  SQLite says "disk I/O error" where it could not
+    extend its shared-memory file: full when ``folder``'s filesystem has no room."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    said = str(exc).lower()
+    if "full" in said:
+        return True
+    if "disk i/o error" in said and folder is not None:
+        with contextlib.suppress(OSError):
+            st = os.statvfs(folder)
+            return st.f_bavail * st.f_frsize < 1 << 20
+    return False
+
+
+def free_by_age(folder: pathlib.Path, min_free_share: float) -> None:
+    """Make room on a disk so full that the index may not open: leftover temporary
+    files first, then block files oldest first, until the floor and 1% more are free.
+    Rows left without files read as damaged blocks, fetched again (and ``_tidy``
+    drops them)."""
+    blocks = folder / "blocks"
+    for tmp in blocks.glob("*/*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    st = os.statvfs(folder)
+    want, free = (min_free_share + 0.01) * st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    if free >= want:
+        return
+    aged = []
+    for path in blocks.glob("*/*.blk"):
+        with contextlib.suppress(OSError):
+            info = path.stat()
+            aged.append((info.st_mtime, info.st_blocks * 512, path))
+    for _, size, path in sorted(aged):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            free += size
+        if free >= want:
+            break
+
+
 class DiskCache:
     def __init__(self, folder: pathlib.Path, max_bytes: int,
-                 min_free_share: float = TUNING.min_free_share, record_limit: bool = True) -> None:
+                 min_free_share: float = TUNING.min_free_share, record_limit: bool = True,
+                 maintain: bool = True) -> None:
+        """``maintain``: restore the free floor now, by eviction, and recover a folder
+        that a full disk left half-written (a mount does; ``dcorfs cache status`` only
+        looks)."""
+        try:
+            self._open(folder, max_bytes, min_free_share, record_limit)
+        except (OSError, sqlite3.Error) as exc:
+            if not maintain or not disk_full(exc, pathlib.Path(folder)):
+                raise
+            log.warning("DCD815 the disk of the cache %s is full (%s); making room by "
+                        "dropping its oldest blocks", folder, exc)
+            free_by_age(pathlib.Path(folder), min_free_share)
+            self._open(folder, max_bytes, min_free_share, record_limit)
+            self._tidy()
+        if maintain and self.free_bytes_needed(TUNING.disk_index_room) > 0:
+            self.shrink()
+
+    def _open(self, folder: pathlib.Path, max_bytes: int, min_free_share: float,
+              record_limit: bool) -> None:
         self.folder = pathlib.Path(folder)
         self.max_bytes = max_bytes
         self.min_free_share = min_free_share
@@ -114,7 +178,7 @@ class DiskCache:
         self._touched: dict[tuple[str, int], float] = {}
         self._uses: list[tuple[float, str, int]] = []  # (when, key, block), not written yet
         self.hits = self.misses = self.bad = self.written = 0
-        self._write_error_said = -1e9
+        self._paused_until = 0.0  # no writes until then (monotonic): the disk was full
         self._counted = (0, 0)  # hits and misses already added to the folder's totals
         self._watchers: dict[str, Callable[[str], None]] = {}
         with self._db() as db:
@@ -137,6 +201,29 @@ class DiskCache:
                 db.execute("INSERT OR REPLACE INTO settings VALUES ('max_bytes', ?)",
                            (str(max_bytes),))
         self._stored = self._total()
+
+    def _tidy(self) -> None:
+        """After a full disk: the WAL folded back into the index, rows whose files are
+        gone dropped, and block files no row names removed."""
+        db = self._db()
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        named = {}
+        for key, block in db.execute("SELECT key, block FROM blocks").fetchall():
+            named[self._blocks + _block_name(key, block)] = (key, block)
+        gone = [kb for path, kb in named.items() if not os.path.exists(path)]
+        if gone:
+            with contextlib.suppress(sqlite3.Error):
+                db.executemany("DELETE FROM blocks WHERE key=? AND block=?", gone)
+        orphans = [p for p in (self.folder / "blocks").glob("*/*")
+                   if str(p) not in named]
+        for path in orphans:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        with self._lock:
+            self._stored = self._total()
+        log.info("DCD816 %s tidied after a full disk: %d rows without a file and %d files "
+                 "without a row dropped", self.folder, len(gone), len(orphans))
 
     # -- the index -------------------------------------------------------------------
     def connect(self) -> None:
@@ -369,43 +456,77 @@ class DiskCache:
 
     def put_many(self, key: str, blocks: dict[int, bytes]) -> None:
         """Store blocks: each file written and renamed into place, then one index
-        transaction for all.  Errors (a full disk) are logged, never raised: the cache
+        transaction for all.  Room is made first (the size limit, and the filesystem's
+        free floor with these blocks on it); a full disk all the same (another writer
+        filled it) evicts and retries once, then turns writing off for
+        ``TUNING.disk_full_pause`` (DCD814).  Errors are logged, never raised: the cache
         is an optimisation."""
-        rows = []
-        for block, data in sorted(blocks.items()):
-            path = self._path(key, block)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            try:
-                path.parent.mkdir(exist_ok=True, mode=0o700)
-                with open(tmp, "wb") as out:
-                    out.write(data)
-                os.replace(tmp, path)
-            except OSError as exc:  # said once a minute: a full disk fails every block
-                now = time.monotonic()
-                level = logging.INFO if now - self._write_error_said > 60 else logging.DEBUG
-                self._write_error_said = now if level == logging.INFO else self._write_error_said
-                log.log(level, "DCD802 block %d of %s not stored on disk: %s", block, key, exc)
-                with contextlib.suppress(OSError):
-                    tmp.unlink(missing_ok=True)
-                break  # a full disk: the rest would fail too
-            rows.append((key, block, len(data), zlib.crc32(data), time.time()))
-        if not rows:
+        if time.monotonic() < self._paused_until:
             return
-        try:
-            self._db().executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)",
-                                   rows)
-        except sqlite3.Error as exc:
-            log.info("DCD802 %d blocks of %s not entered in the index: %s", len(rows), key,
-                     exc)
+        need = sum(len(data) for data in blocks.values())
+        for attempt in (1, 2):
+            self.make_room(need if attempt == 1 else need + self._margin())
+            try:
+                rows = self._store(key, blocks)
+            except (OSError, sqlite3.Error) as exc:
+                if not disk_full(exc, self.folder):
+                    log.info("DCD802 blocks of %s not stored on disk: %s", key, exc)
+                    return
+                if attempt == 2:
+                    self._paused_until = time.monotonic() + TUNING.disk_full_pause
+                    log.warning("DCD814 the disk of the cache %s is full (%s); nothing is "
+                                "written to it for %.0f s, reads go on from memory and the "
+                                "network", self.folder, exc, TUNING.disk_full_pause)
+                    return
+                continue
+            break
+        else:
             return
         with self._lock:
-            before = self.written
             self.written += len(rows)
             self._stored += sum(row[2] for row in rows)
-            over = self._stored > self.max_bytes
-        if over or before // 64 != self.written // 64:
-            self.shrink()
         self._maybe_complete(key)
+
+    def _store(self, key: str, blocks: dict[int, bytes]) -> list[tuple]:
+        """Write and index ``blocks``; a failure raises after removing what it left."""
+        rows, written = [], []
+        try:
+            for block, data in sorted(blocks.items()):
+                path = self._path(key, block)
+                tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+                try:
+                    path.parent.mkdir(exist_ok=True, mode=0o700)
+                    with open(tmp, "wb") as out:
+                        out.write(data)
+                    os.replace(tmp, path)
+                finally:
+                    with contextlib.suppress(OSError):
+                        tmp.unlink(missing_ok=True)
+                written.append(path)
+                rows.append((key, block, len(data), zlib.crc32(data), time.time()))
+            if rows:
+                self._db().executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)",
+                                       rows)
+        except (OSError, sqlite3.Error):
+            for path in written:  # no block file without its row
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            raise
+        return rows
+
+    def make_room(self, need: int = 0) -> None:
+        """Evict before writing ``need`` bytes where they would pass the size limit or
+        take the filesystem below its free floor."""
+        with self._lock:
+            over = self._stored + need > self.max_bytes
+        if over or self.free_bytes_needed(need + TUNING.disk_index_room) > 0:
+            self.shrink(need)
+
+    def _margin(self) -> int:
+        """Room made beyond the floor after a write failed for lack of space: 1% of the
+        filesystem, so that the retry does not fail at once again."""
+        st = os.statvfs(self.folder)
+        return st.f_blocks * st.f_frsize // 100
 
     def _touch(self, key: str, block: int) -> None:
         """Note a use of a block for the LRU order; written later by ``record_use``, in
@@ -451,11 +572,12 @@ class DiskCache:
         except sqlite3.Error as exc:
             log.info("DCD803 cannot drop blocks from the index: %s", exc)
 
-    def free_bytes_needed(self) -> int:
-        """Bytes to free so that the filesystem keeps ``min_free_share`` free."""
+    def free_bytes_needed(self, extra: int = 0) -> int:
+        """Bytes to free so that the filesystem keeps ``min_free_share`` free, with
+        ``extra`` more bytes written."""
         st = os.statvfs(self.folder)
         want = self.min_free_share * st.f_blocks * st.f_frsize
-        return max(0, int(want - st.f_bavail * st.f_frsize))
+        return max(0, int(want - (st.f_bavail * st.f_frsize - extra)))
 
     def record_use(self) -> None:
         """Write the block uses noted since the last call (the LRU order), and add this
@@ -476,13 +598,14 @@ class DiskCache:
         except sqlite3.Error as exc:
             log.debug("hit counts not recorded: %s", exc)
 
-    def shrink(self) -> None:
-        """Drop least recently used blocks until the cache is within its size and the
-        filesystem keeps its free share."""
+    def shrink(self, extra: int = 0) -> None:
+        """Drop least recently used blocks until the cache, with ``extra`` bytes more,
+        is within its size and the filesystem keeps its free share."""
         self.record_use()
         with self._lock:
             self._stored = self._total()
-            excess = max(self._stored - self.max_bytes, self.free_bytes_needed())
+            excess = max(self._stored + extra - self.max_bytes,
+                         self.free_bytes_needed(extra + TUNING.disk_index_room))
         while excess > 0:
             rows = self._db().execute("SELECT key, block, size FROM blocks ORDER BY used "
                                       "LIMIT 256").fetchall()

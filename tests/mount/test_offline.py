@@ -6,6 +6,7 @@ import errno
 import os
 import pathlib
 import subprocess
+import threading
 import time
 
 import h5py
@@ -126,7 +127,7 @@ def fill(folder: pathlib.Path) -> None:
     assert os.statvfs(folder).f_bavail == 0
 
 
-@pytest.mark.expect_warnings("DCD811")
+@pytest.mark.expect_warnings("DCD811", maybe=("DCD814", "DCD815"))
 @pytest.mark.timeout(300)
 def test_a_full_disk_leaves_reads_working(demo_server, demo_dir, fresh_mount, small_filesystem):
     rid = demo_server.ids[RELPATH]
@@ -148,3 +149,117 @@ def test_a_full_disk_leaves_reads_working(demo_server, demo_dir, fresh_mount, sm
     fill(small_filesystem)
     late = fresh_mount(demo_server.url, extra=["--cache-dir", str(small_filesystem / "new")])
     assert (late.path / rid / "deform.npy").read_bytes() == expected["deform.npy"]
+
+
+class FreeShare:
+    """Samples a filesystem's free share every 5 ms in a thread: the lowest seen."""
+
+    def __init__(self, folder: pathlib.Path) -> None:
+        self.folder = folder
+        self.lowest = 1.0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def now(self) -> float:
+        st = os.statvfs(self.folder)
+        return st.f_bavail / st.f_blocks
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.lowest = min(self.lowest, self.now())
+            self.samples += 1
+            time.sleep(0.005)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join(10)
+        return self.lowest
+
+
+def settle(mnt) -> None:
+    """Wait until the mount's disk writer has written what it was given."""
+    deadline = time.monotonic() + 60
+    while mnt.status()["disk_cache"]["writes_pending"]:
+        assert time.monotonic() < deadline, "disk writes still pending"
+        time.sleep(0.02)
+
+
+def filler(folder: pathlib.Path, nbytes: int) -> None:
+    """Other files taking ``nbytes`` of the filesystem."""
+    (folder / "other-files").write_bytes(bytes(nbytes))
+
+
+@pytest.mark.timeout(300)
+def test_a_small_disk_keeps_its_floor_reading_more_than_it_holds(
+        demo_server, demo_dir, fresh_mount, small_filesystem):
+    """16 MiB, 10 of them other files, and 30 MB of images read: the cache evicts before
+    each write, so at least 5% stays free at every moment sampled; a remount reads
+    what it kept without a request, and so does an offline one."""
+    rid = demo_server.ids[RELPATH]
+    with h5py.File(demo_dir / RELPATH, "r") as h5:
+        expected = {"image.npy": npy_bytes(h5["events/image"][:]),
+                    "deform.npy": npy_bytes(h5["events/deform"][:])}
+    filler(small_filesystem, 10 << 20)
+    cache = ["--cache-dir", str(small_filesystem / "cache")]
+    free = FreeShare(small_filesystem)
+    mnt = fresh_mount(demo_server.url, extra=cache)
+    assert (mnt.path / rid / "image.npy").read_bytes() == expected["image.npy"]
+    assert (mnt.path / rid / "deform.npy").read_bytes() == expected["deform.npy"]
+    settle(mnt)
+    assert mnt.unmount() == 0
+    # a remount reading deform.npy uses its blocks (fetching any the images pushed out),
+    # so they are the most recently used: the next remount reads it with no request
+    again = fresh_mount(demo_server.url, extra=cache)
+    assert (again.path / rid / "deform.npy").read_bytes() == expected["deform.npy"]
+    settle(again)
+    assert again.unmount() == 0
+    lowest = free.stop()
+    assert free.samples > 20 and lowest >= 0.05, lowest
+    assert free.now() >= 0.05
+    third = fresh_mount(demo_server.url, extra=cache)
+    demo_server.reset_stats()
+    assert (third.path / rid / "deform.npy").read_bytes() == expected["deform.npy"]
+    assert demo_server.stats().get("store_requests", 0) == 0
+    assert third.unmount() == 0
+    offline = fresh_mount(demo_server.url, extra=cache + ["--offline"])
+    assert (offline.path / rid / "deform.npy").read_bytes() == expected["deform.npy"]
+
+
+@pytest.mark.expect_warnings(maybe=("DCD814", "DCD815"))
+@pytest.mark.timeout(300)
+def test_a_disk_filled_to_the_last_byte_gets_its_floor_back(
+        demo_server, demo_dir, fresh_mount, small_filesystem):
+    """Another writer fills the filesystem to the last byte while the mount reads, and
+    again while it is unmounted: reads stay exact, the cache makes room again (its
+    floor is back after its next write, and at its next mount), and a remount uses
+    what it kept."""
+    rid = demo_server.ids[RELPATH]
+    with h5py.File(demo_dir / RELPATH, "r") as h5:
+        expected = {"image.npy": npy_bytes(h5["events/image"][:]),
+                    "mask.npy": npy_bytes(h5["events/mask"][:].astype(bool)),
+                    "deform.npy": npy_bytes(h5["events/deform"][:])}
+    cache = ["--cache-dir", str(small_filesystem / "cache")]
+    mnt = fresh_mount(demo_server.url, extra=cache)
+    assert (mnt.path / rid / "image.npy").read_bytes() == expected["image.npy"]
+    settle(mnt)
+    fill(small_filesystem)  # to the last byte, with the cache's blocks on it
+    assert (mnt.path / rid / "mask.npy").read_bytes() == expected["mask.npy"]
+    assert (mnt.path / rid / "deform.npy").read_bytes() == expected["deform.npy"]
+    settle(mnt)
+    assert os.statvfs(small_filesystem).f_bavail > 0  # room made again
+    assert mnt.status()["disk_cache"] is not None
+    assert mnt.unmount() == 0
+    fill(small_filesystem)  # full to the last byte while nobody uses the cache
+    again = fresh_mount(demo_server.url, extra=cache)
+    assert again.status()["disk_cache"] is not None  # it opened
+    st = os.statvfs(small_filesystem)
+    assert st.f_bavail / st.f_blocks >= 0.05  # the floor, restored at mount
+    assert (again.path / rid / "deform.npy").read_bytes() == expected["deform.npy"]
+    settle(again)
+    assert again.unmount() == 0
+    third = fresh_mount(demo_server.url, extra=cache)  # the folder works as before
+    demo_server.reset_stats()
+    assert (third.path / rid / "deform.npy").read_bytes() == expected["deform.npy"]
+    assert demo_server.stats().get("store_requests", 0) == 0

@@ -63,16 +63,46 @@ def test_least_recently_used_blocks_go_first(tmp_path):
     assert sorted(kept) == [0, 4, 5, 6]  # 1, 2 and 3 were the least recently used
 
 
-def test_the_filesystem_keeps_its_free_share(tmp_path):
+def test_the_filesystem_keeps_its_free_share_before_each_write(tmp_path):
+    """A filesystem with room for three blocks above its floor: each write evicts the
+    least recently used first, so the cache never takes the floor (not after a
+    failure, not every so many writes)."""
     class Tight(DiskCache):
-        def free_bytes_needed(self) -> int:
-            return 2 * BS if self._stored > 2 * BS else 0
+        def free_bytes_needed(self, extra: int = 0) -> int:
+            return max(0, self._stored + extra - 3 * BS)
 
     disk = Tight(tmp_path, max_bytes=1 << 30)
-    for i in range(5):
+    for i in range(6):
         disk.put("k", i, block(i))
-    disk.shrink()
-    assert disk._stored <= 3 * BS
+        assert disk._stored <= 3 * BS, i
+    assert disk.get("k", 5) == block(5) and disk.get("k", 0) is None  # the oldest went
+
+
+@pytest.mark.expect_warnings("DCD814")
+def test_a_full_disk_evicts_retries_then_pauses_writing(tmp_path, monkeypatch):
+    """ENOSPC from a block file: room is made and the write retried once; when that
+    fails too, writing stops for a while (DCD814) and reads go on."""
+    import errno as errnos
+
+    disk = DiskCache(tmp_path, max_bytes=1 << 30)
+    disk.put("k", 0, block(0))
+    real_open, fails = open, []
+
+    def full_open(path, mode="r", *args, **kwargs):
+        if "w" in mode and str(path).endswith(".tmp") and len(fails) < 2:
+            fails.append(path)
+            raise OSError(errnos.ENOSPC, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", full_open)
+    disk.put("k", 1, block(1))  # fails, makes room, fails again: paused
+    assert len(fails) == 2 and disk.get("k", 1) is None
+    disk.put("k", 2, block(2))  # paused: not even tried
+    assert len(fails) == 2 and disk.get("k", 2) is None
+    assert not list((tmp_path / "blocks").glob("*/*.tmp"))  # nothing left behind
+    disk._paused_until = 0.0
+    disk.put("k", 3, block(3))
+    assert disk.get("k", 3) == block(3)
 
 
 def _writer(folder: str, worker: int) -> None:
