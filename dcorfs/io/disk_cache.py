@@ -464,23 +464,22 @@ class DiskCache:
         if time.monotonic() < self._paused_until:
             return
         need = sum(len(data) for data in blocks.values())
-        for attempt in (1, 2):
-            self.make_room(need if attempt == 1 else need + self._margin())
+        rows: list[tuple] | None = None
+        for margin in (0, self._margin()):  # the second try with 1% more room
+            self.make_room(need + margin)
             try:
                 rows = self._store(key, blocks)
+                break
             except (OSError, sqlite3.Error) as exc:
                 if not disk_full(exc, self.folder):
                     log.info("DCD802 blocks of %s not stored on disk: %s", key, exc)
                     return
-                if attempt == 2:
-                    self._paused_until = time.monotonic() + TUNING.disk_full_pause
-                    log.warning("DCD814 the disk of the cache %s is full (%s); nothing is "
-                                "written to it for %.0f s, reads go on from memory and the "
-                                "network", self.folder, exc, TUNING.disk_full_pause)
-                    return
-                continue
-            break
-        else:
+                failure = exc
+        if rows is None:
+            self._paused_until = time.monotonic() + TUNING.disk_full_pause
+            log.warning("DCD814 the disk of the cache %s is full (%s); nothing is written "
+                        "to it for %.0f s, reads go on from memory and the network",
+                        self.folder, failure, TUNING.disk_full_pause)
             return
         with self._lock:
             self.written += len(rows)
