@@ -168,9 +168,9 @@ class Tuning:
     #: seconds the disk cache writes nothing after a write failed for a full disk twice
     #: (eviction could not make room: other files fill the filesystem)
     disk_full_pause: float = 60.0
-    #: bytes kept free beyond the floor for the index's own growth (its WAL grows by a
-    #: transaction's pages between two checks)
-    disk_index_room: int = 256 << 10
+    #: bytes kept free beyond the floor for the index's own growth: its WAL, checkpointed
+    #: every 128 pages (512 KiB), and its shared-memory file
+    disk_index_room: int = 1 << 20
 
     # -- mount/memory.py ---------------------------------------------------------------
     #: bytes from which an allocation gets a mapping of its own (setting it also stops

@@ -238,6 +238,10 @@ class DiskCache:
                                  isolation_level=None)  # autocommit; BEGIN where needed
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            # the WAL is checkpointed every 128 pages and kept at 512 KiB at most, so
+            # that its growth between two writes stays within ``disk_index_room``
+            db.execute("PRAGMA wal_autocheckpoint=128")
+            db.execute("PRAGMA journal_size_limit=524288")
             self._local.db = db
         return db
 
