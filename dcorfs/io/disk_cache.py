@@ -469,8 +469,8 @@ class DiskCache:
             return
         need = sum(len(data) for data in blocks.values())
         rows: list[tuple] | None = None
-        for margin in (0, self._margin()):  # the second try with 1% more room
-            self.make_room(need + margin)
+        for retry in (False, True):  # the second try with 1% more room
+            self.make_room(need + (self._margin() if retry else 0))
             try:
                 rows = self._store(key, blocks)
                 break

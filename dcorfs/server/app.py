@@ -132,8 +132,8 @@ class ServerConfig:
     issued: dict[str, float] = dataclasses.field(default_factory=dict)
     searches: dict[tuple, list] = dataclasses.field(default_factory=dict)
     # (catalog generation, every dataset as Solr indexes it), made once per generation
-    documents: tuple[int, dict] = (-1, {})
-    stored: tuple[int, dict] = (-1, {})  # (generation, each dataset's stored fields)
+    # (catalog generation, each dataset as Solr indexes it, its stored fields)
+    index: tuple[int, dict, dict] = (-1, {}, {})
     handshake_round_trips: int = 1  # charged to every new connection
     idle_close_s: float = 0.0  # close keep-alive connections idle this long (0: never)
     # DCOR's enable_intra_dataset_basins (on by default there): the condensed basin also
@@ -443,7 +443,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             found = self.config.searches.get(key)
         if found is not None:
             return found
-        docs = self._documents()
+        docs = self._index()[0]
         allowed = [docs[ds.id] for ds in catalog.datasets.values()
                    if (private or not ds.private) and _fq_matches(ds, filters)]
         try:
@@ -465,47 +465,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.config.searches[key] = hits
         return hits
 
-    def _stored(self) -> dict[str, dict]:
-        """Every dataset's stored fields, as Solr keeps them and ``fl`` returns them: the
-        circle and collections by name; made once per catalog generation (a page of
-        1,000 rows is then a dict lookup per row)."""
+    def _index(self) -> tuple[dict[str, solr_query.Document], dict[str, dict]]:
+        """Every dataset as Solr indexes it (``ckan/lib/search/index.py``) and its stored
+        fields, as ``fl`` returns them (the circle and collections by name), both made
+        once per catalog generation: a page of 1,000 rows is a dict lookup per row."""
         catalog = self.config.catalog
         with self.config.lock:
-            generation, stored = self.config.stored
+            generation, docs, stored = self.config.index
         if generation == catalog.generation:
-            return stored
-        stored = {ds.id: {"id": ds.id, "name": ds.name, "title": ds.title,
-                          "private": ds.private, "metadata_modified": iso_time(ds.modified),
-                          "metadata_created": iso_time(ds.created),
-                          "num_resources": len(ds.resources), "state": "active",
-                          "organization": ds.circle, "groups": list(ds.collections),
-                          "tags": list(ds.tags), "notes": ds.description}
-                  for ds in catalog.datasets.values()}
-        with self.config.lock:
-            self.config.stored = (catalog.generation, stored)
-        return stored
-
-    def _documents(self) -> dict[str, solr_query.Document]:
-        """Every dataset as Solr indexes it (``ckan/lib/search/index.py``), made once per
-        catalog generation."""
-        catalog = self.config.catalog
-        with self.config.lock:
-            generation, docs = self.config.documents
-        if generation == catalog.generation:
-            return docs
-        docs = {}
+            return docs, stored
+        docs, stored = {}, {}
         for ds in catalog.datasets.values():
+            modified, created = iso_time(ds.modified), iso_time(ds.created)
+            stored[ds.id] = {"id": ds.id, "name": ds.name, "title": ds.title,
+                             "private": ds.private, "metadata_modified": modified,
+                             "metadata_created": created, "num_resources": len(ds.resources),
+                             "state": "active", "organization": ds.circle,
+                             "groups": list(ds.collections), "tags": list(ds.tags),
+                             "notes": ds.description}
             docs[ds.id] = solr_query.document({
                 "id": ds.id, "name": ds.name, "title": ds.title, "notes": ds.description,
                 "tags": ds.tags, "groups": ds.collections, "organization": ds.circle,
                 "res_name": [r.name for r in ds.resources], "license_id": "CC0-1.0",
                 "capacity": "private" if ds.private else "public",
-                "metadata_modified": iso_time(ds.modified) + "Z",
-                "metadata_created": iso_time(ds.created) + "Z",
+                "metadata_modified": modified + "Z", "metadata_created": created + "Z",
                 "num_resources": len(ds.resources)}, ds.modified)
         with self.config.lock:
-            self.config.documents = (catalog.generation, docs)
-        return docs
+            self.config.index = (catalog.generation, docs, stored)
+        return docs, stored
 
     def action_organization_list(self, params: dict, user: dict | None) -> list:
         return self._group_list(self.config.catalog.circles, "organization", params)
@@ -655,7 +642,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         catalog = self.config.catalog
         ds: Dataset = catalog.datasets[ds_id]
         if fields:
-            stored = self._stored()[ds_id]
+            stored = self._index()[1][ds_id]
             if all(f in stored for f in fields):
                 return {f: stored[f] for f in fields}
             full = self._package_dict(ds_id)
