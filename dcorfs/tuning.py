@@ -82,6 +82,19 @@ class Tuning:
     #: early)
     contour_group_header_bytes: int = 4096
 
+    # -- dcor/contour_addresses.py -----------------------------------------------------
+    #: bytes fetched from a looked-ahead contour's object header on: dclab writes its
+    #: header, chunk index and chunk one after another, about 2.9 KB for a contour
+    contour_span: int = 4096
+    #: looked-ahead contours at most this far apart share a request (the contours of
+    #: consecutive events sit together, between a batch's image chunks), and a request
+    #: is this long at most
+    contour_span_gap: int = 256 * 1024
+    contour_span_request: int = 4 << 20
+    #: seconds between keeping contour addresses on disk when only single lookups
+    #: learned them (each lookahead keeps them at once)
+    contour_keep_every: float = 10.0
+
     # -- dcor/api.py -------------------------------------------------------------------
     #: seconds a request waits for DCOR's maintenance (503) to end where no operation
     #: deadline bounds it (background work)

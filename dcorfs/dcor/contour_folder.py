@@ -4,11 +4,10 @@ The names come from the event count, as dclab does: counting the links of
 ``events/contour`` (HDF5 visits every node of the group's index, which dclab's writer
 scatters through the file) would read a large measurement's whole index over the
 network.  With the count from DCOR's metadata, listing reads nothing: the group is
-found in HDF5 on the first lookup of a name.  Each lookup finds its one name in the
-index, unless ``ContourSizes`` knows its size (a listing's lookups read all in bulk):
-HDF5 is then opened only when the file is read.  dclab writes the contours of
-consecutive events after one another (between image chunks), so a walk through them
-streams ahead of its headers (``CONTOUR_WALK``).
+found in HDF5 on the first lookup of a name.  A lookup needs the contour's size:
+``ContourSizes`` knows it after a listing's bulk read, else the contour's object
+header tells, found by ``ContourAddresses`` (which looks ahead of a reader's loop);
+HDF5 is opened only for what those cannot read (a new-style group, a soft link).
 """
 from __future__ import annotations
 
@@ -18,40 +17,46 @@ from collections.abc import Callable
 
 import h5py
 
-from ..io.sequential import SequentialReadahead, StreamConfig
 from ..views.nodes import File, LazyEntries, Node, NumberedNames
 from ..views.view import View
 from .basin import Basin
+from .contour_addresses import ELSEWHERE, ContourAddresses
+from .contour_addresses import MISSING as NO_ADDRESS
 from .contour_sizes import MISSING, ContourSizes
 from .feature_views import header_view, small_view
 
-#: contour headers looked up one after another: how far to fetch ahead of them
-CONTOUR_WALK = StreamConfig(first_window=1 << 20, max_window=8 << 20, piece=1 << 20,
-                            slack=4 << 20)
-
 
 class _Located:
-    """The contour group of a resource, found once: its basin, its sizes, its walk."""
+    """The contour group of a resource, found once: its basin, its sizes and the
+    addresses of its contours (None where h5py must find them)."""
 
-    def __init__(self, basin: Basin, group: h5py.Group, sizes: ContourSizes) -> None:
+    def __init__(self, basin: Basin, group: h5py.Group, sizes: ContourSizes,
+                 addresses: ContourAddresses | None) -> None:
         self.basin = basin
         self.group = group
         self.sizes = sizes
-        self.walk = SequentialReadahead(basin.obj, CONTOUR_WALK)
+        self.addresses = addresses
+
+
+#: makes the sizes of the contours: (basin, group, events, addresses)
+SizesFactory = Callable[[Basin, h5py.Group, int, "ContourAddresses | None"], ContourSizes]
+#: makes the addresses of the contours: (basin, group, events); ENOTSUP when it cannot
+AddressesFactory = Callable[[Basin, h5py.Group, int], ContourAddresses]
 
 
 class ContourFolder:
     def __init__(self, rid: str, group: Callable[[], tuple[Basin, h5py.Group]],
                  count: int | None, event_count: Callable[[Basin, h5py.Group], int],
-                 sizes: Callable[[Basin, h5py.Group, int], ContourSizes]) -> None:
+                 sizes: SizesFactory, addresses: AddressesFactory) -> None:
         """``group()``: where the contours are (opens HDF5); ``count``: the event count
         DCOR's metadata gives, or None (then ``event_count(basin, group)`` decides);
-        ``sizes(basin, group, events)``: the sizes of the contours."""
+        ``sizes`` and ``addresses``: what is known of the contours."""
         self.rid = rid
         self._group = group
         self._count = count
         self._event_count = event_count
         self._sizes = sizes
+        self._addresses = addresses
         self._found: _Located | None = None
         self._lock = threading.Lock()
 
@@ -62,13 +67,21 @@ class ContourFolder:
         return LazyEntries(names, self._make, self._peek)
 
     def _located(self) -> _Located:
-        """The group, its sizes and its walk, found once (a failure is not kept)."""
+        """The group, its sizes and addresses, found once (a failure is not kept)."""
         with self._lock:
             if self._found is None:
                 basin, group = self._group()
                 events = (self._count if self._count is not None
                           else self._event_count(basin, group))
-                self._found = _Located(basin, group, self._sizes(basin, group, events))
+                try:
+                    addresses: ContourAddresses | None = self._addresses(basin, group, events)
+                except OSError as exc:
+                    if exc.errno != errno.ENOTSUP:
+                        raise
+                    addresses = None  # h5py finds each
+                self._found = _Located(basin, group,
+                                       self._sizes(basin, group, events, addresses),
+                                       addresses)
             return self._found
 
     def _opened(self, at: _Located, key: str) -> h5py.Dataset:
@@ -80,25 +93,35 @@ class ContourFolder:
             raise OSError(errno.ENOENT, f"{self.rid}: contour {key} is missing")
         return dataset
 
-    def _contour(self, key: str) -> View | None:
-        """The view of contour ``key``, or None when the group lacks it: one lookup in
-        the group's index (h5py), then the dataset's own bytes, parsed."""
+    def _contour(self, number: int) -> View | None:
+        """The view of contour ``number``, or None when the group lacks it: its object
+        header found (``ContourAddresses``, or h5py), then parsed with its bytes."""
         at = self._located()
-        try:
-            info = at.group.id.links.get_info(key.encode()) if key in at.group else None
-        except Exception as exc:  # h5py reports our OSErrors as generic ones
-            raise at.basin.error_from(exc) from None
-        if info is None:
-            return None
-        if info.type != h5py.h5l.TYPE_HARD:
-            return small_view(at.basin, self._opened(at, key))
-        at.walk.before_read(info.u, info.u + 1)
-        return header_view(at.basin, info.u, lambda: self._opened(at, key))
+        key = str(number)
+        if at.addresses is not None:
+            address = at.addresses.address(number)
+            if address == NO_ADDRESS:
+                return None
+            if address != ELSEWHERE:
+                return header_view(at.basin, address, lambda: self._opened(at, key))
+        else:
+            try:
+                info = at.group.id.links.get_info(key.encode()) if key in at.group else None
+            except Exception as exc:  # h5py reports our OSErrors as generic ones
+                raise at.basin.error_from(exc) from None
+            if info is None:
+                return None
+            if info.type == h5py.h5l.TYPE_HARD:
+                return header_view(at.basin, info.u, lambda: self._opened(at, key))
+        return small_view(at.basin, self._opened(at, key))
 
     def _view(self, made: View | None, number: int, size: int) -> View:
-        self._located().sizes.opened()  # only opening makes a view once the size is known
+        at = self._located()
+        at.sizes.opened()  # only opening makes a view once the size is known
+        if at.addresses is not None:
+            at.addresses.opened(number)
         if made is None:
-            made = self._contour(str(number))
+            made = self._contour(number)
             if made is None:
                 raise OSError(errno.ENOENT, f"{self.rid}: contour {number} is missing")
         if made.size != size:  # the bulk read's parse and h5py disagree
@@ -124,7 +147,7 @@ class ContourFolder:
         size = sizes[number]
         if size == MISSING or size >= 0:
             return self._sized(number, size)
-        made = self._contour(str(number))
+        made = self._contour(number)
         if made is None:  # a truncated write: fewer contours than events
             sizes.known(number, MISSING)
             return None

@@ -11,13 +11,10 @@ second ``ls -l`` (or one after a remount) asks the network nothing.
 """
 from __future__ import annotations
 
-import base64
 import concurrent.futures
-import errno
 import logging
 import threading
 import time
-import zlib
 
 import h5py
 import numpy as np
@@ -27,6 +24,7 @@ from ..io import deadline
 from ..tuning import TUNING
 from ..views.npy_format import npy_size
 from .basin import Basin
+from .contour_addresses import ContourAddresses, group_address
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +38,15 @@ class ContourSizes:
     """Sizes of the ``count`` contour files of ``group`` in ``basin`` (see the module doc)."""
 
     def __init__(self, rid: str, basin: Basin, group: h5py.Group, count: int,
-                 pool: concurrent.futures.Executor) -> None:
+                 pool: concurrent.futures.Executor,
+                 addresses: ContourAddresses | None = None) -> None:
+        """``addresses``: where the bulk read hands the object header addresses it
+        reads (None: a group ``hdf5.group_index`` cannot read, nor so the bulk read)."""
         self.rid = rid
         self.basin = basin
         self.group = group
         self.pool = pool
+        self.addresses = addresses
         self.sizes = np.full(count, UNKNOWN, dtype=np.int64)
         self._changed = threading.Condition()  # sizes learned, or the bulk read ended
         self._unopened = 0  # lookups of unknown sizes since a contour was last opened
@@ -129,6 +131,8 @@ class ContourSizes:
                  "%.1f MB", self.rid, found, count, time.monotonic() - started,
                  reader.counts.requests, reader.counts.waves, reader.counts.bytes / 1e6)
         self._to_disk()
+        if self.addresses is not None:
+            self.addresses.kept_after_bulk()
 
     def _fetch(self, start: int, stop: int) -> bytes:
         return self.basin.obj.fetch_direct(start, stop)
@@ -137,15 +141,17 @@ class ContourSizes:
         """Sizes from a bulk read, as it finds them; numbers the index lacks are
         ``MISSING`` once it is done."""
         obj = self.basin.obj
-        address = self._address()
+        address = group_address(self.basin, self.group)
         header = obj.read(address, min(address + TUNING.contour_group_header_bytes, obj.size))
         sized: dict[tuple[str, tuple[int, ...]], int] = {}
         listed = np.zeros(len(self.sizes), dtype=bool)
         found = 0
 
-        def take(batch: list[tuple[str, tuple[int, ...] | None, np.dtype | None]]) -> None:
+        def take(batch: list[tuple[str, tuple[int, ...] | None, np.dtype | None, int]]) -> None:
             nonlocal found
-            for name, shape, dtype in batch:
+            if self.addresses is not None:
+                self.addresses.learned([(name, address) for name, _, _, address in batch])
+            for name, shape, dtype, _ in batch:
                 number = int(name) if name.isdigit() else -1
                 if not 0 <= number < len(self.sizes) or str(number) != name:
                     continue
@@ -169,34 +175,15 @@ class ContourSizes:
             self._changed.notify_all()
         return found
 
-    def _address(self) -> int:
-        """Where the group's object header is, from its link in its parent (HDF5's
-        ``H5Oget_info`` would also total the group's index, walking all of it)."""
-        parent_path, _, name = self.group.name.rpartition("/")
-        parent = self.basin.h5[parent_path or "/"]  # h5py's ``.parent`` needs a named file
-        info = parent.id.links.get_info(name.encode())
-        if info.type != h5py.h5l.TYPE_HARD:
-            raise OSError(errno.ENOTSUP, f"{self.group.name} is not a hard link")
-        return info.u
-
     # -- kept on disk ------------------------------------------------------------------
     def _to_disk(self) -> None:
         disk, obj = self.basin.shared.disk, self.basin.obj
         if disk is None or obj.size < 0 or (self.sizes == UNKNOWN).any():
             return
-        packed = zlib.compress(self.sizes.astype("<i8").tobytes(), 6)
-        disk.keep_note(obj.key, (obj.size, obj.etag), NOTE,
-                       {"count": len(self.sizes), "zlib": base64.b64encode(packed).decode()})
+        disk.keep_array(obj.key, (obj.size, obj.etag), NOTE, self.sizes)
 
     def _from_disk(self) -> None:
         disk, obj = self.basin.shared.disk, self.basin.obj
-        value = None if disk is None else disk.note(obj.key, NOTE)
-        if not isinstance(value, dict) or value.get("count") != len(self.sizes):
-            return
-        try:
-            sizes = np.frombuffer(zlib.decompress(base64.b64decode(value["zlib"])), "<i8")
-        except (KeyError, TypeError, ValueError, zlib.error) as exc:
-            log.info("DCR416 %s: kept contour sizes unusable: %s", self.rid, exc)
-            return
-        if len(sizes) == len(self.sizes):
-            self.sizes[:] = sizes
+        kept = None if disk is None else disk.kept_array(obj.key, NOTE, len(self.sizes))
+        if kept is not None:
+            self.sizes[:] = kept

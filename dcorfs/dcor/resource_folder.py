@@ -33,6 +33,7 @@ from ..views.tiff import TiffView
 from ..views.tsv import TsvView
 from ..views.view import BytesView, LazyBytesView, NpyView, View
 from .basin import Basin, remote_basins
+from .contour_addresses import ContourAddresses
 from .contour_folder import ContourFolder
 from .contour_sizes import ContourSizes
 from .feature_views import dataset_view, layout_view, mapped_view, passthrough
@@ -467,8 +468,10 @@ class Resource:
         return ContourFolder(
             self.rid, lambda: self._group("contour"), self._declared_event_count(),
             self._event_count,
-            lambda basin, group, events: ContourSizes(self.rid, basin, group, events,
-                                                      self.pool)).entries()
+            lambda basin, group, events, addresses: ContourSizes(
+                self.rid, basin, group, events, self.pool, addresses),
+            lambda basin, group, events: ContourAddresses(
+                self.rid, basin, group, events, self.pool)).entries()
 
     def _declared_event_count(self) -> int | None:
         """The measurement's event count as DCOR's metadata gives it (always, on

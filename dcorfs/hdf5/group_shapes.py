@@ -11,9 +11,8 @@ flight together:
 2. each further level of the B-tree, and the heap's data (the names);
 3. the symbol nodes the leaves point to; then the object headers they point to.
 
-The addresses a wave wants are sorted and those within ``gap`` bytes of each other are
-fetched in one request, at most ``parallel`` requests and ``in_flight`` bytes at a
-time.  Every fetched range is
+Each wave is fetched as ``waves.fetch_wave`` fetches: coalesced, a bounded number of
+requests and bytes at a time.  Every fetched range is
 also *scanned* for the structures a later wave will want: symbol nodes and B-tree
 nodes by their signatures, dataset headers by the bytes h5py writes at their start
 (``header_candidates``).  dclab's writer puts an event's header next to those of the
@@ -30,8 +29,6 @@ from __future__ import annotations
 
 import array
 import bisect
-import collections
-import concurrent.futures
 import dataclasses
 import errno
 import logging
@@ -41,57 +38,20 @@ from collections.abc import Callable
 import numpy as np
 
 from . import symbol_table as st
+from .waves import Counts, Fetch, Submit, WaveConfig, coalesce, fetch_wave
 
 log = logging.getLogger(__name__)
 
-KiB, MiB = 1024, 1024 ** 2
-
-#: fetch ``[start, stop)`` of the file, uncached
-Fetch = Callable[[int, int], bytes]
-#: run a fetch on a thread that waits only for the network
-Submit = Callable[..., concurrent.futures.Future]
-
-
 @dataclasses.dataclass(frozen=True)
 class GroupShapesConfig:
-    #: wanted structures at most this far apart are fetched in one request.  Within
-    #: a run of dclab's contours they are a few KiB apart, and runs are MBs apart
-    #: (image chunks between them); a round trip at 20 ms and 50 MB/s is worth 1 MB.
-    gap: int = 256 * KiB
-    #: a request's bytes at most (longer runs are split)
-    max_request: int = 2 * MiB
-    #: requests in flight at most: small ones (index nodes, stray headers) are
-    #: latency-bound, and the mount keeps 24 connections to the store open
-    parallel: int = 24
-    #: bytes in flight at most, which bounds what is held at once: 16 MB fills a
-    #: link of 20 ms x 50 MB/s (1 MB in flight) many times over
-    in_flight: int = 16 * MiB
+    #: how the waves fetch (``waves.WaveConfig``)
+    waves: WaveConfig = WaveConfig()
     #: bytes read for a B-tree node and a symbol node whose entry count is unknown:
     #: room for 256 entries (HDF5 defaults are 32 and 8); a longer one is read again
     tree_bytes: int = st.tree_node_size(256)
     snod_bytes: int = st.symbol_node_size(256)
     #: bytes read for an object header whose size is unknown; a longer one is read again
     header_bytes: int = 1024
-
-
-@dataclasses.dataclass
-class Counts:
-    """What a bulk read cost, for the log and the mount's status."""
-    waves: int = 0
-    requests: int = 0
-    bytes: int = 0
-
-
-def coalesce(spans: list[tuple[int, int]], gap: int, most: int) -> list[tuple[int, int]]:
-    """Requests covering ``spans`` (sorted by start): spans at most ``gap`` apart
-    share one, and none is longer than ``most`` unless one span alone is."""
-    requests: list[list[int]] = []
-    for start, stop in spans:
-        if requests and start - requests[-1][1] <= gap and stop - requests[-1][0] <= most:
-            requests[-1][1] = max(requests[-1][1], stop)
-        else:
-            requests.append([start, stop])
-    return [(a, b) for a, b in requests]
 
 
 class _Index:
@@ -203,8 +163,9 @@ class _Index:
                 "header": set(self.pending)}
 
 
-#: members handed out: (name, shape, dtype), shape and dtype None when not parsed
-Emit = Callable[[list[tuple[str, "tuple[int, ...] | None", "np.dtype | None"]]], None]
+#: members handed out: (name, shape, dtype, object header address), shape and dtype
+#: None when not parsed
+Emit = Callable[[list[tuple[str, "tuple[int, ...] | None", "np.dtype | None", int]]], None]
 
 
 class GroupShapes:
@@ -256,53 +217,42 @@ class GroupShapes:
             if name is None:
                 raise OSError(errno.EIO, f"HDF5 group index: no name at heap offset "
                                          f"{index.names[entry]}")
-            batch.append((name,) + (index.kinds[kind] if kind >= 0 else (None, None)))
+            batch.append((name,) + (index.kinds[kind] if kind >= 0 else (None, None))
+                         + (index.headers[entry],))
         ready.clear()
         emit(batch)
 
     def _wave(self, ask: list[tuple[str, int]], index: _Index, emit: Emit) -> None:
-        """Fetch what ``ask`` names (coalesced), ``parallel`` requests at a time,
-        parsing and scanning each range as it arrives."""
+        """Fetch what ``ask`` names (``waves.fetch_wave``), parsing and scanning each
+        range as it arrives."""
         cfg = self.config
         sizes = {"tree": cfg.tree_bytes, "snod": cfg.snod_bytes, "header": cfg.header_bytes,
                  "heap": 32}
         ask = sorted(ask, key=lambda item: item[1])
         starts = [address for _, address in ask]
-        requests = coalesce([(a, a + sizes[kind]) for kind, a in ask], cfg.gap, cfg.max_request)
+        requests = coalesce([(a, a + sizes[kind]) for kind, a in ask], cfg.waves.gap,
+                            cfg.waves.max_request)
         if isinstance(self._heap, tuple):  # the names: one request of its own
             heap_at, heap_size = self._heap
             requests.append((heap_at, heap_at + heap_size))
-        queue = collections.deque(requests)
-        running: dict[concurrent.futures.Future, tuple[int, int]] = {}
-        self.counts.waves += 1
         started, before = time.monotonic(), self.counts.bytes
-        while True:
-            while queue and len(running) < cfg.parallel and (
-                    not running or sum(b - a for a, b in running.values())
-                    + queue[0][1] - queue[0][0] <= cfg.in_flight):
-                request = queue.popleft()
-                running[self.submit(self.fetch, *request)] = request
-                self.counts.requests += 1
-            if not running:
-                log.debug("group index wave %d: %d structures, %d requests, %.1f MB in "
-                          "%.2f s", self.counts.waves, len(ask), len(requests),
-                          (self.counts.bytes - before) / 1e6, time.monotonic() - started)
-                return
-            done, _ = concurrent.futures.wait(running,
-                                              return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in done:
-                start = running.pop(future)[0]
-                data = future.result()
-                self.counts.bytes += len(data)
-                if isinstance(self._heap, tuple) and start == self._heap[0]:
-                    self._heap = data
-                else:
-                    index.scan(start, data)
-                    first = bisect.bisect_left(starts, start)
-                    last = bisect.bisect_left(starts, start + len(data))
-                    for kind, address in ask[first:last]:
-                        self._parse(kind, data, address - start, address, index)
-                self._hand_out(index, index.ready, emit)
+
+        def arrived(start: int, data: bytes) -> None:
+            if isinstance(self._heap, tuple) and start == self._heap[0]:
+                self._heap = data
+            else:
+                index.scan(start, data)
+                first = bisect.bisect_left(starts, start)
+                last = bisect.bisect_left(starts, start + len(data))
+                for kind, address in ask[first:last]:
+                    self._parse(kind, data, address - start, address, index)
+            self._hand_out(index, index.ready, emit)
+
+        fetch_wave([(i, a, b) for i, (a, b) in enumerate(requests)], self.fetch,
+                   self.submit, cfg.waves, self.counts, arrived)
+        log.debug("group index wave %d: %d structures, %d requests, %.1f MB in %.2f s",
+                  self.counts.waves, len(ask), len(requests),
+                  (self.counts.bytes - before) / 1e6, time.monotonic() - started)
 
     def _parse(self, kind: str, data: bytes, pos: int, address: int, index: _Index) -> None:
         """A wanted structure where the index says it is (the scan finds most)."""

@@ -63,6 +63,28 @@ def tree_node(buf: bytes, pos: int) -> tuple[int, int, list[int]] | None:
     return level, used, children
 
 
+def tree_node_keys(buf: bytes, pos: int) -> tuple[int, list[int], list[int]] | None:
+    """``tree_node`` with its keys: (level, the ``entries + 1`` keys, children).  A
+    group node's key is a name's offset in the local heap; child ``i`` holds the
+    names after key ``i`` up to and including key ``i + 1``."""
+    node = tree_node(buf, pos)
+    if node is None:
+        return None
+    level, used, children = node
+    first = pos + TREE_HEADER.size
+    keys = [int.from_bytes(buf[at:at + 8], "little") for at in range(first, first + 16 * used + 1, 16)]
+    return level, keys, children
+
+
+def tree_node_entries(buf: bytes, pos: int) -> int | None:
+    """The entries a group B-tree node at ``buf[pos:]`` says it has, from its first
+    bytes alone (to read the rest of a node longer than was read), or None."""
+    if pos + TREE_HEADER.size > len(buf):
+        return None
+    signature, kind, _, used, _, _ = TREE_HEADER.unpack_from(buf, pos)
+    return used if signature == b"TREE" and kind == GROUP_NODES else None
+
+
 def tree_node_size(entries: int) -> int:
     """Bytes to read for a group B-tree node of ``entries`` children."""
     return TREE_HEADER.size + 16 * entries + 8
@@ -85,6 +107,22 @@ def symbol_node(buf: bytes, pos: int) -> list[tuple[int, int]] | None:
 def symbol_node_size(entries: int) -> int:
     """Bytes a symbol node of at most ``entries`` entries takes."""
     return 8 + entries * ENTRY_SIZE
+
+
+#: HDF5's defaults for a group's B-tree (2K children per node) and symbol nodes (2K
+#: entries), used when the superblock does not say (version 2 and later)
+DEFAULT_K = (16, 4)
+
+
+def group_ks(head: bytes) -> tuple[int, int]:
+    """(internal K, leaf K) of the file's old-style groups, from a version 0 or 1
+    superblock at the start of ``head`` (files with a user block are not read
+    here): a node holds up to 2K children, a symbol node up to 2K entries."""
+    if len(head) >= 20 and head[:8] == b"\x89HDF\r\n\x1a\n" and head[8] in (0, 1):
+        leaf, internal = struct.unpack_from("<HH", head, 16)
+        if leaf and internal:
+            return internal, leaf
+    return DEFAULT_K
 
 
 def local_heap(buf: bytes, pos: int) -> tuple[int, int] | None:

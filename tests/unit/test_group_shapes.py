@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from dcorfs.hdf5 import symbol_table as st
-from dcorfs.hdf5.group_shapes import GroupShapes, GroupShapesConfig, coalesce
+from dcorfs.hdf5.group_shapes import GroupShapes, GroupShapesConfig
+from dcorfs.hdf5.waves import WaveConfig, coalesce
 
 
 class LocalFetch:
@@ -62,12 +63,15 @@ def write_scattered(path, members: int, seed: int = 0) -> dict[str, np.ndarray]:
     return written
 
 
-def members_of(reader: GroupShapes, header: bytes) -> list:
-    """Every member ``reader`` hands out, checking none comes twice."""
+def members_of(reader: GroupShapes, header: bytes, headers: dict | None = None) -> list:
+    """Every member ``reader`` hands out, as (name, shape, dtype), checking none comes
+    twice; ``headers`` gets each one's object header address."""
     out: list = []
     reader.read(header, out.extend)
-    assert len({name for name, _, _ in out}) == len(out)
-    return out
+    assert len({name for name, *_ in out}) == len(out)
+    if headers is not None:
+        headers.update((name, address) for name, _, _, address in out)
+    return [member[:3] for member in out]
 
 
 def group_header(fetch: LocalFetch, path, name: str) -> bytes:
@@ -81,12 +85,14 @@ def test_every_member_has_the_shape_and_type_h5py_gives(tmp_path, pool):
     written = write_scattered(path, 3000)
     fetch = LocalFetch(path)
     reader = GroupShapes(fetch, pool.submit)
-    members = members_of(reader, group_header(fetch, path, "contour"))
+    headers: dict[str, int] = {}
+    members = members_of(reader, group_header(fetch, path, "contour"), headers)
     assert sorted(name for name, _, _ in members) == sorted(written)
     with h5py.File(path, "r") as h5:
         for name, shape, dtype in members:
             assert shape == h5["contour"][name].shape, name
             assert dtype == h5["contour"][name].dtype, name
+            assert headers[name] == h5["contour"].id.links.get_info(name.encode()).u
     assert {m[2].str for m in members} == {"<i2", ">i4", "<f4", "|u1"}
     # a few large requests, not one or more per member
     assert reader.counts.requests == len(fetch.requests) < len(written) / 20
@@ -174,7 +180,7 @@ def test_what_is_held_at_once_is_bounded(tmp_path, pool):
             held[0] -= stop - start
         return data
 
-    config = GroupShapesConfig(max_request=64 * 1024, in_flight=128 * 1024)
+    config = GroupShapesConfig(waves=WaveConfig(max_request=64 * 1024, in_flight=128 * 1024))
     members = members_of(GroupShapes(counting, pool.submit, config),
                          group_header(fetch, path, "contour"))
     assert len(members) == 2000 and all(shape for _, shape, _ in members)
