@@ -113,7 +113,8 @@ class Parts:
                                       if store_url else None}},
                 "decoder": native_filters.availability(),
                 "hdf5": {"files_opened": 0, "kept_layouts_used": 0, "small_datasets_parsed": 0,
-                         "small_datasets_h5py": 0, **self.shared.counts.snapshot()},
+                         "small_datasets_h5py": 0, "contour_index_requests": 0,
+                         "contours_looked_ahead": 0, **self.shared.counts.snapshot()},
                 "warm_up": self.warm_up.status(),
                 "store_mirror": self.mirror.status() if self.mirror is not None else None,
                 "timeouts": {"request_s": config.timeout, "operation_s": config.op_timeout}}

@@ -70,7 +70,7 @@ class ContourAddresses:
         self.pool = pool
         obj = basin.obj
         at = group_address(basin, group)
-        self.index = GroupIndex(obj.read, obj.fetch_direct, basin.shared.background.submit,
+        self.index = GroupIndex(obj.read, self._fetch, basin.shared.background.submit,
                                 obj.read(at, min(at + TUNING.contour_group_header_bytes,
                                                  obj.size)),
                                 st.group_ks(obj.read(0, min(64, obj.size))))
@@ -128,6 +128,11 @@ class ContourAddresses:
         self._keep(urgent=False)
         return int(self.addresses[number])
 
+    def _fetch(self, start: int, stop: int) -> bytes:
+        """The index's bytes: straight from the store, counted for the status."""
+        self.basin.shared.counts.add("contour_index_requests")
+        return self.basin.obj.fetch_direct(start, stop)
+
     def _find(self, numbers: list[int]) -> None:
         found = self.index.find([str(n) for n in numbers], self.learned)
         for number in numbers:
@@ -141,6 +146,7 @@ class ContourAddresses:
     def _look_ahead(self, claim: list[int]) -> None:
         if not claim:
             return
+        self.basin.shared.counts.add("contours_looked_ahead", len(claim))
         token = object()  # this claim's, in ``_claims`` before its work can learn
         with self._learned:
             for n in claim:

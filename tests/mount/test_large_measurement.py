@@ -182,3 +182,94 @@ def test_contours_a_bulk_read_finds_missing_are_enoent(large_dir, large_server, 
                 data = h5["events/contour"][str(int(name[:-4]))][:]
                 assert (folder / name).read_bytes() == npy_bytes(data)
     assert mnt.log_text().count("DCR411") == 1
+
+
+def index_height(path) -> int:
+    """Levels of ``events/contour``'s B-tree in the local file, symbol nodes included:
+    the most index requests one name can cost."""
+    from dcorfs.hdf5 import symbol_table as st
+
+    data = path.read_bytes()
+    with h5py.File(path, "r") as h5:
+        events = h5["events"]
+        header = events.id.links.get_info(b"contour").u
+    root, _ = st.symbol_table(data, header)
+    return st.tree_node(data, root)[0] + 2
+
+
+def looked_ahead(mnt) -> tuple[int, int]:
+    hdf5 = mnt.status()["hdf5"]
+    return hdf5["contours_looked_ahead"], hdf5["contour_index_requests"]
+
+
+@pytest.mark.timeout(600)
+def test_contour_loops_equal_dclab_and_only_runs_look_ahead(large_dir, large_server,
+                                                           fresh_mount):
+    """Loops forward from event 0, backwards from the last, and every 7th event each
+    read dclab's contours, and all but their first three opens find their contour
+    claimed by the lookahead; a random walk claims nothing, and each of its opens
+    costs at most one request per level of the index."""
+    path = large_dir / "large" / "M001_large.rtdc"
+    rid = large_server.ids["large/M001_large.rtdc"]
+    mnt = fresh_mount(large_server.url, extra=["--op-timeout", "20"])
+    folder = mnt.path / rid / "contour"
+    rng = np.random.default_rng(5)
+    loops = {"forward from 0": list(range(0, 400)),
+             "backwards from the end": list(range(EVENTS - 1, EVENTS - 401, -1)),
+             "every 7th": list(range(1000, 1000 + 7 * 300, 7)),
+             "a random walk": [int(n) for n in rng.choice(EVENTS, 300, replace=False)]}
+    expected = dclab_contours(path, sorted({n for loop in loops.values() for n in loop}))
+    for name, numbers in loops.items():
+        claimed, requests = looked_ahead(mnt)
+        for n in numbers:
+            assert (folder / f"{n:05d}.npy").read_bytes() == npy_bytes(expected[n]), (name, n)
+        claimed, requests = (a - b for a, b in zip(looked_ahead(mnt), (claimed, requests)))
+        if name == "a random walk":
+            assert claimed == 0
+            assert requests <= len(numbers) * index_height(path), requests
+        else:
+            assert claimed >= len(numbers) - 3, (name, claimed)
+    log = mnt.log_text()
+    assert "DCM501" not in log and "DCM506" not in log and "DCR417" not in log
+
+
+@pytest.mark.expect_warnings("DCR411")
+@pytest.mark.timeout(300)
+def test_a_loop_across_missing_contours(large_dir, large_server, fresh_mount):
+    """A loop over a truncated write (the last two contours gone) and over a group
+    with contours gone inside it: dclab's contours, then ENOENT where one is gone,
+    whether the lookahead or the lookup found it gone."""
+    mnt = fresh_mount(large_server.url)
+    for relpath, events, gone in (("large/M002_short.rtdc", 10, {8, 9}),
+                                  ("large/M003_gaps.rtdc", GAPS_EVENTS, set(GAPS))):
+        folder = mnt.path / large_server.ids[relpath] / "contour"
+        width = len(str(events - 1))
+        expected = dclab_contours(large_dir / relpath, [n for n in range(events)
+                                                        if n not in gone])
+        for n in range(events):
+            if n in gone:
+                with pytest.raises(FileNotFoundError):
+                    (folder / f"{n:0{width}d}.npy").read_bytes()
+            else:
+                assert (folder / f"{n:0{width}d}.npy").read_bytes() == npy_bytes(expected[n])
+
+
+@pytest.mark.timeout(600)
+def test_contour_addresses_are_kept_for_a_remount(large_dir, large_server, fresh_mount,
+                                                  tmp_path):
+    """``ls -l`` learns every contour's address with its size; after a remount a loop
+    from anywhere finds its contours without a request to the index."""
+    path = large_dir / "large" / "M001_large.rtdc"
+    rid = large_server.ids["large/M001_large.rtdc"]
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--op-timeout", "20"]
+    mnt = fresh_mount(large_server.url, extra=cache)
+    ls_l(mnt.path / rid / "contour")
+    mnt.unmount()
+    again = fresh_mount(large_server.url, extra=cache)
+    folder = again.path / rid / "contour"
+    numbers = list(range(20_000, 20_300))
+    expected = dclab_contours(path, numbers)
+    for n in numbers:
+        assert (folder / f"{n:05d}.npy").read_bytes() == npy_bytes(expected[n]), n
+    claimed, requests = looked_ahead(again)
+    assert requests == 0 and claimed >= len(numbers) - 3
