@@ -5,23 +5,25 @@ from dcorfs.io.range_fetch import RangeFetcher
 
 
 class FakeResponse:
-    def __init__(self, status: int, headers: dict, body: bytes) -> None:
-        self.status_code = status
-        self.headers = headers
-        self.raw = self
-        self._body = body
+    """An answer as urllib3 gives it, its body not read yet."""
 
-    def read(self, n: int, decode_content: bool = True) -> bytes:
+    def __init__(self, status: int, headers: dict, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self._body = body
+        self.released = self.closed = False
+
+    def read(self, n: int) -> bytes:
         piece, self._body = self._body[:n], self._body[n:]
         return piece
 
     read1 = read
 
-    def __enter__(self):
-        return self
+    def close(self) -> None:
+        self.closed = True
 
-    def __exit__(self, *exc):
-        return False
+    def release_conn(self) -> None:
+        self.released = True
 
 
 class FakeSession:

@@ -8,6 +8,7 @@ trips become one parallel wave.  Feature data is then read by ``ChunkedRows`` or
 """
 from __future__ import annotations
 
+import bisect
 import errno
 import json
 import logging
@@ -47,6 +48,7 @@ class Basin:
         self._rfile: RemoteFile | None = None
         self._open_lock = threading.Lock()
         self.unavailable: OSError | None = None
+        self._headers: dict[str, list[int]] = {}  # group name -> its members' headers
 
     @property
     def h5(self) -> h5py.File | None:
@@ -92,19 +94,36 @@ class Basin:
     def _prefetch_dataset_structures(self, group: h5py.Group, name: str,
                                      index: bool) -> None:
         """Start fetching, in one wave, what opening and reading the dataset will need
-        next: its header's continuation block and (``index``) the level below its
-        chunk index's root.  h5py would read them one after the other, a round trip
-        each."""
+        next: its header (with the bytes before it back to the header of the group's
+        member before it in the file, when they are few: a writer that writes each
+        dataset whole puts its chunks and index there), its header's continuation
+        block and (``index``) its chunk index's root and the level below it.  h5py
+        would read them one after the other, a round trip each."""
         info = group.id.links.get_info(name.encode())
         if info.type != h5py.h5l.TYPE_HARD:
             return
+        before = self._header_before(group, info.u)
+        if info.u - before <= readahead.DEFAULT.small_dataset_bytes:
+            self.obj.prefetch(before, info.u + 512)
         # h5py is about to read the header: wait for it here (it may still be on its way
         # with the probe's head), then look at what it names
         self.obj.read(info.u, info.u + 512)
-        hints = object_header_hints(self.obj.peek, info.u, self.obj.size, index)
+        hints = object_header_hints(self.obj.peek, info.u, self.obj.size, index,
+                                    readahead.DEFAULT.small_dataset_bytes)
         log.debug("dataset %s: prefetching %s", name, sorted(hints.items()))
         for start, length in sorted(hints.items()):
             self.obj.prefetch(start, start + length)
+
+    def _header_before(self, group: h5py.Group, address: int) -> int:
+        """The object header of ``group``'s member that comes last in the file before
+        ``address`` (``address`` when none does)."""
+        headers = self._headers.get(group.name)
+        if headers is None:
+            found = (group.id.links.get_info(n.encode()) for n in group)
+            headers = self._headers[group.name] = sorted(
+                i.u for i in found if i.type == h5py.h5l.TYPE_HARD)
+        at = bisect.bisect_left(headers, address)
+        return headers[at - 1] if at > 0 else address
 
     def prefetch_headers(self) -> None:
         """Fetch every feature's object header in one parallel wave.

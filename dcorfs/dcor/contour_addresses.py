@@ -151,7 +151,11 @@ class ContourAddresses:
         with self._learned:
             for n in claim:
                 self._claims[n] = token
-        future = self.pool.submit(self._ahead, claim)
+        try:
+            future = self.pool.submit(self._ahead, claim)
+        except RuntimeError:  # the mount is closing
+            future = concurrent.futures.Future()
+            future.cancel()
         future.add_done_callback(lambda _: self._settled(claim, token, future))
 
     def _settled(self, claim: list[int], token: object,
@@ -161,7 +165,9 @@ class ContourAddresses:
                 if self._claims.get(n) is token:
                     del self._claims[n]
             self._learned.notify_all()
-        if not future.cancelled() and future.exception() is not None:
+        if future.cancelled() or isinstance(future.exception(), RuntimeError):
+            return  # the mount is closing: its pools take no more work
+        if future.exception() is not None:
             log.info("DCR417 %s: looking %d contours ahead failed (%s); each is looked "
                      "up when opened", self.rid, len(claim), future.exception())
         else:

@@ -10,18 +10,25 @@ Opening a dataset then reads its object header and the header's continuation
 block; reading its chunks first reads the chunk index below the index's root.
 The header names both the continuation and the root, so when the header and the
 root are in hand, the continuation and the index's next level can be fetched in
-one wave too.  Only hints: what is parsed here decides what to prefetch, never
-what is served.
+one wave too.  A dataset written whole (every feature of a condensed file, any
+dataset h5py writes at once) has its chunks right after its index's root: for a
+small dataset, the bytes after the root, as many as the dataset has before
+compression, are fetched with the root, so its chunks come in the same round trip
+instead of one after it.  Only hints: what is parsed here decides what to prefetch,
+never what is served.
 """
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable, Iterator
+
+from .symbol_table import dataspace
 
 _UNDEFINED = 0xFFFFFFFFFFFFFFFF
 # bytes [start, stop) of the file if already in hand, else None
 Peek = Callable[[int, int], "bytes | None"]
-_CONTINUATION, _LAYOUT = 0x10, 0x08
+_DATASPACE, _DATATYPE, _CONTINUATION, _LAYOUT = 0x01, 0x03, 0x10, 0x08
 _MAX_BTREE_ENTRIES = 64  # HDF5's default: 2 x K, K = 32 for chunk indexes
 
 
@@ -53,12 +60,18 @@ def group_table_addresses(data: bytes, file_size: int, max_children: int = 64) -
     return found
 
 
-def object_header_hints(peek: Peek, address: int, file_size: int, index: bool = True
-                        ) -> dict[int, int]:
+def object_header_hints(peek: Peek, address: int, file_size: int, index: bool = True,
+                        between: int = 0) -> dict[int, int]:
     """Ranges (start -> length) that reading the dataset whose version-1 object header
     is at ``address`` will need next: the header's continuation blocks, and (``index``)
-    the nodes one level below its chunk index's root (a version-1 B-tree)."""
+    its chunk index's root and the nodes one level below it (a version-1 B-tree).  For
+    a dataset of at most ``between`` bytes before compression whose root follows its
+    header, the root with that many bytes after it: its chunks, if it was written whole
+    (see the module doc; a root before the header comes with the header's
+    surroundings, ``Basin._header_before``)."""
     found: dict[int, int] = {}
+    shape: tuple[int, ...] | None = None
+    itemsize = 0
     prefix = peek(address, address + 16)
     if prefix is None or len(prefix) < 16 or prefix[0] != 1:
         return found
@@ -78,10 +91,17 @@ def object_header_hints(peek: Peek, address: int, file_size: int, index: bool = 
                     areas.append((block, block_length))
             elif kind == _LAYOUT and len(body) >= 11 and body[0] == 3 and body[1] == 2:
                 layout = body[2], struct.unpack_from("<Q", body, 3)[0]  # chunked, v3
+            elif kind == _DATASPACE:
+                shape = dataspace(data, at + 8, len(body))
+            elif kind == _DATATYPE and len(body) >= 8:
+                itemsize = int.from_bytes(body[4:8], "little")
             at += 8 + size
     if index and layout is not None:
         dimensions, root = layout
-        if 0 < root < file_size and peek(root, root + 24) is None:
+        raw = math.prod(shape) * itemsize if shape is not None else 0
+        if address < root < file_size and 0 < raw <= between:
+            found[root] = _btree_node_bytes(dimensions) + raw  # and its chunks, likely
+        elif 0 < root < file_size and peek(root, root + 24) is None:
             # the index's root: h5py reads it right after the header, a round trip of
             # its own unless it is on its way by then
             found.setdefault(root, _btree_node_bytes(dimensions))

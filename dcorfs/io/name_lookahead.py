@@ -45,7 +45,7 @@ class NameLookaheadConfig:
     #: costs about two requests (a leaf of the index and a symbol node): 256 names are
     #: about 500 requests, enough to keep 24 in flight for many round trips, and a loop
     #: that stops wastes at most twice that
-    max_window: int = 256
+    max_window: int = 128
 
 
 class NameLookahead:
@@ -71,7 +71,7 @@ class NameLookahead:
             else:
                 self._step, self._steps = step, 1 if step else 0
                 self._window, self._claimed_to = 0, None
-            return self._claim(self._window // 2)
+            return self._claim(self._window // 2 + 1)
 
     def found(self) -> list[int]:
         """The numbers to find now, given that a claim's names were found: while the
@@ -81,12 +81,12 @@ class NameLookahead:
             return self._claim(self._window)
 
     def _claim(self, ahead: int) -> list[int]:
-        """A claim from the last number opened, unless more than ``ahead`` steps are
+        """A claim from the last number opened, unless ``ahead`` steps or more are
         claimed ahead of it already."""
         cfg, number, step = self.config, self._last, self._step
         if self._steps < cfg.min_steps or number is None:
             return []
-        if self._claimed_to is not None and (self._claimed_to - number) // step > ahead:
+        if self._claimed_to is not None and (self._claimed_to - number) // step >= ahead:
             return []  # well ahead still
         self._window = (cfg.first_window if self._claimed_to is None
                         else min(2 * self._window, cfg.max_window))

@@ -38,9 +38,12 @@ class Unreachable(OSError):
 
 
 def cannot_connect(exc: BaseException) -> bool:
-    """Whether a ``requests`` exception means no connection could be made."""
-    if isinstance(exc, requests.ConnectTimeout):
+    """Whether a ``requests`` or ``urllib3`` exception means no connection could be
+    made (through a proxy: to the proxy, or through it)."""
+    if isinstance(exc, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)):
         return True
+    if isinstance(exc, urllib3.exceptions.ProxyError):
+        return isinstance(exc.original_error, urllib3.exceptions.ConnectTimeoutError)
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     # NewConnectionError (refused, no route) and NameResolutionError are ConnectTimeoutErrors
     return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)

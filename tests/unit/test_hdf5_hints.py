@@ -93,3 +93,28 @@ def test_header_hints_name_the_chunk_index_root_not_in_hand(tmp_path):
     assert root in hints and hints[root] >= 24 + 10 * 32
     # with the root in hand, it is not named again
     assert root not in object_header_hints(lambda s, e: data[s:e], header, len(data))
+
+
+def test_a_small_dataset_written_whole_has_its_chunks_named_with_its_index(tmp_path):
+    """h5py writes a dataset's index root, then its chunks: for a dataset of at most
+    ``between`` bytes before compression, the root comes with that many bytes after
+    it, which hold every chunk; a larger one gets its root alone."""
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "whole.h5"
+    with h5py.File(path, "w") as h5:
+        ds = h5.create_dataset("deform", shape=(50_000,), dtype="f8", chunks=(5_000,),
+                               compression="gzip")
+        ds[:] = np.random.default_rng(1).random(50_000)
+    data = path.read_bytes()
+    with h5py.File(path, "r") as h5:
+        header = h5.id.links.get_info(b"deform").u
+        chunks: list[tuple[int, int]] = []
+        h5["deform"].id.chunk_iter(lambda info: chunks.append((info.byte_offset, info.size)))
+    peek = lambda start, stop: data[start:stop] if stop <= header + 512 else None  # noqa: E731
+    (root, length), = object_header_hints(peek, header, len(data), between=400_000).items()
+    assert data[root:root + 4] == b"TREE"
+    assert all(root < at and at + size <= root + length for at, size in chunks)
+    (alone, node), = object_header_hints(peek, header, len(data), between=399_999).items()
+    assert alone == root and node <= min(at for at, _ in chunks) - root
