@@ -94,17 +94,18 @@ class Basin:
     def _prefetch_dataset_structures(self, group: h5py.Group, name: str,
                                      index: bool) -> None:
         """Start fetching, in one wave, what opening and reading the dataset will need
-        next: its header (with the bytes before it back to the header of the group's
-        member before it in the file, when they are few: a writer that writes each
-        dataset whole puts its chunks and index there), its header's continuation
+        next: its header (with ``index``, the bytes before it back to the header of the
+        group's member before it in the file, when they are few: a writer that writes
+        each dataset whole puts its index and chunks there), its header's continuation
         block and (``index``) its chunk index's root and the level below it.  h5py
         would read them one after the other, a round trip each."""
         info = group.id.links.get_info(name.encode())
         if info.type != h5py.h5l.TYPE_HARD:
             return
-        before = self._header_before(group, info.u)
-        if info.u - before <= readahead.DEFAULT.small_dataset_bytes:
-            self.obj.prefetch(before, info.u + 512)
+        if index:  # its chunks will be read, not only its shape (a listing)
+            before = self._header_before(group, info.u)
+            if info.u - before <= readahead.DEFAULT.small_dataset_bytes:
+                self.obj.prefetch(before, info.u + 512)
         # h5py is about to read the header: wait for it here (it may still be on its way
         # with the probe's head), then look at what it names
         self.obj.read(info.u, info.u + 512)
