@@ -677,6 +677,7 @@ def large(bench: "Bench") -> list[dict]:
         r = cold(loop(first), "large")
         r_dclab = bench.median(lambda first=first: bench.dclab(
             f"for i in range({first}, {first + CONSECUTIVE}):\n    ds['contour'][i]", "large"))
+        label += f" ({first:,d})" if "random" in label else ""
         out.append({"scenario": f"(r) {CONSECUTIVE:,d} consecutive contours {label}, cold",
                     "dcorfs": r, "dclab": r_dclab,
                     "limit_seconds": contour_limit(bench, range(first, first + CONSECUTIVE)),
