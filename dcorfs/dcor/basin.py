@@ -75,6 +75,21 @@ class Basin:
             tell(self)
         return self._h5
 
+    def open_soon(self) -> None:
+        """Open the HDF5 file in the background (``h5``): a failure is met again, and
+        reported, by whoever opens it next."""
+        if self._h5 is None and self.unavailable is None:
+            try:
+                self.shared.pool.submit(self._open_quietly)
+            except RuntimeError:  # the mount is closing
+                pass
+
+    def _open_quietly(self) -> None:
+        try:
+            self.h5
+        except OSError as exc:
+            log.debug("opening basin %s ahead failed: %s", self.name, exc)
+
     def missing(self, err: OSError) -> bool:
         """Whether an error opening this basin means its object does not exist: a 404,
         or a 403 to an unsigned request.  DCOR's store lets anonymous clients read only

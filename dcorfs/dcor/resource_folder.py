@@ -189,6 +189,12 @@ class Resource:
         if known is not None:  # found before (a listing's check, then the file's view)
             return known
         declaring = [b for b in self.basins if feature in b.features]
+        if feature in NOT_SCALAR:
+            # DCOR's condensed basin declares the original's images and contours (its
+            # intra-dataset basin) but never holds them: the later basins are opened
+            # meanwhile, so falling through to the original costs no round trips more
+            for basin in declaring[1:]:
+                basin.open_soon()
         for basin in declaring:
             try:
                 # a listing stats every file, reading none: no chunk indexes for it

@@ -16,8 +16,8 @@ no network and no lock, so they are tested with made-up geometries
    span from the run's first row to the next row expected, give or take the
    kernel's parallel readahead, ``streak_bytes`` of slack) continues it.  Once the
    run covers ``streak_bytes`` a window of chunks ahead is fetched in the
-   background; the window starts at 4 chunks and doubles with every read, up to
-   ``max_window``.  A run must be that long first because the kernel turns one page
+   background; the window starts at ``first_window`` chunks and doubles with every
+   read, up to ``max_window``.  A run must be that long first because the kernel turns one page
    fault of a memory-mapped reader into a few consecutive reads, which must not
    start fetching chunks nobody asked for.
 4. **Random reads** (any other read) fetch the aligned group of chunks around the
@@ -59,6 +59,10 @@ class ReadaheadConfig:
     #: bytes of sequential reads before the readahead window opens; more than the
     #: kernel reads around one page fault or after a small read at offset 0 (1.1 MiB)
     streak_bytes: int = 2 * MiB
+    #: chunks; the first readahead window.  The reader waits for it a round trip, and for
+    #: the next one unless the first held a round trip's worth of bytes: 8 image chunks
+    #: (5 MB) are most of that on a link of 150 ms and 50 MB/s, 4 were 2.5 MB
+    first_window: int = 8
     #: chunks; the largest readahead window (8-16 requests in flight fill a long link)
     max_window: int = 16
     #: bytes; back-to-back chunks are fetched in one request up to this length: fewer
@@ -135,7 +139,7 @@ def plan_read(state: ReadState, geo: Geometry, r0: int, r1: int,
     state = dataclasses.replace(state, next_row=max(r1, state.next_row))
     if r1 - state.streak_start < rows(config.streak_bytes):
         return Plan(state, [], NEAR)
-    window = min(max(4, state.window * 2), config.max_window)
+    window = min(max(config.first_window, state.window * 2), config.max_window)
     start = max(last_chunk + 1, state.ahead_until)
     stop = min(geo.nchunks, last_chunk + 1 + window)
     return Plan(dataclasses.replace(state, window=window,

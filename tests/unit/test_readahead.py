@@ -34,7 +34,7 @@ def test_a_first_read_at_row_0_brings_what_the_kernel_will_read_next():
 
 
 def test_sequential_reads_open_a_window_that_doubles_up_to_the_limit():
-    config = ReadaheadConfig(max_window=16)
+    config = ReadaheadConfig(first_window=4, max_window=16)
     state = plan_read(ReadState(), IMAGES, 0, 7, config).state
     relations, windows = [], []
     row = 7
