@@ -6,8 +6,8 @@ file.  A *wave* fetches one step's structures together: their spans are sorted, 
 at most ``WaveConfig.gap`` apart share a request (``coalesce``), and the requests run
 at most ``parallel`` and ``in_flight`` bytes at a time, in the order of their
 priority; each range is handed to the caller as it arrives, and what the caller
-learns from it may add requests to the wave.  ``group_shapes`` (every member of a group) and ``group_index``
-(some members, by name) walk with it.
+learns from it may add requests to the wave.  ``group_shapes`` (every member of a
+group) and ``group_index`` (some members, by name) walk with it.
 """
 from __future__ import annotations
 
