@@ -72,7 +72,8 @@ def tree_node_keys(buf: bytes, pos: int) -> tuple[int, list[int], list[int]] | N
         return None
     level, used, children = node
     first = pos + TREE_HEADER.size
-    keys = [int.from_bytes(buf[at:at + 8], "little") for at in range(first, first + 16 * used + 1, 16)]
+    keys = [int.from_bytes(buf[at:at + 8], "little")
+            for at in range(first, first + 16 * used + 1, 16)]
     return level, keys, children
 
 
