@@ -11,7 +11,6 @@ class FakeResponse:
         self.status = status
         self.headers = headers
         self._body = body
-        self.released = self.closed = False
 
     def read(self, n: int) -> bytes:
         piece, self._body = self._body[:n], self._body[n:]
@@ -20,10 +19,10 @@ class FakeResponse:
     read1 = read
 
     def close(self) -> None:
-        self.closed = True
+        pass
 
     def release_conn(self) -> None:
-        self.released = True
+        pass
 
 
 class FakeSession:

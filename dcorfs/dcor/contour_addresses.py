@@ -176,13 +176,12 @@ class ContourAddresses:
     def _ahead(self, claim: list[int]) -> None:
         """Find the claimed contours in the index, then fetch their bytes (see the
         module doc)."""
-        started, before = time.monotonic(), self.index.counts.requests
+        started = time.monotonic()
         unknown = {n for n in claim if self.addresses[n] == UNKNOWN}
         if unknown:
             self._find([n for n in claim if n in unknown])
-        log.debug("%s: contours %d to %d looked ahead, %d found in the index in %d "
-                  "requests, %.2f s", self.rid, claim[0], claim[-1], len(unknown),
-                  self.index.counts.requests - before, time.monotonic() - started)
+        log.debug("%s: contours %d to %d looked ahead, %d found in the index in %.2f s",
+                  self.rid, claim[0], claim[-1], len(unknown), time.monotonic() - started)
         self._fetch_spans([int(a) for n, a in zip(claim, self.addresses[claim])
                            if a >= 0 and n not in unknown])  # the others: as found
         self._keep(urgent=bool(unknown))
