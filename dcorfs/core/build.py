@@ -153,7 +153,7 @@ def build(config: FsConfig) -> Filesystem:
         api=api, cache=cache, fetcher=fetcher, background=background, pool=pool,
         decoders=DecoderCache(), disk=disk,
         derived=DerivedStore(disk, cache.write_later if disk is not None else None),
-        reopen=warm_up.reopen_if_idle, site=site,
+        reopener=warm_up, site=site,
         answers=AnswerStore(config.listing_ttl, disk=disk, memory=False,
                             disk_key=lambda key: site_key(site, f"dcserv:{key[0]}:{key[1]}")),
         private_answers=AnswerStore(

@@ -25,6 +25,7 @@ from ..hdf5.hints import group_table_addresses, object_header_hints
 from ..hdf5.layout import ChunkEntries, ChunkIndex, Layout, read_chunk_index
 from ..hdf5.remote_file import RemoteFile
 from ..io.remote_object import RemoteObject
+from ..tuning import TUNING
 from .shared import Shared
 
 log = logging.getLogger(__name__)
@@ -99,11 +100,25 @@ class Basin:
         return err.errno == errno.ENOENT or (err.errno == errno.EACCES and not self.perishable)
 
     def _prefetch_group_tables(self) -> None:
-        """Start fetching the group tables the probe names, while h5py opens the file."""
+        """Start fetching the group tables the probe names, while h5py opens the file;
+        those named in the rest of the head once it has streamed in."""
         hints: set[int] = set()
         for data in self.obj.probed:
             hints |= group_table_addresses(data, self.obj.size)
         for address in sorted(hints):
+            self.obj.prefetch(address, address + 1)
+        start = len(self.obj.probed[0]) if self.obj.probed else 0
+        stop = min(TUNING.probe_head, self.obj.size)
+        if 0 < start < stop:
+            self.shared.pool.submit(self._prefetch_named_in, start, stop, hints)
+
+    def _prefetch_named_in(self, start: int, stop: int, known: set[int]) -> None:
+        try:
+            data = self.obj.read(start, stop)  # on its way with the probe: waited for
+        except OSError as exc:  # h5py meets it again where it matters
+            log.debug("head of %s unread: %s", self.name, exc)
+            return
+        for address in sorted(group_table_addresses(data, self.obj.size) - known):
             self.obj.prefetch(address, address + 1)
 
     def _prefetch_dataset_structures(self, group: h5py.Group, name: str,
@@ -120,7 +135,11 @@ class Basin:
         if index:  # its chunks will be read, not only its shape (a listing)
             before = self._header_before(group, info.u)
             if info.u - before <= readahead.DEFAULT.small_dataset_bytes:
-                self.obj.prefetch(before, info.u + 512)
+                # the header first, in a request of its own: asked together, the two
+                # share the link, so the header arrives after a round trip and h5py
+                # locates the chunks while they still stream in behind it
+                self.obj.prefetch(info.u, info.u + 512)
+                self.obj.prefetch(before, info.u)
         # h5py is about to read the header: wait for it here (it may still be on its way
         # with the probe's head), then look at what it names
         self.obj.read(info.u, info.u + 512)

@@ -8,6 +8,7 @@ import concurrent.futures
 import dataclasses
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from ..hdf5.decoding import DecodedCache, DecoderCache
 from ..io.answers import AnswerStore
@@ -36,6 +37,16 @@ class Counts:
             return dict(self._counts)
 
 
+class Reopener(Protocol):
+    """What reopens the store connections a server closed while the mount sat idle."""
+
+    def due(self) -> bool:
+        """Whether they are closed by now (no request for a while)."""
+
+    def reopen(self) -> None:
+        """Open them in the background."""
+
+
 @dataclasses.dataclass
 class Shared:
     api: DcorApi  # the only holder of the token
@@ -47,8 +58,9 @@ class Shared:
     decoders: DecoderCache  # in-memory HDF5 files that run unusual filter pipelines
     disk: DiskCache | None = None  # the disk cache: layouts and contour sizes kept
     derived: DerivedStore | None = None  # decoded chunks kept on disk
-    # called before a resource is asked about over the network: reopens idle connections
-    reopen: Callable[[], None] | None = None
+    # store connections closed while the mount idled: reopened when a resource is asked
+    # about over the network (``warm_up.WarmUp``)
+    reopener: Reopener | None = None
     # DCOR's answers about public resources (kept on disk, for everyone), and about
     # private ones (on disk under a salted hash of the token: served offline only to it)
     answers: AnswerStore = dataclasses.field(default_factory=lambda: AnswerStore(300.0))

@@ -7,8 +7,8 @@ connections are opened at mount.  The object store's host is learned from any pu
 resource (DCOR keeps all its objects on one store): its ``s3_url``, or on an older
 DCOR the URL of an RT-DC resource's basin.  Servers close keep-alive connections that
 sat idle (S3 after about 20 s, nginx after 75 s); after ``reopen_after`` seconds
-without a request, opening a resource first reopens the store connections while its
-API query is on the way, so the reads after it find them open.
+without a request, opening a resource reopens the store connections as soon as its
+API queries are on the way, so the reads after it find them open.
 """
 from __future__ import annotations
 
@@ -134,10 +134,16 @@ class WarmUp:
                     return max(urls, key=lambda pair: pair[0])[1]
         return None
 
-    def reopen_if_idle(self) -> None:
-        """Open ``TUNING.store_connections`` store connections in the background if none was
-        used for ``reopen_after`` seconds: their handshakes then overlap the API query
-        instead of delaying the first reads (one request of one byte each)."""
+    def due(self) -> bool:
+        """Whether the store connections were not used for ``reopen_after`` seconds, so
+        that the server has likely closed them."""
+        return (self.store_url is not None
+                and time.monotonic() - self.fetcher.last_used >= self.reopen_after)
+
+    def reopen(self) -> None:
+        """Open ``TUNING.store_connections`` store connections in the background if
+        ``due``: their handshakes then overlap the API query instead of delaying the
+        first reads (one request of one byte each)."""
         url = self.store_url
         idle = time.monotonic() - self.fetcher.last_used
         if url is None or idle < self.reopen_after:
