@@ -11,9 +11,7 @@ no network and no lock, so they are tested with made-up geometries
 2. **A first read at row 0** fetches, with its own chunks, those covering
    ``kernel_first_readahead_bytes``: after a read at offset 0 the kernel reads about
    a MiB ahead at once (``np.load``, or numpy reading the header before it maps the
-   file), and those reads should not cost a second round trip.  It fetches at least
-   ``first_read_chunks``: readers of a whole file start there, and their window
-   would otherwise open only after these chunks arrived, a round trip later.
+   file), and those reads should not cost a second round trip.
 3. **Sequential reads.**  A read that starts inside the current run of reads (the
    span from the run's first row to the next row expected, give or take the
    kernel's parallel readahead, ``streak_bytes`` of slack) continues it.  Once the
@@ -58,12 +56,6 @@ class ReadaheadConfig:
     small_dataset_bytes: int = 8 * MiB
     #: bytes the kernel reads at once after a read at offset 0 (seen: 1.15 MiB)
     kernel_first_readahead_bytes: int = 1152 * KiB
-    #: chunks; a first read at row 0 fetches at least this many.  Whole-file readers
-    #: (``np.load``, a TIFF stack read page by page) start there, and a window opened
-    #: only once their first chunks have arrived costs them a round trip: 150 ms on a
-    #: distant link, where 8 image chunks (5 MB) are two thirds of a round trip's worth.
-    #: A reader that stops after the header wastes them: 0.1 s of a 50 MB/s link
-    first_read_chunks: int = 8
     #: bytes of sequential reads before the readahead window opens; more than the
     #: kernel reads around one page fault or after a small read at offset 0 (1.1 MiB)
     streak_bytes: int = 2 * MiB
@@ -72,9 +64,9 @@ class ReadaheadConfig:
     #: (5 MB) are most of that on a link of 150 ms and 50 MB/s, 4 were 2.5 MB
     first_window: int = 8
     #: chunks; the largest readahead window.  It must hold more than a round trip's
-    #: worth of bytes: 16 image chunks (10 MB) left a link of 150 ms and 50 MB/s (7.5 MB
-    #: per round trip) idle while the reader decoded, and streaming 60 MB of images took
-    #: 0.12 s longer than with 32
+    #: worth of bytes while the reader decodes: with 16 image chunks (10 MB) a link of
+    #: 150 ms and 50 MB/s (7.5 MB per round trip) idled, and streaming 60 MB of images
+    #: took 0.15 s longer than with 32
     max_window: int = 32
     #: bytes; back-to-back chunks are fetched in one request up to this length: fewer
     #: requests, without holding a reader back behind a long run
@@ -98,7 +90,7 @@ DEFAULT = ReadaheadConfig()
 #: sequential run opens the window ahead (``head`` reads a block more than it shows:
 #: the kernel's readahead, which must not fetch a group of chunks in every column)
 COLUMN = ReadaheadConfig(small_dataset_bytes=0, kernel_first_readahead_bytes=0,
-                         first_read_chunks=0, min_fetch_bytes=0)
+                         min_fetch_bytes=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,10 +130,9 @@ def plan_read(state: ReadState, geo: Geometry, r0: int, r1: int,
         return Plan(ReadState(next_row=r1, ahead_until=geo.nchunks),
                     [c for c in range(geo.nchunks) if c != last_chunk], FIRST)
     if state.next_row == -1 and r0 == 0:
-        upto = min(geo.nchunks, max(config.first_read_chunks,
-                                    -(-rows(config.kernel_first_readahead_bytes)
-                                      // geo.rows_per_chunk)))
-        return Plan(dataclasses.replace(state, next_row=r1, ahead_until=upto),
+        upto = min(geo.nchunks, -(-rows(config.kernel_first_readahead_bytes)
+                                   // geo.rows_per_chunk))
+        return Plan(dataclasses.replace(state, next_row=r1),
                     [c for c in range(upto) if c != last_chunk], FIRST)
     slack = rows(config.streak_bytes)
     sequential = (state.next_row >= 0

@@ -26,28 +26,11 @@ def test_a_small_dataset_is_fetched_whole_on_its_first_read():
 
 
 def test_a_first_read_at_row_0_brings_what_the_kernel_will_read_next():
-    config = ReadaheadConfig(first_read_chunks=0)
+    config = ReadaheadConfig()
     plan = plan_read(ReadState(), IMAGES, 0, 7, config)
     rows = config.kernel_first_readahead_bytes // IMAGES.row_bytes  # 58 images
     assert plan.relation == FIRST
     assert plan.ahead == list(range(1, -(-rows // IMAGES.rows_per_chunk)))
-
-
-def test_a_first_read_at_row_0_starts_a_whole_file_reader_s_window():
-    """``np.load`` starts at row 0: ``first_read_chunks`` are asked for with its first
-    read, and the window that opens later goes on after them, asking none twice."""
-    config = ReadaheadConfig(first_read_chunks=8)
-    plan = plan_read(ReadState(), IMAGES, 0, 7, config)
-    assert plan.relation == FIRST and plan.ahead == list(range(1, 8))
-    state, asked, row = plan.state, [0, *plan.ahead], 7
-    step = 128 * 1024 // IMAGES.row_bytes
-    while row < 30 * IMAGES.rows_per_chunk:
-        plan = plan_read(state, IMAGES, row, row + step, config)
-        state, row = plan.state, row + step
-        asked += plan.ahead
-    assert len(asked) == len(set(asked)) and max(asked) > 8
-    # a read elsewhere first (a memory-mapped reader's page fault) asks for no window
-    assert plan_read(ReadState(), IMAGES, 500, 507, config).relation == JUMP
 
 
 def test_sequential_reads_open_a_window_that_doubles_up_to_the_limit():
