@@ -107,19 +107,22 @@ class Basin:
             hints |= group_table_addresses(data, self.obj.size)
         for address in sorted(hints):
             self.obj.prefetch(address, address + 1)
-        start = len(self.obj.probed[0]) if self.obj.probed else 0
-        stop = min(TUNING.probe_head, self.obj.size)
-        if 0 < start < stop:
-            self.shared.pool.submit(self._prefetch_named_in, start, stop, hints)
+        head = self.obj.head_fetch
+        if head is not None and self.obj.probed:
+            start = len(self.obj.probed[0])
+            head.add_done_callback(lambda _: self._prefetch_named_in(start, hints))
 
-    def _prefetch_named_in(self, start: int, stop: int, known: set[int]) -> None:
-        try:
-            data = self.obj.read(start, stop)  # on its way with the probe: waited for
-        except OSError as exc:  # h5py meets it again where it matters
-            log.debug("head of %s unread: %s", self.name, exc)
+    def _prefetch_named_in(self, start: int, known: set[int]) -> None:
+        """Fetch the group tables named in the head past ``start`` (run once it is in;
+        nothing if it failed or is gone from memory: h5py then reads what it needs)."""
+        data = self.obj.peek(start, TUNING.probe_head)
+        if not data:
             return
-        for address in sorted(group_table_addresses(data, self.obj.size) - known):
-            self.obj.prefetch(address, address + 1)
+        try:
+            for address in sorted(group_table_addresses(data, self.obj.size) - known):
+                self.obj.prefetch(address, address + 1)
+        except OSError as exc:  # the reader that needs them meets it again
+            log.debug("group tables of %s not prefetched: %s", self.name, exc)
 
     def _prefetch_dataset_structures(self, group: h5py.Group, name: str,
                                      index: bool) -> None:

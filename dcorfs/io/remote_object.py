@@ -44,6 +44,9 @@ class RemoteObject:
         self._lock = threading.Lock()
         self._probe_lock = threading.Lock()
         self.probed: list[bytes] = []  # head (and tail) of the file, for metadata hints
+        # the fetch of the rest of the head, when the probe went to the network: done
+        # once its bytes are all in (or it failed; its waiters then fetch for themselves)
+        self.head_fetch: concurrent.futures.Future | None = None
         self._probed = False
 
     def set_url(self, url: str, expires_at: float | None) -> None:
@@ -116,8 +119,8 @@ class RemoteObject:
                 self.size, self.etag = known
                 self._probe_known()
                 return
-            head = self.background.submit(self._fill_quietly,
-                                          self.cache.claim(self.key, 0, TUNING.probe_head))
+            head = self.head_fetch = self.background.submit(
+                self._fill_quietly, self.cache.claim(self.key, 0, TUNING.probe_head))
             try:
                 tail: RangeResult | None = self._probe_tail(head) if self.probe_tail else None
             except OSError as exc:  # the head's read reports errors; the tail is a bonus
