@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import time
 import warnings
@@ -13,6 +14,7 @@ import dclab
 import h5py
 import numpy as np
 import pytest
+import requests
 
 from harness import npy_bytes
 from dcorfs.tuning import TUNING
@@ -273,3 +275,44 @@ def test_contour_addresses_are_kept_for_a_remount(large_dir, large_server, fresh
         assert (folder / f"{n:05d}.npy").read_bytes() == npy_bytes(expected[n]), n
     claimed, requests = looked_ahead(again)
     assert requests == 0 and claimed >= len(numbers) - 3
+
+
+@pytest.mark.timeout(300)
+def test_a_cold_scalar_read_waits_for_four_round_trips(large_server, fresh_mount, tmp_path):
+    """A feature of the condensed file whose header and chunks lie beyond the file's
+    head and tail: DCOR's answer, the head and tail, the ``events`` group's symbol nodes
+    (unless the head holds the one naming it), then the feature's header together with
+    its chunks (a condensed file keeps most features' chunks just before their header).
+    Its bytes are the condensed file's."""
+    from dcorfs.hdf5 import symbol_table
+
+    rid = large_server.ids["large/M001_large.rtdc"]
+    spec = next(s for s in large_server.dcserv(rid, "basins")["result"]
+                if s["name"].startswith("condensed"))
+    condensed = tmp_path / "condensed.rtdc"
+    condensed.write_bytes(requests.get(spec["urls"][0], timeout=60).content)
+    with h5py.File(condensed, "r") as h5:
+        events = h5["events"]
+        size = condensed.stat().st_size
+        headers = sorted((events.id.links.get_info(n.encode()).u, n) for n in events)
+        # the last feature kept before its header (dclab's ancillary features are kept
+        # after theirs) that lies beyond the head, and away from the tail
+        _, (address, name) = [
+            (previous, (at, n)) for previous, (at, n) in zip(headers, headers[1:])
+            if previous[0] > TUNING.probe_head and at < size - 2 * TUNING.probe_tail
+            and events[n].ndim == 1 and events[n].id.get_num_chunks()
+            and events[n].id.get_chunk_info(0).byte_offset < at][-1]
+        expected = npy_bytes(events[name][:])
+    data = condensed.read_bytes()
+    node = next(m.start() for m in re.finditer(b"SNOD", data) if address in
+                {a for _, a in symbol_table.symbol_node(data, m.start()) or ()})
+    in_probe = node + 1024 < TUNING.probe_head or node >= size - TUNING.probe_tail
+    mnt = fresh_mount(large_server.url)
+    large_server.set_faults(latency_ms=20)  # parallel requests overlap, as on a real link
+    try:
+        large_server.reset_stats()
+        assert (mnt.path / rid / f"{name}.npy").read_bytes() == expected
+        seen = large_server.stats()
+    finally:
+        large_server.set_faults()
+    assert seen["round_trips"] <= (3 if in_probe else 4), (name, address, node, seen)
