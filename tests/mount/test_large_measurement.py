@@ -300,7 +300,8 @@ def test_a_cold_scalar_read_waits_for_four_round_trips(large_server, fresh_mount
         _, (address, name) = [
             (previous, (at, n)) for previous, (at, n) in zip(headers, headers[1:])
             if previous[0] > TUNING.probe_head and at < size - 2 * TUNING.probe_tail
-            and events[n].ndim == 1 and events[n].id.get_num_chunks()
+            and isinstance(events[n], h5py.Dataset) and events[n].ndim == 1
+            and events[n].chunks and events[n].id.get_num_chunks()
             and events[n].id.get_chunk_info(0).byte_offset < at][-1]
         expected = npy_bytes(events[name][:])
     data = condensed.read_bytes()
