@@ -145,9 +145,9 @@ class WarmUp:
         ``due``: their handshakes then overlap the API query instead of delaying the
         first reads (one request of one byte each)."""
         url = self.store_url
-        idle = time.monotonic() - self.fetcher.last_used
-        if url is None or idle < self.reopen_after:
+        if url is None or not self.due():
             return
+        idle = time.monotonic() - self.fetcher.last_used
         self.fetcher.last_used = time.monotonic()
         log.info("DCF106 reopening %d store connections after %.0f s without a request",
                  TUNING.store_connections, idle)
